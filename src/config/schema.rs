@@ -1,0 +1,256 @@
+//! The `config.toml` schema: what a user may write, with named defaults.
+//!
+//! Unknown keys are rejected everywhere (`deny_unknown_fields`), so a typo
+//! is an error with its key path rather than a silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default request line + header block limit: Amazon API Gateway's 10,240 bytes.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 10_240;
+/// Default request-target limit, bytes.
+pub const DEFAULT_MAX_URI_BYTES: usize = 8_192;
+/// Default maximum number of request header fields.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Default request body limit: Amazon API Gateway's 10 MB payload.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+/// Default limit for a backend's response head.
+pub const DEFAULT_MAX_RESPONSE_HEADER_BYTES: usize = 64 * 1024;
+/// Time a client has to send a complete request head (slowloris guard).
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest pause allowed between two reads of a request body.
+pub const DEFAULT_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle keep-alive client connections are closed after this.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time allowed to establish a backend connection.
+pub const DEFAULT_BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Integration timeout: Amazon API Gateway's 29 s.
+pub const DEFAULT_INTEGRATION_TIMEOUT: Duration = Duration::from_secs(29);
+/// How long shutdown waits for in-flight requests.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle backend connections kept per shard and backend.
+pub const DEFAULT_MAX_IDLE_PER_BACKEND: usize = 256;
+/// Idle backend connections are closed after this.
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Listen backlog.
+pub const DEFAULT_BACKLOG: u32 = 1024;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default, rename = "api")]
+    pub apis: Vec<ApiConfig>,
+}
+
+/// `shards = "auto" | N | [cores]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Shards {
+    Named(String),
+    Count(usize),
+    Cores(Vec<usize>),
+}
+
+impl Default for Shards {
+    fn default() -> Self {
+        Shards::Named("auto".into())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default)]
+    pub shards: Shards,
+    #[serde(default)]
+    pub listen: Vec<ListenConfig>,
+    /// Response (and forwarded request) header carrying the request id.
+    #[serde(default = "default_request_id_header")]
+    pub request_id_header: String,
+    /// Keep a request id sent by the client instead of generating one.
+    #[serde(default)]
+    pub trust_request_id: bool,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            shards: Shards::default(),
+            listen: Vec::new(),
+            request_id_header: default_request_id_header(),
+            trust_request_id: false,
+            limits: LimitsConfig::default(),
+            timeouts: TimeoutsConfig::default(),
+            upstream: UpstreamConfig::default(),
+        }
+    }
+}
+
+fn default_request_id_header() -> String {
+    "x-request-id".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    pub addr: String,
+    /// Listeners are TLS unless they say `tls = false`.
+    #[serde(default = "yes")]
+    pub tls: bool,
+    #[serde(default = "default_backlog")]
+    pub backlog: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_backlog() -> u32 {
+    DEFAULT_BACKLOG
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_header_bytes: usize,
+    pub max_uri_bytes: usize,
+    pub max_headers: usize,
+    pub max_body_bytes: u64,
+    pub max_response_header_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_uri_bytes: DEFAULT_MAX_URI_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_response_header_bytes: DEFAULT_MAX_RESPONSE_HEADER_BYTES,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsConfig {
+    #[serde(with = "humantime_serde")]
+    pub client_header: Duration,
+    #[serde(with = "humantime_serde")]
+    pub client_body: Duration,
+    #[serde(with = "humantime_serde")]
+    pub keepalive: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backend_connect: Duration,
+    #[serde(with = "humantime_serde")]
+    pub integration: Duration,
+    #[serde(with = "humantime_serde")]
+    pub drain: Duration,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        TimeoutsConfig {
+            client_header: DEFAULT_CLIENT_HEADER_TIMEOUT,
+            client_body: DEFAULT_CLIENT_BODY_TIMEOUT,
+            keepalive: DEFAULT_KEEPALIVE_TIMEOUT,
+            backend_connect: DEFAULT_BACKEND_CONNECT_TIMEOUT,
+            integration: DEFAULT_INTEGRATION_TIMEOUT,
+            drain: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    pub max_idle_per_backend: usize,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            max_idle_per_backend: DEFAULT_MAX_IDLE_PER_BACKEND,
+            idle_timeout: DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// One API: selected by host and base path, with stages and routes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub name: String,
+    /// Exact names, `*.suffix` wildcards, or `*` for any host.
+    #[serde(default = "any_host")]
+    pub hosts: Vec<String>,
+    /// Path prefix in front of the stage prefix, e.g. `/v1`.
+    #[serde(default)]
+    pub base_path: String,
+    #[serde(default, rename = "stage")]
+    pub stages: Vec<StageConfig>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+fn any_host() -> Vec<String> {
+    vec!["*".into()]
+}
+
+/// A stage: `$default` serves at the API's root, any other name adds
+/// `/{name}` to the path; its variables fill `${stageVariables.NAME}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    pub name: String,
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub key: String,
+    pub integration: IntegrationConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum IntegrationConfig {
+    /// Proxy to an HTTP backend.
+    Http {
+        uri: String,
+        /// Overrides `server.timeouts.integration` for this route.
+        #[serde(default, with = "humantime_serde")]
+        timeout: Option<Duration>,
+        /// Send the client's Host header instead of the backend's.
+        #[serde(default)]
+        preserve_host: bool,
+    },
+    /// Answer from configuration, without a backend.
+    Mock {
+        #[serde(default = "ok_status")]
+        status: u16,
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        #[serde(default)]
+        body: String,
+    },
+}
+
+fn ok_status() -> u16 {
+    200
+}

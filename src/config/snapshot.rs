@@ -1,0 +1,505 @@
+//! The immutable, validated form of a configuration that shards run on.
+//!
+//! Building it checks everything a running gateway could trip over later
+//! (addresses, route keys, URIs, limits) and pre-computes everything the
+//! request path needs (route tries, integrations per stage with stage
+//! variables substituted, mock responses rendered).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::schema::{Config, IntegrationConfig, Shards};
+use super::{ConfigIssue, Host};
+use crate::http::{Limits, MAX_HEADER_SLOTS};
+use crate::integration::{
+    substitute_stage_variables, HttpIntegration, Integration, MockIntegration,
+};
+use crate::router::{Params, RouteId, RouteKey, RouteTable};
+
+/// A listening socket to open on every shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub backlog: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub client_header: Duration,
+    pub client_body: Duration,
+    pub keepalive: Duration,
+    pub backend_connect: Duration,
+    pub integration: Duration,
+    pub drain: Duration,
+}
+
+/// Server-wide settings.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// One shard per entry, pinned to that CPU.
+    pub cores: Vec<usize>,
+    pub listeners: Vec<Listener>,
+    /// Lower-case name of the request id header.
+    pub request_id_header: Box<[u8]>,
+    pub trust_request_id: bool,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub max_idle_per_backend: usize,
+    pub upstream_idle_timeout: Duration,
+}
+
+/// A stage of an API: its integrations, indexed by route id.
+#[derive(Debug)]
+pub struct Stage {
+    pub name: String,
+    pub integrations: Vec<Integration>,
+}
+
+/// A compiled API.
+#[derive(Debug)]
+pub struct Api {
+    pub name: String,
+    pub routes: RouteTable,
+    /// Route keys as written, indexed by route id.
+    pub route_keys: Vec<String>,
+    pub stages: Vec<Stage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostPattern {
+    Any,
+    Exact(Box<[u8]>),
+    /// `*.example.com` stored as `.example.com`.
+    Suffix(Box<[u8]>),
+}
+
+impl HostPattern {
+    fn parse(s: &str) -> Option<HostPattern> {
+        let lower = s.to_ascii_lowercase();
+        let ok = |h: &str| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        };
+        if lower == "*" {
+            Some(HostPattern::Any)
+        } else if let Some(suffix) = lower.strip_prefix("*.") {
+            ok(suffix).then(|| HostPattern::Suffix(format!(".{suffix}").into_bytes().into()))
+        } else {
+            ok(&lower).then(|| HostPattern::Exact(lower.into_bytes().into()))
+        }
+    }
+
+    /// Match quality: higher is more specific; `None` for no match.
+    fn score(&self, host: &[u8]) -> Option<usize> {
+        match self {
+            HostPattern::Any => Some(0),
+            HostPattern::Exact(h) => host.eq_ignore_ascii_case(h).then_some(usize::MAX),
+            HostPattern::Suffix(s) => (host.len() > s.len()
+                && host[host.len() - s.len()..].eq_ignore_ascii_case(s))
+            .then_some(s.len()),
+        }
+    }
+}
+
+/// Where an (API, stage) pair is reachable: host pattern plus path prefix.
+#[derive(Debug, Clone)]
+pub struct Mount {
+    host: HostPattern,
+    /// Path prefix without trailing slash; empty for the root.
+    prefix: Box<[u8]>,
+    api: u32,
+    stage: u32,
+}
+
+/// The outcome of resolving a request to a route.
+#[derive(Debug)]
+pub struct Resolved<'s, 'p> {
+    pub api: &'s Api,
+    pub stage: &'s Stage,
+    pub route: RouteId,
+    pub params: Params,
+    /// The path after the API and stage prefixes; parameters index into it.
+    pub path: &'p [u8],
+}
+
+impl Resolved<'_, '_> {
+    pub fn integration(&self) -> Option<&Integration> {
+        self.stage.integrations.get(self.route as usize)
+    }
+}
+
+/// A validated, compiled configuration.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub server: ServerSettings,
+    pub apis: Vec<Api>,
+    mounts: Vec<Mount>,
+}
+
+impl Snapshot {
+    /// Finds API, stage and route for a request. `host` is the Host header
+    /// (port allowed), `path` the request path.
+    pub fn resolve<'s, 'p>(
+        &'s self,
+        host: Option<&[u8]>,
+        method: &[u8],
+        path: &'p [u8],
+    ) -> Option<Resolved<'s, 'p>> {
+        let host = host.map(strip_port).unwrap_or_default();
+        // The most specific host pattern decides the API set; a request
+        // never falls through to a less specific host (like NGINX server
+        // blocks and Amazon API Gateway custom domains).
+        let top = self.mounts.iter().filter_map(|m| m.host.score(host)).max()?;
+        let mut best: Option<(&Mount, usize)> = None;
+        for m in &self.mounts {
+            if m.host.score(host) != Some(top) || !prefix_matches(&m.prefix, path) {
+                continue;
+            }
+            if best.is_none_or(|(b, _)| m.prefix.len() > b.prefix.len()) {
+                best = Some((m, top));
+            }
+        }
+        let (mount, _) = best?;
+        let rest = &path[mount.prefix.len()..];
+        let rest: &'p [u8] = if rest.is_empty() { b"/" } else { rest };
+        let api = &self.apis[mount.api as usize];
+        let stage = &api.stages[mount.stage as usize];
+        let m = api.routes.find(method, rest)?;
+        Some(Resolved {
+            api,
+            stage,
+            route: m.route,
+            params: m.params,
+            path: rest,
+        })
+    }
+
+    /// Builds a snapshot, collecting every problem found.
+    pub fn build(config: &Config, host: &Host) -> Result<Snapshot, Vec<ConfigIssue>> {
+        let mut issues = Vec::new();
+        let mut issue = |path: String, reason: String| issues.push(ConfigIssue { path, reason });
+        let s = &config.server;
+
+        let cores = match &s.shards {
+            Shards::Named(n) if n == "auto" => host.cpus.clone(),
+            Shards::Named(n) => {
+                issue(
+                    "server.shards".into(),
+                    format!("`{n}` is not \"auto\", a number of shards, or a list of cores"),
+                );
+                Vec::new()
+            }
+            Shards::Count(0) => {
+                issue("server.shards".into(), "must be at least 1".into());
+                Vec::new()
+            }
+            Shards::Count(n) if *n > host.cpus.len() => {
+                issue(
+                    "server.shards".into(),
+                    format!("{n} shards requested but only {} cores are available to this process ({:?})", host.cpus.len(), host.cpus),
+                );
+                Vec::new()
+            }
+            Shards::Count(n) => host.cpus[..*n].to_vec(),
+            Shards::Cores(list) => {
+                if list.is_empty() {
+                    issue("server.shards".into(), "core list is empty".into());
+                }
+                let mut seen = Vec::new();
+                for (i, c) in list.iter().enumerate() {
+                    if !host.cpus.contains(c) {
+                        issue(
+                            format!("server.shards[{i}]"),
+                            format!("core {c} is not available to this process (available: {:?})", host.cpus),
+                        );
+                    } else if seen.contains(c) {
+                        issue(format!("server.shards[{i}]"), format!("core {c} is listed twice"));
+                    }
+                    seen.push(*c);
+                }
+                list.clone()
+            }
+        };
+
+        let mut listeners = Vec::new();
+        if s.listen.is_empty() {
+            issue(
+                "server.listen".into(),
+                "at least one listener is required, e.g. [[server.listen]] addr = \"127.0.0.1:8080\" tls = false".into(),
+            );
+        }
+        for (i, l) in s.listen.iter().enumerate() {
+            let path = format!("server.listen[{i}]");
+            match l.addr.parse::<SocketAddr>() {
+                Ok(addr) => {
+                    if listeners.iter().any(|x: &Listener| x.addr == addr) {
+                        issue(format!("{path}.addr"), format!("{addr} is listed twice"));
+                    }
+                    listeners.push(Listener {
+                        addr,
+                        backlog: l.backlog,
+                    });
+                }
+                Err(_) => issue(
+                    format!("{path}.addr"),
+                    format!("`{}` is not an IP:port address", l.addr),
+                ),
+            }
+            if l.tls {
+                issue(
+                    format!("{path}.tls"),
+                    "TLS listeners are not available in this build yet; set tls = false for plain HTTP".into(),
+                );
+            }
+            if l.backlog == 0 {
+                issue(format!("{path}.backlog"), "must be at least 1".into());
+            }
+        }
+
+        let rid = s.request_id_header.to_ascii_lowercase();
+        if !crate::integration::valid_header_name(&rid) {
+            issue(
+                "server.request_id_header".into(),
+                format!("`{}` is not a valid header name", s.request_id_header),
+            );
+        }
+
+        let l = &s.limits;
+        let mut check_range = |key: &str, v: u64, lo: u64, hi: u64| {
+            if v < lo || v > hi {
+                issue(
+                    format!("server.limits.{key}"),
+                    format!("{v} is outside the allowed range {lo}..={hi}"),
+                );
+            }
+        };
+        check_range("max_header_bytes", l.max_header_bytes as u64, 256, 1 << 20);
+        check_range("max_uri_bytes", l.max_uri_bytes as u64, 16, 1 << 20);
+        check_range("max_headers", l.max_headers as u64, 1, MAX_HEADER_SLOTS as u64 - 1);
+        check_range("max_body_bytes", l.max_body_bytes, 0, 1 << 40);
+        check_range("max_response_header_bytes", l.max_response_header_bytes as u64, 1024, 1 << 20);
+        let t = &s.timeouts;
+        for (key, d) in [
+            ("client_header", t.client_header),
+            ("client_body", t.client_body),
+            ("keepalive", t.keepalive),
+            ("backend_connect", t.backend_connect),
+            ("integration", t.integration),
+        ] {
+            if d.is_zero() {
+                issue(format!("server.timeouts.{key}"), "must be greater than zero".into());
+            }
+        }
+        if s.upstream.idle_timeout.is_zero() {
+            issue("server.upstream.idle_timeout".into(), "must be greater than zero".into());
+        }
+
+        let mut apis = Vec::new();
+        let mut mounts: Vec<Mount> = Vec::new();
+        for (ai, a) in config.apis.iter().enumerate() {
+            let apath = format!("api[{ai}]");
+            if a.name.trim().is_empty() {
+                issue(format!("{apath}.name"), "must not be empty".into());
+            }
+            if config.apis[..ai].iter().any(|o| o.name == a.name) {
+                issue(format!("{apath}.name"), format!("API name `{}` is used twice", a.name));
+            }
+            let base = a.base_path.trim_end_matches('/');
+            if !base.is_empty() && (!base.starts_with('/') || base.contains(['{', '}', '?', '#', ' '])) {
+                issue(
+                    format!("{apath}.base_path"),
+                    format!("`{}` must be a literal path starting with `/`", a.base_path),
+                );
+            }
+            let mut hosts = Vec::new();
+            if a.hosts.is_empty() {
+                issue(format!("{apath}.hosts"), "must list at least one host (\"*\" for any)".into());
+            }
+            for (hi, h) in a.hosts.iter().enumerate() {
+                match HostPattern::parse(h) {
+                    Some(p) => hosts.push(p),
+                    None => issue(
+                        format!("{apath}.hosts[{hi}]"),
+                        format!("`{h}` is not a host name, `*.suffix` or `*`"),
+                    ),
+                }
+            }
+
+            let mut routes = RouteTable::new();
+            let mut keys = Vec::new();
+            for (ri, r) in a.routes.iter().enumerate() {
+                let rpath = format!("{apath}.route[{ri}].key");
+                match r.key.parse::<RouteKey>() {
+                    Ok(k) => {
+                        if let Err(e) = routes.insert(&k) {
+                            issue(rpath, e.to_string());
+                        }
+                        keys.push(Some(k));
+                    }
+                    Err(e) => {
+                        issue(rpath, format!("`{}`: {e}", r.key));
+                        keys.push(None);
+                    }
+                }
+            }
+            if a.routes.is_empty() {
+                issue(format!("{apath}.route"), "an API needs at least one route".into());
+            }
+
+            let default_stage = [super::schema::StageConfig {
+                name: "$default".into(),
+                variables: Default::default(),
+            }];
+            let stage_cfgs: &[_] = if a.stages.is_empty() { &default_stage } else { &a.stages };
+            let mut stages = Vec::new();
+            for (si, st) in stage_cfgs.iter().enumerate() {
+                let spath = format!("{apath}.stage[{si}]");
+                let valid_name = st.name == "$default"
+                    || (!st.name.is_empty()
+                        && st.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+                if !valid_name {
+                    issue(
+                        format!("{spath}.name"),
+                        format!("`{}` must be `$default` or letters, digits, `-` and `_`", st.name),
+                    );
+                }
+                if stage_cfgs[..si].iter().any(|o| o.name == st.name) {
+                    issue(format!("{spath}.name"), format!("stage `{}` is defined twice", st.name));
+                }
+                let mut integrations = Vec::new();
+                for (ri, r) in a.routes.iter().enumerate() {
+                    let ipath = format!("{apath}.route[{ri}].integration");
+                    let names = keys[ri].as_ref().map(|k| k.param_names()).unwrap_or_default();
+                    let compiled = match &r.integration {
+                        IntegrationConfig::Http {
+                            uri,
+                            timeout,
+                            preserve_host,
+                        } => {
+                            if timeout.is_some_and(|t| t.is_zero()) {
+                                issue(format!("{ipath}.timeout"), "must be greater than zero".into());
+                            }
+                            substitute_stage_variables(uri, &st.variables)
+                                .and_then(|u| {
+                                    HttpIntegration::compile(
+                                        &u,
+                                        &names,
+                                        timeout.unwrap_or(t.integration),
+                                        *preserve_host,
+                                    )
+                                })
+                                .map(Integration::Http)
+                                .map_err(|e| (format!("{ipath}.uri"), e))
+                        }
+                        IntegrationConfig::Mock {
+                            status,
+                            headers,
+                            body,
+                        } => MockIntegration::compile(*status, headers, body)
+                            .map(Integration::Mock)
+                            .map_err(|e| (ipath.clone(), e)),
+                    };
+                    match compiled {
+                        Ok(i) => integrations.push(i),
+                        Err((p, e)) => {
+                            let reason = if a.stages.is_empty() {
+                                e.to_string()
+                            } else {
+                                format!("{e} (in stage `{}`)", st.name)
+                            };
+                            issue(p, reason);
+                        }
+                    }
+                }
+                let prefix = if st.name == "$default" {
+                    base.to_string()
+                } else {
+                    format!("{base}/{}", st.name)
+                };
+                for h in &hosts {
+                    if let Some(other) = mounts.iter().find(|m| m.host == *h && *m.prefix == *prefix.as_bytes()) {
+                        issue(
+                            format!("{spath}"),
+                            format!(
+                                "API `{}` stage `{}` is reachable at the same host and path prefix `{prefix}` as API `{}`",
+                                a.name, st.name, config.apis[other.api as usize].name
+                            ),
+                        );
+                    }
+                    mounts.push(Mount {
+                        host: h.clone(),
+                        prefix: prefix.as_bytes().into(),
+                        api: ai as u32,
+                        stage: si as u32,
+                    });
+                }
+                stages.push(Stage {
+                    name: st.name.clone(),
+                    integrations,
+                });
+            }
+            apis.push(Api {
+                name: a.name.clone(),
+                routes,
+                route_keys: a.routes.iter().map(|r| r.key.clone()).collect(),
+                stages,
+            });
+        }
+        if config.apis.is_empty() {
+            issue("api".into(), "at least one [[api]] is required".into());
+        }
+
+        if !issues.is_empty() {
+            return Err(issues);
+        }
+        Ok(Snapshot {
+            server: ServerSettings {
+                cores,
+                listeners,
+                request_id_header: rid.into_bytes().into(),
+                trust_request_id: s.trust_request_id,
+                limits: Limits {
+                    max_header_bytes: l.max_header_bytes,
+                    max_uri_bytes: l.max_uri_bytes,
+                    max_headers: l.max_headers,
+                    max_body_bytes: l.max_body_bytes,
+                    max_response_header_bytes: l.max_response_header_bytes,
+                },
+                timeouts: Timeouts {
+                    client_header: t.client_header,
+                    client_body: t.client_body,
+                    keepalive: t.keepalive,
+                    backend_connect: t.backend_connect,
+                    integration: t.integration,
+                    drain: t.drain,
+                },
+                max_idle_per_backend: s.upstream.max_idle_per_backend,
+                upstream_idle_timeout: s.upstream.idle_timeout,
+            },
+            apis,
+            mounts,
+        })
+    }
+}
+
+/// `host:port` → `host`; `[v6]:port` → `[v6]`.
+fn strip_port(host: &[u8]) -> &[u8] {
+    if host.first() == Some(&b'[') {
+        return match memchr::memchr(b']', host) {
+            Some(i) => &host[..=i],
+            None => host,
+        };
+    }
+    match memchr::memrchr(b':', host) {
+        Some(i) => &host[..i],
+        None => host,
+    }
+}
+
+/// `prefix` matches `path` at a segment boundary; empty matches all.
+fn prefix_matches(prefix: &[u8], path: &[u8]) -> bool {
+    prefix.is_empty()
+        || (path.starts_with(prefix)
+            && (path.len() == prefix.len() || path[prefix.len()] == b'/'))
+}

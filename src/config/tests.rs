@@ -1,0 +1,184 @@
+use super::*;
+
+fn host() -> Host {
+    Host { cpus: vec![0, 1] }
+}
+
+fn build(text: &str) -> Result<Snapshot, Vec<ConfigIssue>> {
+    from_str(text, "test.toml", &host()).map_err(|e| e.issues())
+}
+
+fn paths(text: &str) -> Vec<String> {
+    match build(text) {
+        Ok(_) => panic!("config should be rejected"),
+        Err(issues) => issues.into_iter().map(|i| i.path).collect(),
+    }
+}
+
+const MINIMAL: &str = r#"
+[[server.listen]]
+addr = "127.0.0.1:8080"
+tls = false
+
+[[api]]
+name = "demo"
+[[api.route]]
+key = "GET /hello"
+integration = { type = "mock", body = "hi" }
+"#;
+
+#[test]
+fn bundled_config_is_valid() {
+    let text = include_str!("../../config.toml");
+    let snap = build(text).expect("bundled config.toml must validate");
+    assert!(!snap.apis.is_empty());
+}
+
+#[test]
+fn minimal_config_uses_documented_defaults() {
+    let snap = build(MINIMAL).expect("valid");
+    assert_eq!(snap.server.cores, vec![0, 1]);
+    assert_eq!(snap.server.limits.max_header_bytes, 10_240);
+    assert_eq!(snap.server.limits.max_body_bytes, 10 * 1024 * 1024);
+    assert_eq!(snap.server.timeouts.integration, std::time::Duration::from_secs(29));
+    assert_eq!(&*snap.server.request_id_header, b"x-request-id");
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_path() {
+    let text = MINIMAL.replace("tls = false", "tls = false\nbaklog = 5");
+    let issues = build(&text).expect_err("unknown key");
+    assert_eq!(issues.len(), 1);
+    assert_eq!(issues[0].path, "server.listen[0].baklog");
+    assert!(issues[0].reason.contains("baklog"), "{}", issues[0].reason);
+    assert!(issues[0].reason.contains("line"), "{}", issues[0].reason);
+}
+
+#[test]
+fn type_errors_name_the_key() {
+    let text = MINIMAL.replace("tls = false", "tls = false\nbacklog = \"many\"");
+    let issues = build(&text).expect_err("type error");
+    assert_eq!(issues[0].path, "server.listen[0].backlog");
+}
+
+#[test]
+fn every_semantic_error_is_reported() {
+    let text = r#"
+[server]
+shards = 5
+[server.limits]
+max_headers = 0
+[[server.listen]]
+addr = "localhost:80"
+[[api]]
+name = "a"
+hosts = ["bad host"]
+[[api.route]]
+key = "GET /x/{id}"
+integration = { type = "http", uri = "http://127.0.0.1:9000/{nope}" }
+[[api.route]]
+key = "FETCH x"
+integration = { type = "mock", status = 700 }
+[[api.route]]
+key = "GET /x/{other}"
+integration = { type = "mock" }
+"#;
+    let p = paths(text);
+    for expected in [
+        "server.shards",
+        "server.listen[0].addr",
+        "server.listen[0].tls",
+        "server.limits.max_headers",
+        "api[0].hosts[0]",
+        "api[0].route[0].integration.uri",
+        "api[0].route[1].key",
+        "api[0].route[1].integration",
+        "api[0].route[2].key",
+    ] {
+        assert!(p.iter().any(|x| x == expected), "missing {expected} in {p:?}");
+    }
+}
+
+#[test]
+fn unknown_integration_type_is_rejected() {
+    let text = MINIMAL.replace("type = \"mock\"", "type = \"lambda\"");
+    let issues = build(&text).expect_err("bad type");
+    assert!(issues[0].path.starts_with("api[0].route[0].integration"), "{issues:?}");
+}
+
+#[test]
+fn shards_forms() {
+    let with = |s: &str| MINIMAL.replace("[[server.listen]]", &format!("[server]\nshards = {s}\n[[server.listen]]"));
+    assert_eq!(build(&with("1")).expect("count").server.cores, vec![0]);
+    assert_eq!(build(&with("[1]")).expect("list").server.cores, vec![1]);
+    assert_eq!(build(&with("\"auto\"")).expect("auto").server.cores, vec![0, 1]);
+    assert_eq!(paths(&with("[7]")), vec!["server.shards[0]"]);
+    assert_eq!(paths(&with("\"many\"")), vec!["server.shards"]);
+}
+
+#[test]
+fn stage_variables_must_exist() {
+    let text = r#"
+[[server.listen]]
+addr = "127.0.0.1:8080"
+tls = false
+[[api]]
+name = "a"
+[[api.stage]]
+name = "prod"
+variables = { backend = "127.0.0.1:9000" }
+[[api.stage]]
+name = "dev"
+[[api.route]]
+key = "ANY /{proxy+}"
+integration = { type = "http", uri = "http://${stageVariables.backend}/{proxy}" }
+"#;
+    let issues = build(text).expect_err("dev lacks the variable");
+    assert_eq!(issues.len(), 1);
+    assert_eq!(issues[0].path, "api[0].route[0].integration.uri");
+    assert!(issues[0].reason.contains("stage `dev`"), "{}", issues[0].reason);
+}
+
+#[test]
+fn resolves_by_host_then_longest_prefix_then_route() {
+    let text = r#"
+[[server.listen]]
+addr = "127.0.0.1:8080"
+tls = false
+[[api]]
+name = "catchall"
+[[api.route]]
+key = "$default"
+integration = { type = "mock", status = 200 }
+[[api]]
+name = "pets"
+hosts = ["*.example.com"]
+base_path = "/v1"
+[[api.stage]]
+name = "prod"
+[[api.stage]]
+name = "$default"
+[[api.route]]
+key = "GET /pets/{id}"
+integration = { type = "mock", status = 201 }
+[[api]]
+name = "exact"
+hosts = ["api.example.com"]
+[[api.route]]
+key = "GET /pets/{id}"
+integration = { type = "mock", status = 202 }
+"#;
+    let snap = build(text).expect("valid");
+    let r = |host: &str, path: &str| {
+        snap.resolve(Some(host.as_bytes()), b"GET", path.as_bytes())
+            .map(|r| (r.api.name.clone(), r.stage.name.clone(), String::from_utf8_lossy(r.path).into_owned()))
+    };
+    assert_eq!(r("api.example.com:443", "/pets/1"), Some(("exact".into(), "$default".into(), "/pets/1".into())));
+    assert_eq!(r("x.example.com", "/v1/prod/pets/1"), Some(("pets".into(), "prod".into(), "/pets/1".into())));
+    assert_eq!(r("x.example.com", "/v1/pets/1"), Some(("pets".into(), "$default".into(), "/pets/1".into())));
+    // A wildcard host with no matching prefix: no route.
+    assert_eq!(r("x.example.com", "/other"), None);
+    assert_eq!(r("elsewhere.org", "/anything"), Some(("catchall".into(), "$default".into(), "/anything".into())));
+    // Prefixes match whole segments only.
+    assert_eq!(r("x.example.com", "/v1production/pets/1"), None);
+}

@@ -1,0 +1,595 @@
+//! Request head parsing and validation (RFC 9112 §2–§7).
+//!
+//! [`parse`] turns the bytes at the front of a connection buffer into a
+//! [`RequestHead`] of spans, or says more bytes are needed, or rejects the
+//! request with the status a client should see. Every framing rule that a
+//! smuggling attack relies on is enforced here: Content-Length with
+//! Transfer-Encoding, differing Content-Lengths, a Transfer-Encoding whose
+//! final coding is not `chunked`, obs-fold, bare LF, control bytes,
+//! whitespace before the colon, a missing or repeated Host.
+
+use std::mem::MaybeUninit;
+
+use super::{
+    has_bare_lf, parse_content_length, tokens, BodyKind, Header, HeaderKind, Limits, Span,
+    Version, MAX_HEADER_SLOTS,
+};
+
+/// Why a request head was rejected; each maps to one status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    #[error("malformed request: {0}")]
+    BadRequest(&'static str),
+    #[error("request header block too large")]
+    HeaderTooLarge,
+    #[error("request URI too long")]
+    UriTooLong,
+    #[error("HTTP version not supported")]
+    VersionNotSupported,
+    #[error("transfer coding not implemented")]
+    NotImplemented,
+    #[error("expectation not supported")]
+    ExpectationFailed,
+}
+
+impl HeadError {
+    /// Status code a client gets for this error.
+    pub fn status(self) -> u16 {
+        match self {
+            HeadError::BadRequest(_) => 400,
+            HeadError::HeaderTooLarge => 431,
+            HeadError::UriTooLong => 414,
+            HeadError::VersionNotSupported => 505,
+            HeadError::NotImplemented => 501,
+            HeadError::ExpectationFailed => 417,
+        }
+    }
+}
+
+/// A parsed request head: spans into the buffer it was parsed from.
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    /// Length of the head including the blank line.
+    pub head_len: usize,
+    pub method: Span,
+    /// The request target as sent.
+    pub target: Span,
+    /// Path part of the target; empty for an absolute-form target without
+    /// a path, which means `/` (see [`RequestHead::path`]).
+    pub path: Span,
+    /// Query string without the `?`, if any.
+    pub query: Option<Span>,
+    pub version: Version,
+    pub headers: Vec<Header>,
+    /// Host header value, or the authority of an absolute-form target.
+    pub host: Option<Span>,
+    pub body: BodyKind,
+    /// Whether the client allows the connection to stay open afterwards.
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+}
+
+impl Default for RequestHead {
+    fn default() -> Self {
+        RequestHead {
+            head_len: 0,
+            method: Span::default(),
+            target: Span::default(),
+            path: Span::default(),
+            query: None,
+            version: Version::Http11,
+            headers: Vec::with_capacity(32),
+            host: None,
+            body: BodyKind::None,
+            keep_alive: true,
+            expect_continue: false,
+        }
+    }
+}
+
+impl RequestHead {
+    /// The request path (`/` when an absolute-form target had none).
+    pub fn path<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        if self.path.is_empty() {
+            b"/"
+        } else {
+            self.path.of(buf)
+        }
+    }
+
+    /// True for methods RFC 9110 §9.2.2 calls idempotent (safe to retry).
+    pub fn is_idempotent(&self, buf: &[u8]) -> bool {
+        matches!(
+            self.method.of(buf),
+            b"GET" | b"HEAD" | b"PUT" | b"DELETE" | b"OPTIONS" | b"TRACE"
+        )
+    }
+
+    /// First header of `kind`.
+    pub fn header(&self, kind: HeaderKind) -> Option<&Header> {
+        self.headers.iter().find(|h| h.kind == kind)
+    }
+}
+
+/// Parses the request head at the start of `buf` into `out` (whose header
+/// vector is reused). Returns `Ok(None)` when the head is incomplete and
+/// still within limits.
+pub fn parse(
+    buf: &[u8],
+    limits: &Limits,
+    request_id_header: &[u8],
+    out: &mut RequestHead,
+) -> Result<Option<usize>, HeadError> {
+    let mut slots: [MaybeUninit<httparse::Header<'_>>; MAX_HEADER_SLOTS] =
+        [const { MaybeUninit::uninit() }; MAX_HEADER_SLOTS];
+    let mut req = httparse::Request::new(&mut []);
+    let status = match req.parse_with_uninit_headers(buf, &mut slots) {
+        Ok(s) => s,
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::HeaderTooLarge),
+        Err(httparse::Error::Version) => return Err(version_error(buf)),
+        Err(_) => {
+            if buf.len() > limits.max_header_bytes {
+                return Err(too_large(buf, limits));
+            }
+            return Err(HeadError::BadRequest("malformed request head"));
+        }
+    };
+    let head_len = match status {
+        httparse::Status::Partial => {
+            if buf.len() > limits.max_header_bytes {
+                return Err(too_large(buf, limits));
+            }
+            return Ok(None);
+        }
+        httparse::Status::Complete(n) => n,
+    };
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(HeadError::BadRequest("incomplete request line"));
+    };
+    if target.len() > limits.max_uri_bytes {
+        return Err(HeadError::UriTooLong);
+    }
+    if head_len > limits.max_header_bytes {
+        return Err(HeadError::HeaderTooLarge);
+    }
+    if req.headers.len() > limits.max_headers {
+        return Err(HeadError::HeaderTooLarge);
+    }
+    if has_bare_lf(&buf[..head_len]) {
+        return Err(HeadError::BadRequest("bare LF in request head"));
+    }
+
+    out.head_len = head_len;
+    out.method = Span::within(buf, method.as_bytes());
+    out.target = Span::within(buf, target.as_bytes());
+    out.version = if minor == 0 {
+        Version::Http10
+    } else {
+        Version::Http11
+    };
+    out.host = None;
+    out.query = None;
+    parse_target(buf, out)?;
+
+    out.headers.clear();
+    let mut content_length: Option<u64> = None;
+    let mut te_seen = false;
+    let mut te_chunked_last = false;
+    let mut te_chunked_count = 0u32;
+    let mut te_other = false;
+    let mut conn_close = false;
+    let mut conn_keep_alive = false;
+    let mut conn_names_others = false;
+    let mut host_count = 0u32;
+    out.expect_continue = false;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        let value = h.value;
+        if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err(HeadError::BadRequest("control character in header value"));
+        }
+        let kind = HeaderKind::classify(name, request_id_header);
+        match kind {
+            HeaderKind::Host => {
+                host_count += 1;
+                if host_count > 1 {
+                    return Err(HeadError::BadRequest("duplicate Host header"));
+                }
+                if !valid_host(value) {
+                    return Err(HeadError::BadRequest("invalid Host header"));
+                }
+                if out.host.is_none() {
+                    out.host = Some(Span::within(buf, value));
+                }
+            }
+            HeaderKind::ContentLength => {
+                let n = parse_content_length(value)
+                    .ok_or(HeadError::BadRequest("invalid Content-Length"))?;
+                match content_length {
+                    Some(prev) if prev != n => {
+                        return Err(HeadError::BadRequest("conflicting Content-Length headers"))
+                    }
+                    _ => content_length = Some(n),
+                }
+            }
+            HeaderKind::TransferEncoding => {
+                te_seen = true;
+                for t in tokens(value) {
+                    if te_chunked_last {
+                        // Something follows `chunked`: it is no longer final.
+                        te_chunked_last = false;
+                    }
+                    if t.eq_ignore_ascii_case(b"chunked") {
+                        te_chunked_count += 1;
+                        te_chunked_last = true;
+                    } else {
+                        te_other = true;
+                    }
+                }
+            }
+            HeaderKind::Connection => {
+                for t in tokens(value) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        conn_close = true;
+                    } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                        conn_keep_alive = true;
+                    } else {
+                        conn_names_others = true;
+                    }
+                }
+            }
+            HeaderKind::Expect => {
+                if value.eq_ignore_ascii_case(b"100-continue") {
+                    out.expect_continue = true;
+                } else {
+                    return Err(HeadError::ExpectationFailed);
+                }
+            }
+            _ => {}
+        }
+        out.headers.push(Header {
+            name: Span::within(buf, name),
+            value: Span::within(buf, value),
+            kind,
+        });
+    }
+
+    if conn_names_others {
+        mark_connection_named(buf, &mut out.headers);
+    }
+
+    if out.version == Version::Http11 && host_count == 0 && out.host.is_none() {
+        return Err(HeadError::BadRequest("missing Host header"));
+    }
+
+    out.body = if te_seen {
+        if content_length.is_some() {
+            return Err(HeadError::BadRequest(
+                "both Content-Length and Transfer-Encoding",
+            ));
+        }
+        if out.version == Version::Http10 {
+            return Err(HeadError::BadRequest("Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        if !te_chunked_last || te_chunked_count != 1 {
+            return Err(HeadError::BadRequest("chunked is not the final transfer coding"));
+        }
+        if te_other {
+            return Err(HeadError::NotImplemented);
+        }
+        BodyKind::Chunked
+    } else {
+        match content_length {
+            Some(0) | None => BodyKind::None,
+            Some(n) => BodyKind::Length(n),
+        }
+    };
+    out.keep_alive = match out.version {
+        Version::Http11 => !conn_close,
+        Version::Http10 => conn_keep_alive && !conn_close,
+    };
+    if out.body == BodyKind::None {
+        out.expect_continue = false;
+    }
+    Ok(Some(head_len))
+}
+
+/// 414 when the request line alone is over the URI limit, else 431.
+fn too_large(buf: &[u8], limits: &Limits) -> HeadError {
+    match memchr::memchr(b'\n', buf) {
+        None => HeadError::UriTooLong,
+        Some(line_end) if line_end > limits.max_uri_bytes => HeadError::UriTooLong,
+        Some(_) => HeadError::HeaderTooLarge,
+    }
+}
+
+/// A well-formed `HTTP/x.y` we do not speak is 505; anything else 400.
+fn version_error(buf: &[u8]) -> HeadError {
+    let line_end = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
+    let line = buf[..line_end].strip_suffix(b"\r").unwrap_or(&buf[..line_end]);
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    match version {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            HeadError::VersionNotSupported
+        }
+        [b'H', b'T', b'T', b'P', b'/', major] if major.is_ascii_digit() => {
+            HeadError::VersionNotSupported
+        }
+        _ => HeadError::BadRequest("malformed request line"),
+    }
+}
+
+/// Splits the target into path and query; accepts origin-form and
+/// absolute-form (RFC 9112 §3.2), rejects the rest and dot-segments.
+fn parse_target(buf: &[u8], out: &mut RequestHead) -> Result<(), HeadError> {
+    let target = out.target.of(buf);
+    let base = out.target.start as usize;
+    let (path_start, host) = if target.first() == Some(&b'/') {
+        (0, None)
+    } else {
+        let rest = strip_prefix_ci(target, b"http://")
+            .or_else(|| strip_prefix_ci(target, b"https://"))
+            .ok_or(HeadError::BadRequest("request target is not origin-form"))?;
+        let scheme_len = target.len() - rest.len();
+        let auth_len = rest
+            .iter()
+            .position(|&b| b == b'/' || b == b'?')
+            .unwrap_or(rest.len());
+        let auth = &rest[..auth_len];
+        if auth.is_empty() || auth.contains(&b'@') || !valid_host(auth) {
+            return Err(HeadError::BadRequest("invalid authority in request target"));
+        }
+        (
+            scheme_len + auth_len,
+            Some(Span::new(base + scheme_len, base + scheme_len + auth_len)),
+        )
+    };
+    let rest = &target[path_start..];
+    let (path_len, query) = match memchr::memchr(b'?', rest) {
+        Some(q) => (q, Some(Span::new(base + path_start + q + 1, base + target.len()))),
+        None => (rest.len(), None),
+    };
+    let path = &rest[..path_len];
+    if path.contains(&b'#') {
+        return Err(HeadError::BadRequest("fragment in request target"));
+    }
+    if has_dot_segment(path) {
+        return Err(HeadError::BadRequest("dot-segment in request path"));
+    }
+    out.path = Span::new(base + path_start, base + path_start + path_len);
+    out.query = query;
+    out.host = host;
+    Ok(())
+}
+
+fn strip_prefix_ci<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    if s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix) {
+        Some(&s[prefix.len()..])
+    } else {
+        None
+    }
+}
+
+/// A `.` or `..` segment, literal or percent-encoded. Such paths are
+/// rejected rather than normalised, so routing and the backend can never
+/// disagree about which resource is meant.
+fn has_dot_segment(path: &[u8]) -> bool {
+    path.split(|&b| b == b'/').any(|seg| {
+        if seg.is_empty() || seg.len() > 6 {
+            return false;
+        }
+        let mut dots = 0;
+        let mut i = 0;
+        while i < seg.len() {
+            if seg[i] == b'.' {
+                i += 1;
+            } else if seg.len() - i >= 3 && seg[i] == b'%' && seg[i + 1] == b'2' && (seg[i + 2] | 0x20) == b'e' {
+                i += 3;
+            } else {
+                return false;
+            }
+            dots += 1;
+        }
+        dots == 1 || dots == 2
+    })
+}
+
+/// Host per RFC 3986 reg-name / IP-literal with optional port, without
+/// userinfo. Empty is allowed (RFC 9112 §3.2: a target without authority).
+fn valid_host(v: &[u8]) -> bool {
+    v.iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~:[]!$&'()*+,;=%".contains(&b))
+}
+
+/// Marks headers named by a `Connection` header as hop-by-hop.
+fn mark_connection_named(buf: &[u8], headers: &mut [Header]) {
+    let named: Vec<Span> = headers
+        .iter()
+        .filter(|h| h.kind == HeaderKind::Connection)
+        .flat_map(|h| tokens(h.value.of(buf)).map(|t| Span::within(buf, t)))
+        .collect();
+    for h in headers.iter_mut() {
+        if h.kind == HeaderKind::Other || h.kind == HeaderKind::RequestId {
+            let name = h.name.of(buf);
+            if named.iter().any(|n| n.of(buf).eq_ignore_ascii_case(name)) {
+                h.kind = HeaderKind::NamedByConnection;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(raw: &str) -> Result<Option<RequestHead>, HeadError> {
+        let mut head = RequestHead::default();
+        parse(raw.as_bytes(), &Limits::default(), b"x-request-id", &mut head)
+            .map(|r| r.map(|_| head))
+    }
+
+    fn ok(raw: &str) -> RequestHead {
+        p(raw).expect("valid").expect("complete")
+    }
+
+    fn err(raw: &str) -> u16 {
+        p(raw).expect_err("must be rejected").status()
+    }
+
+    #[test]
+    fn parses_a_simple_get() {
+        let raw = "GET /pets/1?x=1&y=2 HTTP/1.1\r\nHost: api.example.com\r\nAccept: */*\r\n\r\n";
+        let h = ok(raw);
+        let b = raw.as_bytes();
+        assert_eq!(h.method.of(b), b"GET");
+        assert_eq!(h.path(b), b"/pets/1");
+        assert_eq!(h.query.map(|q| q.of(b)), Some(&b"x=1&y=2"[..]));
+        assert_eq!(h.host.map(|s| s.of(b)), Some(&b"api.example.com"[..]));
+        assert_eq!(h.body, BodyKind::None);
+        assert!(h.keep_alive);
+        assert_eq!(h.head_len, raw.len());
+        assert_eq!(h.headers.len(), 2);
+    }
+
+    #[test]
+    fn partial_heads_wait_for_more() {
+        assert!(p("GET / HTTP/1.1\r\nHost: a\r\n").expect("ok").is_none());
+        assert!(p("GET / HT").expect("ok").is_none());
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        assert!(!ok("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").keep_alive);
+        assert!(!ok("GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(ok("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn framing() {
+        assert_eq!(
+            ok("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n").body,
+            BodyKind::Length(5)
+        );
+        assert_eq!(
+            ok("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n").body,
+            BodyKind::Chunked
+        );
+        assert_eq!(
+            ok("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n").body,
+            BodyKind::Length(3)
+        );
+    }
+
+    #[test]
+    fn smuggling_vectors_are_rejected() {
+        let cases = [
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n  folded\r\n\r\n",
+            "GET / HTTP/1.1\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\x01c\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\x7fc\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+            "GET / HTTP/1.1\r\nX-A : b\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+            "GET /a/../b HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a/%2e%2E/b HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /./b HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET a HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / FOO/1.1\r\nHost: a\r\n\r\n",
+            "G@T / HTTP/1.1\r\nHost: a\r\n\r\n",
+        ];
+        for c in cases {
+            assert_eq!(err(c), 400, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn gzip_then_chunked_is_not_implemented() {
+        assert_eq!(
+            err("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            501
+        );
+    }
+
+    #[test]
+    fn unknown_versions_get_505() {
+        assert_eq!(err("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
+        assert_eq!(err("GET / HTTP/1.2\r\nHost: a\r\n\r\n"), 505);
+        assert_eq!(err("GET / HTTP/3\r\nHost: a\r\n\r\n"), 505);
+    }
+
+    #[test]
+    fn limits_map_to_414_and_431() {
+        let long_uri = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(9000));
+        assert_eq!(err(&long_uri), 414);
+        let partial_uri = format!("GET /{}", "a".repeat(11_000));
+        assert_eq!(err(&partial_uri), 414);
+        let big = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "b".repeat(11_000));
+        assert_eq!(err(&big), 431);
+        let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
+        assert_eq!(err(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")), 431);
+        let too_many: String = (0..300).map(|i| format!("X-{i}: v\r\n")).collect();
+        assert_eq!(err(&format!("GET / HTTP/1.1\r\nHost: a\r\n{too_many}\r\n")), 431);
+    }
+
+    #[test]
+    fn expect_handling() {
+        let h = ok("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
+        assert!(h.expect_continue);
+        assert_eq!(err("POST / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n"), 417);
+    }
+
+    #[test]
+    fn absolute_form_overrides_host() {
+        let raw = "GET http://Example.com:8080/x?q HTTP/1.1\r\nHost: other\r\n\r\n";
+        let h = ok(raw);
+        let b = raw.as_bytes();
+        assert_eq!(h.host.map(|s| s.of(b)), Some(&b"Example.com:8080"[..]));
+        assert_eq!(h.path(b), b"/x");
+        let raw = "GET http://a.b HTTP/1.1\r\nHost: a.b\r\n\r\n";
+        assert_eq!(ok(raw).path(raw.as_bytes()), b"/");
+    }
+
+    #[test]
+    fn connection_named_headers_become_hop_by_hop() {
+        let raw = "GET / HTTP/1.1\r\nHost: a\r\nConnection: X-Secret\r\nX-Secret: 1\r\nX-Other: 2\r\n\r\n";
+        let h = ok(raw);
+        let kinds: Vec<_> = h.headers.iter().map(|h| h.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                HeaderKind::Host,
+                HeaderKind::Connection,
+                HeaderKind::NamedByConnection,
+                HeaderKind::Other
+            ]
+        );
+    }
+
+    #[test]
+    fn pipelined_heads_parse_one_at_a_time() {
+        let raw = "GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n";
+        let h = ok(raw);
+        assert_eq!(h.head_len, raw.len() / 2);
+    }
+
+    #[test]
+    fn tabs_and_obs_text_are_allowed_in_values() {
+        let raw = "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\tc ✓\r\n\r\n";
+        ok(raw);
+    }
+}

@@ -1,0 +1,361 @@
+//! Writing heads: upstream requests, proxied responses, local responses.
+//!
+//! Writers append to a caller-owned `BytesMut` that is reused across
+//! requests, so a head costs no allocation once the buffer has grown. Header
+//! fields are copied from the spans of the parsed head; hop-by-hop fields are
+//! dropped (RFC 9110 §7.6.1) and framing fields are written anew.
+
+use bytes::{BufMut, BytesMut};
+
+use super::request::RequestHead;
+use super::response::ResponseHead;
+use super::{BodyKind, HeaderKind, Version};
+
+/// How the body that follows a written head is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body at all (`Content-Length: 0` is written for requests).
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Delimited by closing the connection (responses to HTTP/1.0 only).
+    Close,
+    /// The response has no body and no framing header is written
+    /// (HEAD, 204, 304): the original length header is kept.
+    Bodiless,
+}
+
+/// What the gateway adds when forwarding a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarded<'a> {
+    /// Host header to send to the backend.
+    pub backend_host: &'a [u8],
+    /// Client address, appended to X-Forwarded-For.
+    pub client_ip: &'a [u8],
+    /// `http` or `https`.
+    pub proto: &'a [u8],
+    pub request_id_header: &'a [u8],
+    pub request_id: &'a [u8],
+}
+
+fn header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.reserve(name.len() + value.len() + 4);
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+fn content_length(out: &mut BytesMut, n: u64) {
+    let mut b = itoa::Buffer::new();
+    header(out, b"content-length", b.format(n).as_bytes());
+}
+
+/// Writes the header section of an upstream request after its request line
+/// (which the integration writes, since it owns the target URI).
+pub fn forward_request_headers(
+    out: &mut BytesMut,
+    buf: &[u8],
+    head: &RequestHead,
+    fwd: &Forwarded<'_>,
+    framing: Framing,
+) {
+    header(out, b"host", fwd.backend_host);
+    let mut xff_written = false;
+    for h in &head.headers {
+        match h.kind {
+            HeaderKind::Other => {
+                header(out, h.name.of(buf), h.value.of(buf));
+            }
+            HeaderKind::XForwardedFor => {
+                if !xff_written {
+                    // Merge every X-Forwarded-For line, then append the client.
+                    out.put_slice(b"x-forwarded-for: ");
+                    for x in head.headers.iter().filter(|x| x.kind == HeaderKind::XForwardedFor) {
+                        out.put_slice(x.value.of(buf));
+                        out.put_slice(b", ");
+                    }
+                    out.put_slice(fwd.client_ip);
+                    out.put_slice(b"\r\n");
+                    xff_written = true;
+                }
+            }
+            // Hop-by-hop, framing, Host and Expect are never forwarded as
+            // they came; X-Forwarded-Proto/Host and the request id are
+            // replaced by the gateway's own values below.
+            _ => {}
+        }
+    }
+    if !xff_written {
+        header(out, b"x-forwarded-for", fwd.client_ip);
+    }
+    header(out, b"x-forwarded-proto", fwd.proto);
+    if let Some(host) = head.host {
+        header(out, b"x-forwarded-host", host.of(buf));
+    }
+    header(out, fwd.request_id_header, fwd.request_id);
+    match framing {
+        Framing::Length(n) => content_length(out, n),
+        Framing::Chunked => header(out, b"transfer-encoding", b"chunked"),
+        Framing::Empty => {
+            if requires_length(head.method.of(buf)) {
+                content_length(out, 0);
+            }
+        }
+        Framing::Close | Framing::Bodiless => {}
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// Methods whose requests conventionally carry a body: send an explicit
+/// zero length for them (RFC 9110 §8.6).
+fn requires_length(method: &[u8]) -> bool {
+    matches!(method, b"POST" | b"PUT" | b"PATCH")
+}
+
+/// Picks how to frame a proxied response body for the client.
+pub fn response_framing(resp: &ResponseHead, client: Version) -> Framing {
+    match resp.body {
+        BodyKind::None => {
+            if resp.status == 204 || resp.status == 304 || (100..200).contains(&resp.status) {
+                Framing::Bodiless
+            } else if has_length(resp) {
+                // HEAD response: keep the backend's Content-Length.
+                Framing::Bodiless
+            } else {
+                Framing::Length(0)
+            }
+        }
+        BodyKind::Length(n) => Framing::Length(n),
+        BodyKind::Chunked | BodyKind::UntilClose => match client {
+            Version::Http11 => Framing::Chunked,
+            Version::Http10 => Framing::Close,
+        },
+    }
+}
+
+fn has_length(resp: &ResponseHead) -> bool {
+    resp.headers
+        .iter()
+        .any(|h| h.kind == HeaderKind::ContentLength)
+}
+
+/// Writes a proxied response head for the client.
+pub fn proxied_response_head(
+    out: &mut BytesMut,
+    buf: &[u8],
+    resp: &ResponseHead,
+    framing: Framing,
+    client: Version,
+    keep_alive: bool,
+    request_id_header: &[u8],
+    request_id: &[u8],
+) {
+    status_line(out, resp.status, resp.reason.of(buf));
+    for h in &resp.headers {
+        let keep = match h.kind {
+            HeaderKind::ContentLength => framing == Framing::Bodiless,
+            HeaderKind::RequestId => false,
+            k => !k.is_hop_by_hop(),
+        };
+        if keep {
+            header(out, h.name.of(buf), h.value.of(buf));
+        }
+    }
+    header(out, request_id_header, request_id);
+    finish_head(out, framing, client, keep_alive);
+}
+
+/// Writes framing and connection headers and the blank line.
+fn finish_head(out: &mut BytesMut, framing: Framing, client: Version, keep_alive: bool) {
+    match framing {
+        Framing::Length(n) => content_length(out, n),
+        Framing::Empty => content_length(out, 0),
+        Framing::Chunked => header(out, b"transfer-encoding", b"chunked"),
+        Framing::Close | Framing::Bodiless => {}
+    }
+    if !keep_alive {
+        out.put_slice(b"connection: close\r\n");
+    } else if client == Version::Http10 {
+        out.put_slice(b"connection: keep-alive\r\n");
+    }
+    out.put_slice(b"\r\n");
+}
+
+fn status_line(out: &mut BytesMut, status: u16, reason: &[u8]) {
+    let mut b = itoa::Buffer::new();
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(b.format(status).as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(if reason.is_empty() {
+        reason_phrase(status).as_bytes()
+    } else {
+        reason
+    });
+    out.put_slice(b"\r\n");
+}
+
+/// A response the gateway produces itself (mock integration, errors).
+#[derive(Debug, Clone, Copy)]
+pub struct LocalResponse<'a> {
+    pub status: u16,
+    /// Pre-rendered header lines, each ending in CRLF.
+    pub headers: &'a [u8],
+    pub body: &'a [u8],
+}
+
+/// Writes a complete local response (head and body).
+#[allow(clippy::too_many_arguments)]
+pub fn local_response(
+    out: &mut BytesMut,
+    resp: &LocalResponse<'_>,
+    date: &[u8],
+    request_id_header: &[u8],
+    request_id: &[u8],
+    client: Version,
+    keep_alive: bool,
+    head_request: bool,
+) {
+    out.reserve(128 + resp.headers.len() + resp.body.len());
+    status_line(out, resp.status, b"");
+    header(out, b"date", date);
+    out.put_slice(resp.headers);
+    header(out, request_id_header, request_id);
+    let bodiless = resp.status == 204 || resp.status == 304 || resp.status < 200;
+    let framing = if bodiless {
+        Framing::Bodiless
+    } else {
+        Framing::Length(resp.body.len() as u64)
+    };
+    finish_head(out, framing, client, keep_alive);
+    if !head_request && !bodiless {
+        out.put_slice(resp.body);
+    }
+}
+
+/// Body of a gateway error in Amazon API Gateway's style.
+pub fn error_body(status: u16) -> &'static [u8] {
+    match status {
+        400 => br#"{"message":"Bad Request"}"#,
+        403 => br#"{"message":"Forbidden"}"#,
+        404 => br#"{"message":"Not Found"}"#,
+        408 => br#"{"message":"Request Timeout"}"#,
+        413 => br#"{"message":"Request Entity Too Large"}"#,
+        414 => br#"{"message":"URI Too Long"}"#,
+        417 => br#"{"message":"Expectation Failed"}"#,
+        431 => br#"{"message":"Request Header Fields Too Large"}"#,
+        501 => br#"{"message":"Not Implemented"}"#,
+        502 => br#"{"message":"Bad Gateway"}"#,
+        503 => br#"{"message":"Service Unavailable"}"#,
+        504 => br#"{"message":"Endpoint request timed out"}"#,
+        505 => br#"{"message":"HTTP Version Not Supported"}"#,
+        _ => br#"{"message":"Internal Server Error"}"#,
+    }
+}
+
+/// The header block of every gateway error.
+pub const ERROR_HEADERS: &[u8] = b"content-type: application/json\r\n";
+
+/// Canonical reason phrase for a status code.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Content",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{request, response, Limits};
+
+    #[test]
+    fn forwards_end_to_end_headers_only() {
+        let raw = b"POST /x HTTP/1.1\r\nHost: api.example.com\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Connection: x\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-Proto: ftp\r\nx-request-id: evil\r\nAccept: */*\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n";
+        let mut head = request::RequestHead::default();
+        request::parse(raw, &Limits::default(), b"x-request-id", &mut head)
+            .expect("valid")
+            .expect("complete");
+        let mut out = BytesMut::new();
+        let fwd = Forwarded {
+            backend_host: b"127.0.0.1:9000",
+            client_ip: b"10.0.0.9",
+            proto: b"http",
+            request_id_header: b"x-request-id",
+            request_id: b"rid-1",
+        };
+        forward_request_headers(&mut out, raw, &head, &fwd, Framing::Length(3));
+        let text = String::from_utf8(out.to_vec()).expect("utf8");
+        assert_eq!(
+            text,
+            "host: 127.0.0.1:9000\r\nx-forwarded-for: 1.1.1.1, 10.0.0.9\r\nAccept: */*\r\n\
+             x-forwarded-proto: http\r\nx-forwarded-host: api.example.com\r\n\
+             x-request-id: rid-1\r\ncontent-length: 3\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn proxied_head_drops_hop_by_hop_and_reframes() {
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\nContent-Type: text/plain\r\n\r\n";
+        let mut resp = response::ResponseHead::default();
+        response::parse(raw, 65536, false, b"x-request-id", &mut resp)
+            .expect("valid")
+            .expect("complete");
+        let mut out = BytesMut::new();
+        let framing = response_framing(&resp, Version::Http10);
+        assert_eq!(framing, Framing::Close);
+        proxied_response_head(&mut out, raw, &resp, framing, Version::Http10, false, b"x-request-id", b"r");
+        assert_eq!(
+            &out[..],
+            &b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nx-request-id: r\r\nconnection: close\r\n\r\n"[..]
+        );
+    }
+
+    #[test]
+    fn local_response_for_head_has_length_but_no_body() {
+        let mut out = BytesMut::new();
+        let r = LocalResponse {
+            status: 200,
+            headers: b"content-type: application/json\r\n",
+            body: b"{}",
+        };
+        local_response(&mut out, &r, b"Thu, 01 Jan 1970 00:00:00 GMT", b"x-request-id", b"id", Version::Http11, true, true);
+        let s = String::from_utf8(out.to_vec()).expect("utf8");
+        assert!(s.ends_with("content-length: 2\r\n\r\n"), "{s}");
+    }
+}

@@ -1,0 +1,8 @@
+//! tollgate: a self-hosted API gateway for Linux edge hosts.
+//!
+//! See `docs/architecture.md` for the module map and request pipeline.
+
+pub mod config;
+pub mod http;
+pub mod integration;
+pub mod router;
