@@ -6,3 +6,6 @@ pub mod config;
 pub mod http;
 pub mod integration;
 pub mod router;
+pub mod runtime;
+pub mod server;
+pub mod upstream;

@@ -24,6 +24,8 @@ pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle keep-alive client connections are closed after this.
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for a client to accept more response bytes.
+pub const DEFAULT_CLIENT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time allowed to establish a backend connection.
 pub const DEFAULT_BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Integration timeout: Amazon API Gateway's 29 s.
@@ -150,6 +152,8 @@ pub struct TimeoutsConfig {
     #[serde(with = "humantime_serde")]
     pub client_body: Duration,
     #[serde(with = "humantime_serde")]
+    pub client_send: Duration,
+    #[serde(with = "humantime_serde")]
     pub keepalive: Duration,
     #[serde(with = "humantime_serde")]
     pub backend_connect: Duration,
@@ -164,6 +168,7 @@ impl Default for TimeoutsConfig {
         TimeoutsConfig {
             client_header: DEFAULT_CLIENT_HEADER_TIMEOUT,
             client_body: DEFAULT_CLIENT_BODY_TIMEOUT,
+            client_send: DEFAULT_CLIENT_SEND_TIMEOUT,
             keepalive: DEFAULT_KEEPALIVE_TIMEOUT,
             backend_connect: DEFAULT_BACKEND_CONNECT_TIMEOUT,
             integration: DEFAULT_INTEGRATION_TIMEOUT,

@@ -27,6 +27,7 @@ pub struct Listener {
 pub struct Timeouts {
     pub client_header: Duration,
     pub client_body: Duration,
+    pub client_send: Duration,
     pub keepalive: Duration,
     pub backend_connect: Duration,
     pub integration: Duration,
@@ -123,8 +124,8 @@ pub struct Resolved<'s, 'p> {
     pub path: &'p [u8],
 }
 
-impl Resolved<'_, '_> {
-    pub fn integration(&self) -> Option<&Integration> {
+impl<'s> Resolved<'s, '_> {
+    pub fn integration(&self) -> Option<&'s Integration> {
         self.stage.integrations.get(self.route as usize)
     }
 }
@@ -150,7 +151,11 @@ impl Snapshot {
         // The most specific host pattern decides the API set; a request
         // never falls through to a less specific host (like NGINX server
         // blocks and Amazon API Gateway custom domains).
-        let top = self.mounts.iter().filter_map(|m| m.host.score(host)).max()?;
+        let top = self
+            .mounts
+            .iter()
+            .filter_map(|m| m.host.score(host))
+            .max()?;
         let mut best: Option<(&Mount, usize)> = None;
         for m in &self.mounts {
             if m.host.score(host) != Some(top) || !prefix_matches(&m.prefix, path) {
@@ -211,10 +216,16 @@ impl Snapshot {
                     if !host.cpus.contains(c) {
                         issue(
                             format!("server.shards[{i}]"),
-                            format!("core {c} is not available to this process (available: {:?})", host.cpus),
+                            format!(
+                                "core {c} is not available to this process (available: {:?})",
+                                host.cpus
+                            ),
                         );
                     } else if seen.contains(c) {
-                        issue(format!("server.shards[{i}]"), format!("core {c} is listed twice"));
+                        issue(
+                            format!("server.shards[{i}]"),
+                            format!("core {c} is listed twice"),
+                        );
                     }
                     seen.push(*c);
                 }
@@ -276,23 +287,40 @@ impl Snapshot {
         };
         check_range("max_header_bytes", l.max_header_bytes as u64, 256, 1 << 20);
         check_range("max_uri_bytes", l.max_uri_bytes as u64, 16, 1 << 20);
-        check_range("max_headers", l.max_headers as u64, 1, MAX_HEADER_SLOTS as u64 - 1);
+        check_range(
+            "max_headers",
+            l.max_headers as u64,
+            1,
+            MAX_HEADER_SLOTS as u64 - 1,
+        );
         check_range("max_body_bytes", l.max_body_bytes, 0, 1 << 40);
-        check_range("max_response_header_bytes", l.max_response_header_bytes as u64, 1024, 1 << 20);
+        check_range(
+            "max_response_header_bytes",
+            l.max_response_header_bytes as u64,
+            1024,
+            1 << 20,
+        );
         let t = &s.timeouts;
         for (key, d) in [
             ("client_header", t.client_header),
             ("client_body", t.client_body),
+            ("client_send", t.client_send),
             ("keepalive", t.keepalive),
             ("backend_connect", t.backend_connect),
             ("integration", t.integration),
         ] {
             if d.is_zero() {
-                issue(format!("server.timeouts.{key}"), "must be greater than zero".into());
+                issue(
+                    format!("server.timeouts.{key}"),
+                    "must be greater than zero".into(),
+                );
             }
         }
         if s.upstream.idle_timeout.is_zero() {
-            issue("server.upstream.idle_timeout".into(), "must be greater than zero".into());
+            issue(
+                "server.upstream.idle_timeout".into(),
+                "must be greater than zero".into(),
+            );
         }
 
         let mut apis = Vec::new();
@@ -303,10 +331,15 @@ impl Snapshot {
                 issue(format!("{apath}.name"), "must not be empty".into());
             }
             if config.apis[..ai].iter().any(|o| o.name == a.name) {
-                issue(format!("{apath}.name"), format!("API name `{}` is used twice", a.name));
+                issue(
+                    format!("{apath}.name"),
+                    format!("API name `{}` is used twice", a.name),
+                );
             }
             let base = a.base_path.trim_end_matches('/');
-            if !base.is_empty() && (!base.starts_with('/') || base.contains(['{', '}', '?', '#', ' '])) {
+            if !base.is_empty()
+                && (!base.starts_with('/') || base.contains(['{', '}', '?', '#', ' ']))
+            {
                 issue(
                     format!("{apath}.base_path"),
                     format!("`{}` must be a literal path starting with `/`", a.base_path),
@@ -314,7 +347,10 @@ impl Snapshot {
             }
             let mut hosts = Vec::new();
             if a.hosts.is_empty() {
-                issue(format!("{apath}.hosts"), "must list at least one host (\"*\" for any)".into());
+                issue(
+                    format!("{apath}.hosts"),
+                    "must list at least one host (\"*\" for any)".into(),
+                );
             }
             for (hi, h) in a.hosts.iter().enumerate() {
                 match HostPattern::parse(h) {
@@ -344,33 +380,52 @@ impl Snapshot {
                 }
             }
             if a.routes.is_empty() {
-                issue(format!("{apath}.route"), "an API needs at least one route".into());
+                issue(
+                    format!("{apath}.route"),
+                    "an API needs at least one route".into(),
+                );
             }
 
             let default_stage = [super::schema::StageConfig {
                 name: "$default".into(),
                 variables: Default::default(),
             }];
-            let stage_cfgs: &[_] = if a.stages.is_empty() { &default_stage } else { &a.stages };
+            let stage_cfgs: &[_] = if a.stages.is_empty() {
+                &default_stage
+            } else {
+                &a.stages
+            };
             let mut stages = Vec::new();
             for (si, st) in stage_cfgs.iter().enumerate() {
                 let spath = format!("{apath}.stage[{si}]");
                 let valid_name = st.name == "$default"
                     || (!st.name.is_empty()
-                        && st.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+                        && st
+                            .name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
                 if !valid_name {
                     issue(
                         format!("{spath}.name"),
-                        format!("`{}` must be `$default` or letters, digits, `-` and `_`", st.name),
+                        format!(
+                            "`{}` must be `$default` or letters, digits, `-` and `_`",
+                            st.name
+                        ),
                     );
                 }
                 if stage_cfgs[..si].iter().any(|o| o.name == st.name) {
-                    issue(format!("{spath}.name"), format!("stage `{}` is defined twice", st.name));
+                    issue(
+                        format!("{spath}.name"),
+                        format!("stage `{}` is defined twice", st.name),
+                    );
                 }
                 let mut integrations = Vec::new();
                 for (ri, r) in a.routes.iter().enumerate() {
                     let ipath = format!("{apath}.route[{ri}].integration");
-                    let names = keys[ri].as_ref().map(|k| k.param_names()).unwrap_or_default();
+                    let names = keys[ri]
+                        .as_ref()
+                        .map(|k| k.param_names())
+                        .unwrap_or_default();
                     let compiled = match &r.integration {
                         IntegrationConfig::Http {
                             uri,
@@ -378,7 +433,10 @@ impl Snapshot {
                             preserve_host,
                         } => {
                             if timeout.is_some_and(|t| t.is_zero()) {
-                                issue(format!("{ipath}.timeout"), "must be greater than zero".into());
+                                issue(
+                                    format!("{ipath}.timeout"),
+                                    "must be greater than zero".into(),
+                                );
                             }
                             substitute_stage_variables(uri, &st.variables)
                                 .and_then(|u| {
@@ -418,9 +476,12 @@ impl Snapshot {
                     format!("{base}/{}", st.name)
                 };
                 for h in &hosts {
-                    if let Some(other) = mounts.iter().find(|m| m.host == *h && *m.prefix == *prefix.as_bytes()) {
+                    if let Some(other) = mounts
+                        .iter()
+                        .find(|m| m.host == *h && *m.prefix == *prefix.as_bytes())
+                    {
                         issue(
-                            format!("{spath}"),
+                            spath.to_string(),
                             format!(
                                 "API `{}` stage `{}` is reachable at the same host and path prefix `{prefix}` as API `{}`",
                                 a.name, st.name, config.apis[other.api as usize].name
@@ -469,6 +530,7 @@ impl Snapshot {
                 timeouts: Timeouts {
                     client_header: t.client_header,
                     client_body: t.client_body,
+                    client_send: t.client_send,
                     keepalive: t.keepalive,
                     backend_connect: t.backend_connect,
                     integration: t.integration,
@@ -500,6 +562,5 @@ fn strip_port(host: &[u8]) -> &[u8] {
 /// `prefix` matches `path` at a segment boundary; empty matches all.
 fn prefix_matches(prefix: &[u8], path: &[u8]) -> bool {
     prefix.is_empty()
-        || (path.starts_with(prefix)
-            && (path.len() == prefix.len() || path[prefix.len()] == b'/'))
+        || (path.starts_with(prefix) && (path.len() == prefix.len() || path[prefix.len()] == b'/'))
 }

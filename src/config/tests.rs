@@ -40,7 +40,10 @@ fn minimal_config_uses_documented_defaults() {
     assert_eq!(snap.server.cores, vec![0, 1]);
     assert_eq!(snap.server.limits.max_header_bytes, 10_240);
     assert_eq!(snap.server.limits.max_body_bytes, 10 * 1024 * 1024);
-    assert_eq!(snap.server.timeouts.integration, std::time::Duration::from_secs(29));
+    assert_eq!(
+        snap.server.timeouts.integration,
+        std::time::Duration::from_secs(29)
+    );
     assert_eq!(&*snap.server.request_id_header, b"x-request-id");
 }
 
@@ -95,7 +98,10 @@ integration = { type = "mock" }
         "api[0].route[1].integration",
         "api[0].route[2].key",
     ] {
-        assert!(p.iter().any(|x| x == expected), "missing {expected} in {p:?}");
+        assert!(
+            p.iter().any(|x| x == expected),
+            "missing {expected} in {p:?}"
+        );
     }
 }
 
@@ -103,15 +109,26 @@ integration = { type = "mock" }
 fn unknown_integration_type_is_rejected() {
     let text = MINIMAL.replace("type = \"mock\"", "type = \"lambda\"");
     let issues = build(&text).expect_err("bad type");
-    assert!(issues[0].path.starts_with("api[0].route[0].integration"), "{issues:?}");
+    assert!(
+        issues[0].path.starts_with("api[0].route[0].integration"),
+        "{issues:?}"
+    );
 }
 
 #[test]
 fn shards_forms() {
-    let with = |s: &str| MINIMAL.replace("[[server.listen]]", &format!("[server]\nshards = {s}\n[[server.listen]]"));
+    let with = |s: &str| {
+        MINIMAL.replace(
+            "[[server.listen]]",
+            &format!("[server]\nshards = {s}\n[[server.listen]]"),
+        )
+    };
     assert_eq!(build(&with("1")).expect("count").server.cores, vec![0]);
     assert_eq!(build(&with("[1]")).expect("list").server.cores, vec![1]);
-    assert_eq!(build(&with("\"auto\"")).expect("auto").server.cores, vec![0, 1]);
+    assert_eq!(
+        build(&with("\"auto\"")).expect("auto").server.cores,
+        vec![0, 1]
+    );
     assert_eq!(paths(&with("[7]")), vec!["server.shards[0]"]);
     assert_eq!(paths(&with("\"many\"")), vec!["server.shards"]);
 }
@@ -136,7 +153,11 @@ integration = { type = "http", uri = "http://${stageVariables.backend}/{proxy}" 
     let issues = build(text).expect_err("dev lacks the variable");
     assert_eq!(issues.len(), 1);
     assert_eq!(issues[0].path, "api[0].route[0].integration.uri");
-    assert!(issues[0].reason.contains("stage `dev`"), "{}", issues[0].reason);
+    assert!(
+        issues[0].reason.contains("stage `dev`"),
+        "{}",
+        issues[0].reason
+    );
 }
 
 #[test]
@@ -171,14 +192,32 @@ integration = { type = "mock", status = 202 }
     let snap = build(text).expect("valid");
     let r = |host: &str, path: &str| {
         snap.resolve(Some(host.as_bytes()), b"GET", path.as_bytes())
-            .map(|r| (r.api.name.clone(), r.stage.name.clone(), String::from_utf8_lossy(r.path).into_owned()))
+            .map(|r| {
+                (
+                    r.api.name.clone(),
+                    r.stage.name.clone(),
+                    String::from_utf8_lossy(r.path).into_owned(),
+                )
+            })
     };
-    assert_eq!(r("api.example.com:443", "/pets/1"), Some(("exact".into(), "$default".into(), "/pets/1".into())));
-    assert_eq!(r("x.example.com", "/v1/prod/pets/1"), Some(("pets".into(), "prod".into(), "/pets/1".into())));
-    assert_eq!(r("x.example.com", "/v1/pets/1"), Some(("pets".into(), "$default".into(), "/pets/1".into())));
+    assert_eq!(
+        r("api.example.com:443", "/pets/1"),
+        Some(("exact".into(), "$default".into(), "/pets/1".into()))
+    );
+    assert_eq!(
+        r("x.example.com", "/v1/prod/pets/1"),
+        Some(("pets".into(), "prod".into(), "/pets/1".into()))
+    );
+    assert_eq!(
+        r("x.example.com", "/v1/pets/1"),
+        Some(("pets".into(), "$default".into(), "/pets/1".into()))
+    );
     // A wildcard host with no matching prefix: no route.
     assert_eq!(r("x.example.com", "/other"), None);
-    assert_eq!(r("elsewhere.org", "/anything"), Some(("catchall".into(), "$default".into(), "/anything".into())));
+    assert_eq!(
+        r("elsewhere.org", "/anything"),
+        Some(("catchall".into(), "$default".into(), "/anything".into()))
+    );
     // Prefixes match whole segments only.
     assert_eq!(r("x.example.com", "/v1production/pets/1"), None);
 }

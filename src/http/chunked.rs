@@ -32,9 +32,13 @@ pub enum ChunkedError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Reading hex digits of a chunk size; `digits` so far.
-    Size { digits: u8 },
+    Size {
+        digits: u8,
+    },
     /// After `;` until CR.
-    Extension { len: usize },
+    Extension {
+        len: usize,
+    },
     /// Expecting LF after the size line's CR.
     SizeLf,
     /// Inside chunk data.
@@ -316,7 +320,11 @@ mod tests {
             b"0x5\r\n",
         ];
         for b in bad {
-            assert!(decode_all(b, 100).is_err(), "{:?}", String::from_utf8_lossy(b));
+            assert!(
+                decode_all(b, 100).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(b)
+            );
         }
     }
 

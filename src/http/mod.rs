@@ -241,9 +241,18 @@ mod tests {
 
     #[test]
     fn classifies_headers_case_insensitively() {
-        assert_eq!(HeaderKind::classify(b"Content-LENGTH", b"x-request-id"), HeaderKind::ContentLength);
-        assert_eq!(HeaderKind::classify(b"X-Request-Id", b"x-request-id"), HeaderKind::RequestId);
-        assert_eq!(HeaderKind::classify(b"Accept", b"x-request-id"), HeaderKind::Other);
+        assert_eq!(
+            HeaderKind::classify(b"Content-LENGTH", b"x-request-id"),
+            HeaderKind::ContentLength
+        );
+        assert_eq!(
+            HeaderKind::classify(b"X-Request-Id", b"x-request-id"),
+            HeaderKind::RequestId
+        );
+        assert_eq!(
+            HeaderKind::classify(b"Accept", b"x-request-id"),
+            HeaderKind::Other
+        );
         assert!(HeaderKind::classify(b"TE", b"x").is_hop_by_hop());
     }
 

@@ -11,8 +11,8 @@
 use std::mem::MaybeUninit;
 
 use super::{
-    has_bare_lf, parse_content_length, tokens, BodyKind, Header, HeaderKind, Limits, Span,
-    Version, MAX_HEADER_SLOTS,
+    has_bare_lf, parse_content_length, tokens, BodyKind, Header, HeaderKind, Limits, Span, Version,
+    MAX_HEADER_SLOTS,
 };
 
 /// Why a request head was rejected; each maps to one status.
@@ -269,10 +269,14 @@ pub fn parse(
             ));
         }
         if out.version == Version::Http10 {
-            return Err(HeadError::BadRequest("Transfer-Encoding in an HTTP/1.0 request"));
+            return Err(HeadError::BadRequest(
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ));
         }
         if !te_chunked_last || te_chunked_count != 1 {
-            return Err(HeadError::BadRequest("chunked is not the final transfer coding"));
+            return Err(HeadError::BadRequest(
+                "chunked is not the final transfer coding",
+            ));
         }
         if te_other {
             return Err(HeadError::NotImplemented);
@@ -306,7 +310,9 @@ fn too_large(buf: &[u8], limits: &Limits) -> HeadError {
 /// A well-formed `HTTP/x.y` we do not speak is 505; anything else 400.
 fn version_error(buf: &[u8]) -> HeadError {
     let line_end = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
-    let line = buf[..line_end].strip_suffix(b"\r").unwrap_or(&buf[..line_end]);
+    let line = buf[..line_end]
+        .strip_suffix(b"\r")
+        .unwrap_or(&buf[..line_end]);
     let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
     match version {
         [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
@@ -348,7 +354,10 @@ fn parse_target(buf: &[u8], out: &mut RequestHead) -> Result<(), HeadError> {
     };
     let rest = &target[path_start..];
     let (path_len, query) = match memchr::memchr(b'?', rest) {
-        Some(q) => (q, Some(Span::new(base + path_start + q + 1, base + target.len()))),
+        Some(q) => (
+            q,
+            Some(Span::new(base + path_start + q + 1, base + target.len())),
+        ),
         None => (rest.len(), None),
     };
     let path = &rest[..path_len];
@@ -385,7 +394,11 @@ fn has_dot_segment(path: &[u8]) -> bool {
         while i < seg.len() {
             if seg[i] == b'.' {
                 i += 1;
-            } else if seg.len() - i >= 3 && seg[i] == b'%' && seg[i + 1] == b'2' && (seg[i + 2] | 0x20) == b'e' {
+            } else if seg.len() - i >= 3
+                && seg[i] == b'%'
+                && seg[i + 1] == b'2'
+                && (seg[i + 2] | 0x20) == b'e'
+            {
                 i += 3;
             } else {
                 return false;
@@ -426,8 +439,13 @@ mod tests {
 
     fn p(raw: &str) -> Result<Option<RequestHead>, HeadError> {
         let mut head = RequestHead::default();
-        parse(raw.as_bytes(), &Limits::default(), b"x-request-id", &mut head)
-            .map(|r| r.map(|_| head))
+        parse(
+            raw.as_bytes(),
+            &Limits::default(),
+            b"x-request-id",
+            &mut head,
+        )
+        .map(|r| r.map(|_| head))
     }
 
     fn ok(raw: &str) -> RequestHead {
@@ -538,19 +556,32 @@ mod tests {
         assert_eq!(err(&long_uri), 414);
         let partial_uri = format!("GET /{}", "a".repeat(11_000));
         assert_eq!(err(&partial_uri), 414);
-        let big = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "b".repeat(11_000));
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+            "b".repeat(11_000)
+        );
         assert_eq!(err(&big), 431);
         let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
-        assert_eq!(err(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")), 431);
+        assert_eq!(
+            err(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")),
+            431
+        );
         let too_many: String = (0..300).map(|i| format!("X-{i}: v\r\n")).collect();
-        assert_eq!(err(&format!("GET / HTTP/1.1\r\nHost: a\r\n{too_many}\r\n")), 431);
+        assert_eq!(
+            err(&format!("GET / HTTP/1.1\r\nHost: a\r\n{too_many}\r\n")),
+            431
+        );
     }
 
     #[test]
     fn expect_handling() {
-        let h = ok("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
+        let h =
+            ok("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
         assert!(h.expect_continue);
-        assert_eq!(err("POST / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n"), 417);
+        assert_eq!(
+            err("POST / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n"),
+            417
+        );
     }
 
     #[test]

@@ -187,25 +187,51 @@ mod tests {
 
     #[test]
     fn framing_rules() {
-        let r = p("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false).expect("ok").expect("done");
-        assert_eq!((r.status, r.body, r.keep_alive), (200, BodyKind::Length(5), true));
-        let r = p("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).expect("ok").expect("done");
+        let r = p("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false)
+            .expect("ok")
+            .expect("done");
+        assert_eq!(
+            (r.status, r.body, r.keep_alive),
+            (200, BodyKind::Length(5), true)
+        );
+        let r = p("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true)
+            .expect("ok")
+            .expect("done");
         assert_eq!(r.body, BodyKind::None);
-        let r = p("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", false).expect("ok").expect("d");
+        let r = p(
+            "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+            false,
+        )
+        .expect("ok")
+        .expect("d");
         assert_eq!(r.body, BodyKind::None);
-        let r = p("HTTP/1.1 304 Not Modified\r\n\r\n", false).expect("ok").expect("d");
+        let r = p("HTTP/1.1 304 Not Modified\r\n\r\n", false)
+            .expect("ok")
+            .expect("d");
         assert_eq!(r.body, BodyKind::None);
-        let r = p("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false).expect("ok").expect("d");
+        let r = p(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        )
+        .expect("ok")
+        .expect("d");
         assert_eq!(r.body, BodyKind::Chunked);
         let r = p("HTTP/1.1 200 OK\r\n\r\n", false).expect("ok").expect("d");
         assert_eq!((r.body, r.keep_alive), (BodyKind::UntilClose, false));
-        let r = p("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false).expect("ok").expect("d");
-        assert!(!r.keep_alive);
-        let r = p("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", false)
+        let r = p("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false)
             .expect("ok")
             .expect("d");
         assert!(!r.keep_alive);
-        let r = p("HTTP/1.1 100 Continue\r\n\r\n", false).expect("ok").expect("d");
+        let r = p(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
+            false,
+        )
+        .expect("ok")
+        .expect("d");
+        assert!(!r.keep_alive);
+        let r = p("HTTP/1.1 100 Continue\r\n\r\n", false)
+            .expect("ok")
+            .expect("d");
         assert!(r.is_interim());
     }
 
@@ -214,10 +240,18 @@ mod tests {
         assert!(p("HTTP/1.1 abc OK\r\n\r\n", false).is_err());
         assert!(p("garbage\r\n\r\n", false).is_err());
         assert!(p("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false).is_err());
-        assert!(p("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", false).is_err());
+        assert!(p(
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            false
+        )
+        .is_err());
         assert!(p("HTTP/1.1 200 OK\nContent-Length: 1\r\n\r\n", false).is_err());
         assert_eq!(
-            p(&format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(70_000)), false).unwrap_err(),
+            p(
+                &format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(70_000)),
+                false
+            )
+            .unwrap_err(),
             ResponseError::TooLarge
         );
     }

@@ -67,18 +67,20 @@ pub fn forward_request_headers(
             HeaderKind::Other => {
                 header(out, h.name.of(buf), h.value.of(buf));
             }
-            HeaderKind::XForwardedFor => {
-                if !xff_written {
-                    // Merge every X-Forwarded-For line, then append the client.
-                    out.put_slice(b"x-forwarded-for: ");
-                    for x in head.headers.iter().filter(|x| x.kind == HeaderKind::XForwardedFor) {
-                        out.put_slice(x.value.of(buf));
-                        out.put_slice(b", ");
-                    }
-                    out.put_slice(fwd.client_ip);
-                    out.put_slice(b"\r\n");
-                    xff_written = true;
+            HeaderKind::XForwardedFor if !xff_written => {
+                // Merge every X-Forwarded-For line, then append the client.
+                out.put_slice(b"x-forwarded-for: ");
+                for x in head
+                    .headers
+                    .iter()
+                    .filter(|x| x.kind == HeaderKind::XForwardedFor)
+                {
+                    out.put_slice(x.value.of(buf));
+                    out.put_slice(b", ");
                 }
+                out.put_slice(fwd.client_ip);
+                out.put_slice(b"\r\n");
+                xff_written = true;
             }
             // Hop-by-hop, framing, Host and Expect are never forwarded as
             // they came; X-Forwarded-Proto/Host and the request id are
@@ -140,16 +142,24 @@ fn has_length(resp: &ResponseHead) -> bool {
         .any(|h| h.kind == HeaderKind::ContentLength)
 }
 
+/// What every response to a client carries besides its content.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseMeta<'a> {
+    /// The client's HTTP version.
+    pub client: Version,
+    /// Whether the connection stays open after this response.
+    pub keep_alive: bool,
+    pub request_id_header: &'a [u8],
+    pub request_id: &'a [u8],
+}
+
 /// Writes a proxied response head for the client.
 pub fn proxied_response_head(
     out: &mut BytesMut,
     buf: &[u8],
     resp: &ResponseHead,
     framing: Framing,
-    client: Version,
-    keep_alive: bool,
-    request_id_header: &[u8],
-    request_id: &[u8],
+    meta: &ResponseMeta<'_>,
 ) {
     status_line(out, resp.status, resp.reason.of(buf));
     for h in &resp.headers {
@@ -162,8 +172,8 @@ pub fn proxied_response_head(
             header(out, h.name.of(buf), h.value.of(buf));
         }
     }
-    header(out, request_id_header, request_id);
-    finish_head(out, framing, client, keep_alive);
+    header(out, meta.request_id_header, meta.request_id);
+    finish_head(out, framing, meta.client, meta.keep_alive);
 }
 
 /// Writes framing and connection headers and the blank line.
@@ -205,29 +215,25 @@ pub struct LocalResponse<'a> {
 }
 
 /// Writes a complete local response (head and body).
-#[allow(clippy::too_many_arguments)]
 pub fn local_response(
     out: &mut BytesMut,
     resp: &LocalResponse<'_>,
     date: &[u8],
-    request_id_header: &[u8],
-    request_id: &[u8],
-    client: Version,
-    keep_alive: bool,
+    meta: &ResponseMeta<'_>,
     head_request: bool,
 ) {
     out.reserve(128 + resp.headers.len() + resp.body.len());
     status_line(out, resp.status, b"");
     header(out, b"date", date);
     out.put_slice(resp.headers);
-    header(out, request_id_header, request_id);
+    header(out, meta.request_id_header, meta.request_id);
     let bodiless = resp.status == 204 || resp.status == 304 || resp.status < 200;
     let framing = if bodiless {
         Framing::Bodiless
     } else {
         Framing::Length(resp.body.len() as u64)
     };
-    finish_head(out, framing, client, keep_alive);
+    finish_head(out, framing, meta.client, meta.keep_alive);
     if !head_request && !bodiless {
         out.put_slice(resp.body);
     }
@@ -339,7 +345,13 @@ mod tests {
         let mut out = BytesMut::new();
         let framing = response_framing(&resp, Version::Http10);
         assert_eq!(framing, Framing::Close);
-        proxied_response_head(&mut out, raw, &resp, framing, Version::Http10, false, b"x-request-id", b"r");
+        let meta = ResponseMeta {
+            client: Version::Http10,
+            keep_alive: false,
+            request_id_header: b"x-request-id",
+            request_id: b"r",
+        };
+        proxied_response_head(&mut out, raw, &resp, framing, &meta);
         assert_eq!(
             &out[..],
             &b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nx-request-id: r\r\nconnection: close\r\n\r\n"[..]
@@ -354,7 +366,13 @@ mod tests {
             headers: b"content-type: application/json\r\n",
             body: b"{}",
         };
-        local_response(&mut out, &r, b"Thu, 01 Jan 1970 00:00:00 GMT", b"x-request-id", b"id", Version::Http11, true, true);
+        let meta = ResponseMeta {
+            client: Version::Http11,
+            keep_alive: true,
+            request_id_header: b"x-request-id",
+            request_id: b"id",
+        };
+        local_response(&mut out, &r, b"Thu, 01 Jan 1970 00:00:00 GMT", &meta, true);
         let s = String::from_utf8(out.to_vec()).expect("utf8");
         assert!(s.ends_with("content-length: 2\r\n\r\n"), "{s}");
     }

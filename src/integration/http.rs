@@ -41,7 +41,10 @@ impl HttpIntegration {
         timeout: Duration,
         preserve_host: bool,
     ) -> Result<Self, IntegrationError> {
-        if let Some(c) = uri.chars().find(|c| c.is_whitespace() || c.is_control() || !c.is_ascii()) {
+        if let Some(c) = uri
+            .chars()
+            .find(|c| c.is_whitespace() || c.is_control() || !c.is_ascii())
+        {
             return Err(IntegrationError::BadChar(c));
         }
         let rest = uri
@@ -118,7 +121,7 @@ fn template(s: &str, names: &[&str]) -> Result<Vec<Part>, IntegrationError> {
     let mut rest = s;
     while let Some(open) = rest.find('{') {
         if open > 0 {
-            parts.push(Part::Literal(rest[..open].as_bytes().into()));
+            parts.push(Part::Literal(rest.as_bytes()[..open].into()));
         }
         let close = rest[open..]
             .find('}')
@@ -190,20 +193,39 @@ mod tests {
         t.insert(&k).expect("insert");
         let m = t.find(method.as_bytes(), path.as_bytes()).expect("match");
         let names = k.param_names();
-        let i = HttpIntegration::compile(uri, &names, Duration::from_secs(1), false).expect("compile");
+        let i =
+            HttpIntegration::compile(uri, &names, Duration::from_secs(1), false).expect("compile");
         let mut out = BytesMut::new();
-        i.write_request_line(&mut out, method.as_bytes(), path.as_bytes(), &m.params, query.map(str::as_bytes));
+        i.write_request_line(
+            &mut out,
+            method.as_bytes(),
+            path.as_bytes(),
+            &m.params,
+            query.map(str::as_bytes),
+        );
         String::from_utf8(out.to_vec()).expect("utf8")
     }
 
     #[test]
     fn substitutes_params_and_query() {
         assert_eq!(
-            line("http://127.0.0.1:9000/{proxy}", "ANY /{proxy+}", "GET", "/a/b", Some("x=1")),
+            line(
+                "http://127.0.0.1:9000/{proxy}",
+                "ANY /{proxy+}",
+                "GET",
+                "/a/b",
+                Some("x=1")
+            ),
             "GET /a/b?x=1 HTTP/1.1\r\n"
         );
         assert_eq!(
-            line("http://127.0.0.1:9000/users/{id}?v=2", "GET /u/{id}", "GET", "/u/7", Some("x=1")),
+            line(
+                "http://127.0.0.1:9000/users/{id}?v=2",
+                "GET /u/{id}",
+                "GET",
+                "/u/7",
+                Some("x=1")
+            ),
             "GET /users/7?v=2&x=1 HTTP/1.1\r\n"
         );
         assert_eq!(
@@ -214,13 +236,27 @@ mod tests {
 
     #[test]
     fn rejects_bad_uris() {
-        let c = |u: &str| HttpIntegration::compile(u, &["id"], Duration::from_secs(1), false).map(|_| ());
+        let c = |u: &str| {
+            HttpIntegration::compile(u, &["id"], Duration::from_secs(1), false).map(|_| ())
+        };
         assert_eq!(c("https://a/"), Err(IntegrationError::Scheme));
         assert_eq!(c("http:///x"), Err(IntegrationError::NoHost));
-        assert_eq!(c("http://a:99999/"), Err(IntegrationError::Port("99999".into())));
-        assert_eq!(c("http://127.0.0.1/{nope}"), Err(IntegrationError::UnknownParam("nope".into())));
-        assert_eq!(c("http://{id}/x"), Err(IntegrationError::PlaceholderInAuthority));
-        assert_eq!(c("http://127.0.0.1/a b"), Err(IntegrationError::BadChar(' ')));
+        assert_eq!(
+            c("http://a:99999/"),
+            Err(IntegrationError::Port("99999".into()))
+        );
+        assert_eq!(
+            c("http://127.0.0.1/{nope}"),
+            Err(IntegrationError::UnknownParam("nope".into()))
+        );
+        assert_eq!(
+            c("http://{id}/x"),
+            Err(IntegrationError::PlaceholderInAuthority)
+        );
+        assert_eq!(
+            c("http://127.0.0.1/a b"),
+            Err(IntegrationError::BadChar(' '))
+        );
         assert!(c("http://[::1]:8080/{id}").is_ok());
     }
 }

@@ -28,7 +28,9 @@ pub enum IntegrationError {
     UnknownStageVariable(String),
     #[error("unterminated `${{stageVariables.…}}` reference")]
     UnterminatedVariable,
-    #[error("uri must start with http:// (https:// backends need TLS support, not in this build yet)")]
+    #[error(
+        "uri must start with http:// (https:// backends need TLS support, not in this build yet)"
+    )]
     Scheme,
     #[error("uri has no host")]
     NoHost,
@@ -61,7 +63,9 @@ pub fn substitute_stage_variables(
     while let Some(i) = rest.find(OPEN) {
         out.push_str(&rest[..i]);
         let after = &rest[i + OPEN.len()..];
-        let end = after.find('}').ok_or(IntegrationError::UnterminatedVariable)?;
+        let end = after
+            .find('}')
+            .ok_or(IntegrationError::UnterminatedVariable)?;
         let name = &after[..end];
         let value = vars
             .get(name)
@@ -71,6 +75,11 @@ pub fn substitute_stage_variables(
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// True for a valid HTTP header field name (an RFC 9110 token).
+pub fn valid_header_name(s: &str) -> bool {
+    mock::valid_token(s)
 }
 
 #[cfg(test)]
@@ -94,9 +103,4 @@ mod tests {
             Err(IntegrationError::UnterminatedVariable)
         );
     }
-}
-
-/// True for a valid HTTP header field name (an RFC 9110 token).
-pub fn valid_header_name(s: &str) -> bool {
-    mock::valid_token(s)
 }

@@ -229,7 +229,9 @@ impl RouteTable {
             Err(i) => {
                 let child = self.nodes.len();
                 self.nodes.push(Node::default());
-                self.nodes[node].literals.insert(i, (lit.into(), child as u32));
+                self.nodes[node]
+                    .literals
+                    .insert(i, (lit.into(), child as u32));
                 child
             }
         }
@@ -319,7 +321,12 @@ mod tests {
         t
     }
 
-    fn find<'a>(t: &RouteTable, keys: &[&'a str], m: &str, p: &str) -> Option<(&'a str, Vec<String>)> {
+    fn find<'a>(
+        t: &RouteTable,
+        keys: &[&'a str],
+        m: &str,
+        p: &str,
+    ) -> Option<(&'a str, Vec<String>)> {
         t.find(m.as_bytes(), p.as_bytes()).map(|rm| {
             let params = (0..rm.params.len())
                 .map(|i| p[rm.params.get(i).expect("param")].to_string())
@@ -330,9 +337,17 @@ mod tests {
 
     #[test]
     fn literal_beats_param_beats_greedy_regardless_of_order() {
-        let keys = ["ANY /{proxy+}", "GET /pets/{id}", "GET /pets/dog", "$default"];
+        let keys = [
+            "ANY /{proxy+}",
+            "GET /pets/{id}",
+            "GET /pets/dog",
+            "$default",
+        ];
         let t = table(&keys);
-        assert_eq!(find(&t, &keys, "GET", "/pets/dog"), Some(("GET /pets/dog", vec![])));
+        assert_eq!(
+            find(&t, &keys, "GET", "/pets/dog"),
+            Some(("GET /pets/dog", vec![]))
+        );
         assert_eq!(
             find(&t, &keys, "GET", "/pets/cat"),
             Some(("GET /pets/{id}", vec!["cat".into()]))
@@ -348,8 +363,14 @@ mod tests {
     fn method_beats_any_and_any_catches_the_rest() {
         let keys = ["ANY /items", "POST /items"];
         let t = table(&keys);
-        assert_eq!(find(&t, &keys, "POST", "/items").map(|r| r.0), Some("POST /items"));
-        assert_eq!(find(&t, &keys, "DELETE", "/items").map(|r| r.0), Some("ANY /items"));
+        assert_eq!(
+            find(&t, &keys, "POST", "/items").map(|r| r.0),
+            Some("POST /items")
+        );
+        assert_eq!(
+            find(&t, &keys, "DELETE", "/items").map(|r| r.0),
+            Some("ANY /items")
+        );
     }
 
     #[test]
@@ -392,7 +413,10 @@ mod tests {
         let t = table(&keys);
         assert_eq!(
             find(&t, &keys, "GET", "/u/ann/repos/tg/src/main.rs"),
-            Some((keys[0], vec!["ann".into(), "tg".into(), "src/main.rs".into()]))
+            Some((
+                keys[0],
+                vec!["ann".into(), "tg".into(), "src/main.rs".into()]
+            ))
         );
         // Greedy needs at least one segment.
         assert_eq!(find(&t, &keys, "GET", "/u/ann/repos/tg"), None);
@@ -411,7 +435,10 @@ mod tests {
     fn trailing_slash_is_ignored_and_empty_segments_do_not_match_params() {
         let keys = ["GET /hello", "GET /p/{id}"];
         let t = table(&keys);
-        assert_eq!(find(&t, &keys, "GET", "/hello/").map(|r| r.0), Some("GET /hello"));
+        assert_eq!(
+            find(&t, &keys, "GET", "/hello/").map(|r| r.0),
+            Some("GET /hello")
+        );
         assert!(find(&t, &keys, "GET", "/p//").is_none());
         assert!(find(&t, &keys, "GET", "//hello").is_none());
     }
@@ -421,7 +448,10 @@ mod tests {
         let keys = ["GET /", "ANY /{proxy+}"];
         let t = table(&keys);
         assert_eq!(find(&t, &keys, "GET", "/").map(|r| r.0), Some("GET /"));
-        assert_eq!(find(&t, &keys, "GET", "/a").map(|r| r.0), Some("ANY /{proxy+}"));
+        assert_eq!(
+            find(&t, &keys, "GET", "/a").map(|r| r.0),
+            Some("ANY /{proxy+}")
+        );
         assert_eq!(find(&t, &keys, "POST", "/").map(|r| r.0), None);
     }
 

@@ -64,15 +64,16 @@ impl RouteKey {
 }
 
 fn valid_name(n: &str) -> bool {
-    !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    !n.is_empty()
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
 fn valid_literal(l: &str) -> bool {
     // RFC 3986 pchar: unreserved / pct-encoded / sub-delims / ":" / "@".
     !l.is_empty()
-        && l.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:@".contains(&b)
-        })
+        && l.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:@".contains(&b))
         && l != "."
         && l != ".."
 }
@@ -107,7 +108,8 @@ impl FromStr for RouteKey {
         };
         let last = parts.len().saturating_sub(1);
         for (i, part) in parts.iter().enumerate() {
-            let seg = if let Some(inner) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            let seg = if let Some(inner) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}'))
+            {
                 if let Some(name) = inner.strip_suffix('+') {
                     if !valid_name(name) {
                         return Err(RouteKeyError::BadSegment(part.to_string()));
@@ -186,7 +188,10 @@ mod tests {
     #[test]
     fn rejects_bad_keys() {
         assert_eq!("GET".parse::<RouteKey>(), Err(RouteKeyError::Shape));
-        assert_eq!("get /a".parse::<RouteKey>(), Err(RouteKeyError::Method("get".into())));
+        assert_eq!(
+            "get /a".parse::<RouteKey>(),
+            Err(RouteKeyError::Method("get".into()))
+        );
         assert_eq!("GET a".parse::<RouteKey>(), Err(RouteKeyError::PathStart));
         assert_eq!(
             "GET /{p+}/x".parse::<RouteKey>(),
@@ -196,8 +201,17 @@ mod tests {
             "GET /{a}/{a}".parse::<RouteKey>(),
             Err(RouteKeyError::DuplicateParam("a".into()))
         );
-        assert!(matches!("GET /a{b}".parse::<RouteKey>(), Err(RouteKeyError::BadSegment(_))));
-        assert!(matches!("GET /a b".parse::<RouteKey>(), Err(RouteKeyError::BadLiteral(_))));
-        assert!(matches!("GET /../x".parse::<RouteKey>(), Err(RouteKeyError::BadLiteral(_))));
+        assert!(matches!(
+            "GET /a{b}".parse::<RouteKey>(),
+            Err(RouteKeyError::BadSegment(_))
+        ));
+        assert!(matches!(
+            "GET /a b".parse::<RouteKey>(),
+            Err(RouteKeyError::BadLiteral(_))
+        ));
+        assert!(matches!(
+            "GET /../x".parse::<RouteKey>(),
+            Err(RouteKeyError::BadLiteral(_))
+        ));
     }
 }

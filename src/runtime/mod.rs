@@ -1,0 +1,160 @@
+//! Starting shards: one glommio executor per configured core, each with
+//! its own SO_REUSEPORT listening sockets, and stopping them.
+//!
+//! Before anything starts, [`preflight`] checks that io_uring can be used
+//! here (kernel switch, seccomp, locked-memory limit), so a host that cannot
+//! run tollgate gets a one-line cause and fix instead of a panic.
+
+mod preflight;
+
+pub use preflight::{preflight, PreflightError};
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::Snapshot;
+use crate::server::{self, Shard};
+
+/// Memory each executor registers for io_uring fixed buffers. tollgate does
+/// no DMA file I/O, so keep it small and well under the default memlock.
+const IO_MEMORY: usize = 64 << 10;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start shard {shard} on core {core}: {reason}")]
+    Shard {
+        shard: usize,
+        core: usize,
+        reason: String,
+    },
+}
+
+/// A running gateway.
+pub struct Gateway {
+    shards: Vec<ExecutorJoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    addrs: Vec<SocketAddr>,
+}
+
+impl Gateway {
+    /// Bound addresses, one per configured listener (ports resolved).
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// A handle that can ask the gateway to stop from another thread.
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.stop.clone())
+    }
+
+    /// Asks every shard to stop accepting and drain.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// Waits until every shard has finished.
+    pub fn join(self) {
+        for h in self.shards {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Cloneable stop switch.
+#[derive(Clone)]
+pub struct Stopper(Arc<AtomicBool>);
+
+impl Stopper {
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Opens the listening sockets and starts one shard per configured core.
+pub fn start(snapshot: Arc<Snapshot>) -> Result<Gateway, StartError> {
+    preflight(snapshot.server.cores.len())?;
+    let cores = snapshot.server.cores.clone();
+    let mut per_shard: Vec<Vec<std::net::TcpListener>> = cores.iter().map(|_| Vec::new()).collect();
+    let mut addrs = Vec::new();
+    for l in &snapshot.server.listeners {
+        let mut addr = l.addr;
+        for (i, sockets) in per_shard.iter_mut().enumerate() {
+            let sock = bind(addr, l.backlog).map_err(|source| StartError::Bind { addr, source })?;
+            if i == 0 {
+                // Port 0: every shard binds the port the first one got.
+                addr = sock
+                    .local_addr()
+                    .map_err(|source| StartError::Bind { addr, source })?;
+            }
+            sockets.push(sock);
+        }
+        addrs.push(addr);
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let drain = snapshot.server.timeouts.drain;
+    let mut shards = Vec::new();
+    for (i, (core, listeners)) in cores.iter().copied().zip(per_shard).enumerate() {
+        let snap = snapshot.clone();
+        let stop_flag = stop.clone();
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
+            .name(&format!("tollgate-{i}"))
+            .io_memory(IO_MEMORY)
+            .spawn(move || async move {
+                let shard = Rc::new(Shard::new(i, snap));
+                server::run_shard(shard, listeners, stop_flag, drain).await;
+            })
+            .map_err(|e| StartError::Shard {
+                shard: i,
+                core,
+                reason: e.to_string(),
+            });
+        match handle {
+            Ok(h) => shards.push(h),
+            Err(e) => {
+                stop.store(true, Ordering::Release);
+                for h in shards {
+                    let _ = h.join();
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(Gateway {
+        shards,
+        stop,
+        addrs,
+    })
+}
+
+/// A listening socket with SO_REUSEPORT and the configured backlog (glommio's
+/// own `bind` hard-codes 1024).
+fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<std::net::TcpListener> {
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let sock = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.bind(&addr.into())?;
+    sock.listen(backlog.min(i32::MAX as u32) as i32)?;
+    Ok(sock.into())
+}

@@ -1,0 +1,554 @@
+//! The client connection driver: reads request heads, runs the pipeline
+//! for each request in order, and writes responses.
+//!
+//! Responses to pipelined requests are queued in one write buffer and sent
+//! with one write when the driver would otherwise block for more input, so
+//! a batch of pipelined requests costs one `send`.
+
+use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use super::buf::ReadBuf;
+use super::shard::Shard;
+use crate::config::Snapshot;
+use crate::http::chunked::{Chunk, ChunkedDecoder};
+use crate::http::request::{self, HeadError, RequestHead};
+use crate::http::response::ResponseHead;
+use crate::http::write::{self, LocalResponse};
+use crate::http::{BodyKind, HeaderKind, Version};
+use crate::integration::Integration;
+
+/// Largest read while streaming a body.
+pub(super) const BODY_CHUNK: usize = 64 * 1024;
+/// Responses up to this size are copied into the head's write buffer so
+/// head and body leave in one write.
+pub(super) const COALESCE_LIMIT: usize = 16 * 1024;
+/// Longest client-supplied request id accepted with `trust_request_id`.
+const MAX_REQUEST_ID: usize = 128;
+
+/// Why serving a connection stopped early; the connection just closes.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("client i/o: {0}")]
+    Io(#[from] io::Error),
+    #[error("client timed out")]
+    Timeout,
+    #[error("client closed the connection mid-request")]
+    Closed,
+}
+
+/// What the connection does after a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// The request id of the current request.
+pub(super) struct RequestId {
+    bytes: [u8; MAX_REQUEST_ID],
+    len: usize,
+}
+
+impl RequestId {
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// The facts about a request the pipeline needs after its head is consumed.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RequestInfo {
+    pub version: Version,
+    pub head_request: bool,
+    pub keep_alive: bool,
+    pub body: BodyKind,
+    pub expect_continue: bool,
+    pub idempotent: bool,
+}
+
+/// Textual client address, for X-Forwarded-For.
+struct PeerIp {
+    text: [u8; 48],
+    len: usize,
+}
+
+pub(super) struct Conn {
+    pub shard: Rc<Shard>,
+    pub stream: TcpStream,
+    pub rbuf: ReadBuf,
+    pub wbuf: BytesMut,
+    /// Scratch buffer for upstream request heads and re-encoded bodies.
+    pub ubuf: BytesMut,
+    head: RequestHead,
+    /// Reused for every backend response head.
+    pub rhead: ResponseHead,
+    peer: PeerIp,
+    idle: Rc<Cell<bool>>,
+}
+
+/// Serves one accepted client connection until it closes.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd;
+    let _ = stream.set_nodelay(true);
+    let mut text = [0u8; 48];
+    let len = {
+        let mut cur = io::Cursor::new(&mut text[..]);
+        let _ = write!(cur, "{}", peer.ip());
+        cur.position() as usize
+    };
+    let idle = Rc::new(Cell::new(false));
+    let slot = shard.register(stream.as_raw_fd(), idle.clone());
+    shard.stats.accepted.set(shard.stats.accepted.get() + 1);
+    let mut conn = Conn {
+        shard: shard.clone(),
+        stream,
+        rbuf: ReadBuf::default(),
+        wbuf: BytesMut::with_capacity(4096),
+        ubuf: BytesMut::new(),
+        head: RequestHead::default(),
+        rhead: ResponseHead::default(),
+        peer: PeerIp { text, len },
+        idle,
+    };
+    let _ = conn.run().await;
+    shard.unregister(slot);
+}
+
+enum HeadOutcome {
+    Ready(usize),
+    /// Clean end: EOF or idle timeout between requests, or draining.
+    Done,
+    Reject(HeadError),
+    Timeout,
+}
+
+impl Conn {
+    async fn run(&mut self) -> Result<(), ConnError> {
+        let result = self.serve_requests().await;
+        // Whatever happened, try to deliver what is queued.
+        let _ = self.flush().await;
+        result
+    }
+
+    async fn serve_requests(&mut self) -> Result<(), ConnError> {
+        loop {
+            let snap = self.shard.snapshot();
+            let head_len = match self.read_head(&snap).await? {
+                HeadOutcome::Ready(n) => n,
+                HeadOutcome::Done => return Ok(()),
+                HeadOutcome::Reject(e) => {
+                    let version = Version::Http11;
+                    self.shard
+                        .stats
+                        .gateway_errors
+                        .set(self.shard.stats.gateway_errors.get() + 1);
+                    self.error_response(&snap, e.status(), version, false, false);
+                    return Ok(());
+                }
+                HeadOutcome::Timeout => {
+                    self.error_response(&snap, 408, Version::Http11, false, false);
+                    return Ok(());
+                }
+            };
+            self.shard
+                .stats
+                .requests
+                .set(self.shard.stats.requests.get() + 1);
+            match self.handle(&snap, head_len).await? {
+                Next::KeepAlive if !self.shard.draining() => {
+                    if self.rbuf.is_empty() {
+                        self.rbuf.shrink();
+                    }
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Reads until a complete request head is buffered.
+    async fn read_head(&mut self, snap: &Snapshot) -> Result<HeadOutcome, ConnError> {
+        let server = &snap.server;
+        let limits = &server.limits;
+        let mut started: Option<Instant> = None;
+        loop {
+            if !self.rbuf.is_empty() {
+                match request::parse(
+                    self.rbuf.filled(),
+                    limits,
+                    &server.request_id_header,
+                    &mut self.head,
+                ) {
+                    Ok(Some(n)) => return Ok(HeadOutcome::Ready(n)),
+                    Ok(None) => {}
+                    Err(e) => return Ok(HeadOutcome::Reject(e)),
+                }
+            }
+            self.flush().await?;
+            let idle = self.rbuf.is_empty();
+            if idle && self.shard.draining() {
+                return Ok(HeadOutcome::Done);
+            }
+            let wait = if idle {
+                server.timeouts.keepalive
+            } else {
+                let start = *started.get_or_insert_with(Instant::now);
+                match server.timeouts.client_header.checked_sub(start.elapsed()) {
+                    Some(d) if !d.is_zero() => d,
+                    _ => return Ok(HeadOutcome::Timeout),
+                }
+            };
+            self.idle.set(idle);
+            let n = read_into(
+                &mut self.stream,
+                &mut self.rbuf,
+                1024,
+                limits.max_header_bytes + 1024,
+                wait,
+            )
+            .await;
+            self.idle.set(false);
+            match n {
+                Ok(0) if self.rbuf.is_empty() => return Ok(HeadOutcome::Done),
+                Ok(0) => return Err(ConnError::Closed),
+                Ok(_) => {
+                    if started.is_none() {
+                        started = Some(Instant::now());
+                    }
+                }
+                Err(ConnError::Timeout) if idle => return Ok(HeadOutcome::Done),
+                Err(ConnError::Timeout) => return Ok(HeadOutcome::Timeout),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Runs the pipeline for the request whose head is at the buffer front.
+    async fn handle(&mut self, snap: &Snapshot, head_len: usize) -> Result<Next, ConnError> {
+        let server = &snap.server;
+        let buf = self.rbuf.filled();
+        let head = &self.head;
+        let method = head.method.of(buf);
+        let info = RequestInfo {
+            version: head.version,
+            head_request: method == b"HEAD",
+            keep_alive: head.keep_alive && !self.shard.draining(),
+            body: head.body,
+            expect_continue: head.expect_continue,
+            idempotent: head.is_idempotent(buf),
+        };
+        let rid = self.request_id(snap);
+
+        if let BodyKind::Length(n) = info.body {
+            if n > server.limits.max_body_bytes {
+                // Do not read a body we will refuse: answer and close.
+                self.rbuf.consume(head_len);
+                self.error_with_id(snap, 413, info.version, false, info.head_request, &rid);
+                return Ok(Next::Close);
+            }
+        }
+
+        let resolved = snap.resolve(head.host.map(|h| h.of(buf)), method, head.path(buf));
+        let local = match resolved.as_ref().and_then(|r| r.integration()) {
+            None => Local::Error(404),
+            Some(Integration::Mock(m)) => Local::Mock(m),
+            Some(Integration::Http(integ)) => {
+                let r = resolved.as_ref().map(|r| (r.path, &r.params));
+                if let Some((path, params)) = r {
+                    self.ubuf.clear();
+                    integ.write_request_line(
+                        &mut self.ubuf,
+                        method,
+                        path,
+                        params,
+                        head.query.map(|q| q.of(buf)),
+                    );
+                    let client_host = head.host.map(|h| h.of(buf));
+                    let backend_host = match client_host {
+                        Some(h) if integ.preserve_host => h,
+                        _ => &integ.host_header,
+                    };
+                    let framing = match info.body {
+                        BodyKind::Length(n) => write::Framing::Length(n),
+                        BodyKind::Chunked => write::Framing::Chunked,
+                        BodyKind::None | BodyKind::UntilClose => write::Framing::Empty,
+                    };
+                    let fwd = write::Forwarded {
+                        backend_host,
+                        client_ip: &self.peer.text[..self.peer.len],
+                        proto: b"http",
+                        request_id_header: &server.request_id_header,
+                        request_id: rid.as_bytes(),
+                    };
+                    write::forward_request_headers(&mut self.ubuf, buf, head, &fwd, framing);
+                }
+                self.rbuf.consume(head_len);
+                return self.forward(snap, integ, info, &rid).await;
+            }
+        };
+        self.rbuf.consume(head_len);
+
+        let mut info = info;
+        if info.expect_continue && !self.body_buffered(info.body) {
+            // The client waits for 100 Continue before sending the body;
+            // answer without it and close instead of reading a body we
+            // never asked for.
+            info.keep_alive = false;
+        } else {
+            match self.discard_body(snap, info.body).await {
+                Ok(()) => {}
+                Err(BodyError::Conn(e)) => return Err(e),
+                Err(BodyError::Reject(status)) => {
+                    self.error_with_id(snap, status, info.version, false, info.head_request, &rid);
+                    return Ok(Next::Close);
+                }
+            }
+        }
+        match local {
+            Local::Mock(m) => {
+                let resp = LocalResponse {
+                    status: m.status,
+                    headers: &m.headers,
+                    body: &m.body,
+                };
+                self.local_response(snap, &resp, info, &rid);
+            }
+            Local::Error(status) => {
+                self.shard
+                    .stats
+                    .gateway_errors
+                    .set(self.shard.stats.gateway_errors.get() + 1);
+                self.error_with_id(
+                    snap,
+                    status,
+                    info.version,
+                    info.keep_alive,
+                    info.head_request,
+                    &rid,
+                );
+            }
+        }
+        Ok(if info.keep_alive {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        })
+    }
+
+    /// The request id: the client's if trusted and sane, else a new one.
+    fn request_id(&self, snap: &Snapshot) -> RequestId {
+        let mut id = RequestId {
+            bytes: [0; MAX_REQUEST_ID],
+            len: 0,
+        };
+        if snap.server.trust_request_id {
+            let buf = self.rbuf.filled();
+            if let Some(h) = self.head.header(HeaderKind::RequestId) {
+                let v = h.value.of(buf);
+                if !v.is_empty()
+                    && v.len() <= MAX_REQUEST_ID
+                    && v.iter().all(|b| b.is_ascii_graphic())
+                {
+                    id.bytes[..v.len()].copy_from_slice(v);
+                    id.len = v.len();
+                    return id;
+                }
+            }
+        }
+        let mut uuid = [0u8; 36];
+        self.shard.request_id(&mut uuid);
+        id.bytes[..36].copy_from_slice(&uuid);
+        id.len = 36;
+        id
+    }
+
+    fn body_buffered(&self, body: BodyKind) -> bool {
+        match body {
+            BodyKind::None => true,
+            BodyKind::Length(n) => self.rbuf.len() as u64 >= n,
+            BodyKind::Chunked | BodyKind::UntilClose => false,
+        }
+    }
+
+    /// Reads and drops a request body the gateway answers itself.
+    async fn discard_body(&mut self, snap: &Snapshot, body: BodyKind) -> Result<(), BodyError> {
+        let t = snap.server.timeouts.client_body;
+        match body {
+            BodyKind::None | BodyKind::UntilClose => Ok(()),
+            BodyKind::Length(mut remaining) => loop {
+                let take = (self.rbuf.len() as u64).min(remaining);
+                self.rbuf.consume(take as usize);
+                remaining -= take;
+                if remaining == 0 {
+                    return Ok(());
+                }
+                self.read_body(t).await?;
+            },
+            BodyKind::Chunked => {
+                let mut dec = ChunkedDecoder::new();
+                loop {
+                    let (n, chunk) = dec
+                        .decode(self.rbuf.filled())
+                        .map_err(|_| BodyError::Reject(400))?;
+                    self.rbuf.consume(n);
+                    if dec.data_len > snap.server.limits.max_body_bytes {
+                        return Err(BodyError::Reject(413));
+                    }
+                    match chunk {
+                        Some(Chunk::End) => return Ok(()),
+                        Some(Chunk::Data(_)) => continue,
+                        None => self.read_body(t).await?,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads more request body bytes into the read buffer.
+    pub(super) async fn read_body(&mut self, wait: Duration) -> Result<(), BodyError> {
+        self.flush().await.map_err(BodyError::Conn)?;
+        match read_into(&mut self.stream, &mut self.rbuf, 4096, BODY_CHUNK, wait).await {
+            Ok(0) => Err(BodyError::Conn(ConnError::Closed)),
+            Ok(_) => Ok(()),
+            Err(ConnError::Timeout) => Err(BodyError::Reject(408)),
+            Err(e) => Err(BodyError::Conn(e)),
+        }
+    }
+
+    pub(super) fn local_response(
+        &mut self,
+        snap: &Snapshot,
+        resp: &LocalResponse<'_>,
+        info: RequestInfo,
+        rid: &RequestId,
+    ) {
+        let meta = write::ResponseMeta {
+            client: info.version,
+            keep_alive: info.keep_alive,
+            request_id_header: &snap.server.request_id_header,
+            request_id: rid.as_bytes(),
+        };
+        let shard = self.shard.clone();
+        shard.with_date(|date| {
+            write::local_response(&mut self.wbuf, resp, date, &meta, info.head_request)
+        });
+    }
+
+    /// Queues a gateway error response for the current request.
+    pub(super) fn error_with_id(
+        &mut self,
+        snap: &Snapshot,
+        status: u16,
+        version: Version,
+        keep_alive: bool,
+        head_request: bool,
+        rid: &RequestId,
+    ) {
+        let resp = LocalResponse {
+            status,
+            headers: write::ERROR_HEADERS,
+            body: write::error_body(status),
+        };
+        let info = RequestInfo {
+            version,
+            head_request,
+            keep_alive,
+            body: BodyKind::None,
+            expect_continue: false,
+            idempotent: false,
+        };
+        self.local_response(snap, &resp, info, rid);
+    }
+
+    /// Queues an error for a request whose head could not be parsed.
+    fn error_response(
+        &mut self,
+        snap: &Snapshot,
+        status: u16,
+        version: Version,
+        keep_alive: bool,
+        head_request: bool,
+    ) {
+        let mut uuid = [0u8; 36];
+        self.shard.request_id(&mut uuid);
+        let mut rid = RequestId {
+            bytes: [0; MAX_REQUEST_ID],
+            len: 36,
+        };
+        rid.bytes[..36].copy_from_slice(&uuid);
+        self.error_with_id(snap, status, version, keep_alive, head_request, &rid);
+    }
+
+    /// Sends everything queued in the write buffer.
+    pub(super) async fn flush(&mut self) -> Result<(), ConnError> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let wait = self.shard.snapshot().server.timeouts.client_send;
+        let result = write_all(&mut self.stream, &self.wbuf, wait).await;
+        self.wbuf.clear();
+        result
+    }
+}
+
+enum Local<'a> {
+    Mock(&'a crate::integration::MockIntegration),
+    Error(u16),
+}
+
+/// A request body could not be read.
+#[derive(Debug)]
+pub(super) enum BodyError {
+    /// Answer with this status and close.
+    Reject(u16),
+    Conn(ConnError),
+}
+
+/// Reads once into `buf` within `wait`.
+pub(super) async fn read_into(
+    stream: &mut TcpStream,
+    buf: &mut ReadBuf,
+    min: usize,
+    max_total: usize,
+    wait: Duration,
+) -> Result<usize, ConnError> {
+    let spare = buf.spare(min, max_total);
+    if spare.is_empty() {
+        return Err(ConnError::Io(io::Error::other("read buffer full")));
+    }
+    match glommio::timer::timeout(wait, async { stream.read(spare).await.map_err(Into::into) })
+        .await
+    {
+        Ok(n) => {
+            buf.commit(n);
+            Ok(n)
+        }
+        Err(glommio::GlommioError::TimedOut(_)) => Err(ConnError::Timeout),
+        Err(e) => Err(ConnError::Io(e.into())),
+    }
+}
+
+/// Writes all of `data` within `wait`.
+pub(super) async fn write_all(
+    stream: &mut TcpStream,
+    data: &[u8],
+    wait: Duration,
+) -> Result<(), ConnError> {
+    match glommio::timer::timeout(wait, async {
+        stream.write_all(data).await.map_err(Into::into)
+    })
+    .await
+    {
+        Ok(()) => Ok(()),
+        Err(glommio::GlommioError::TimedOut(_)) => Err(ConnError::Timeout),
+        Err(e) => Err(ConnError::Io(e.into())),
+    }
+}

@@ -1,0 +1,479 @@
+//! The `http` integration's I/O: send the request to a pooled backend
+//! connection, relay the response back.
+//!
+//! Failure handling (what the client sees):
+//! * connect refused or reset, malformed response head: 502;
+//! * connect timeout or no response head within the integration timeout: 504;
+//! * a reused connection that fails before any response byte, for an
+//!   idempotent request whose body was fully buffered: retried once on a
+//!   fresh connection (the backend may have closed it while idle);
+//! * a backend that stops mid-body: the client's response is cut short and
+//!   its connection closed, never left hanging.
+
+use std::time::{Duration, Instant};
+
+use super::buf::ReadBuf;
+use super::conn::{
+    read_into, write_all, BodyError, Conn, ConnError, Next, RequestId, RequestInfo, BODY_CHUNK,
+    COALESCE_LIMIT,
+};
+use crate::config::Snapshot;
+use crate::http::chunked::{write_chunk_size, Chunk, ChunkedDecoder};
+use crate::http::response::{self, ResponseHead};
+use crate::http::write::{self, Framing};
+use crate::http::BodyKind;
+use crate::integration::HttpIntegration;
+use crate::upstream::{ConnectError, UpConn};
+
+/// What is left of the request body after the buffered part.
+enum ReqBody {
+    Done,
+    Length(u64),
+    Chunked(ChunkedDecoder),
+}
+
+/// Failure while sending the request body.
+enum SendError {
+    Client(BodyError),
+    Upstream,
+}
+
+/// Failure while waiting for the response head.
+#[derive(Debug, PartialEq, Eq)]
+enum HeadError {
+    /// The backend closed or reset before sending a byte.
+    NothingReceived,
+    Timeout,
+    Bad,
+}
+
+/// Failure while relaying a response body.
+enum RelayError {
+    Client(ConnError),
+    Upstream,
+}
+
+impl Conn {
+    /// Proxies the current request; its upstream head is in `self.ubuf`
+    /// and its client head has been consumed from the read buffer.
+    pub(super) async fn forward(
+        &mut self,
+        snap: &Snapshot,
+        integ: &HttpIntegration,
+        info: RequestInfo,
+        rid: &RequestId,
+    ) -> Result<Next, ConnError> {
+        let max_body = snap.server.limits.max_body_bytes;
+        let body = match info.body {
+            BodyKind::None | BodyKind::UntilClose => ReqBody::Done,
+            BodyKind::Length(n) => {
+                let take = (self.rbuf.len() as u64).min(n) as usize;
+                self.ubuf.extend_from_slice(&self.rbuf.filled()[..take]);
+                self.rbuf.consume(take);
+                if n == take as u64 {
+                    ReqBody::Done
+                } else {
+                    ReqBody::Length(n - take as u64)
+                }
+            }
+            BodyKind::Chunked => {
+                let mut dec = ChunkedDecoder::new();
+                match encode_chunks(&mut dec, &mut self.rbuf, &mut self.ubuf, max_body) {
+                    Ok(true) => ReqBody::Done,
+                    Ok(false) => ReqBody::Chunked(dec),
+                    Err(status) => return Ok(self.fail(snap, status, info, false, rid)),
+                }
+            }
+        };
+        let complete = matches!(body, ReqBody::Done);
+        let retryable = complete && info.idempotent;
+        let shard = self.shard.clone();
+        let pool = &shard.pool;
+        let mut body = Some(body);
+        let mut retried = false;
+
+        let mut up = loop {
+            let mut up = match pool.checkout(integ.addr, Instant::now()) {
+                Some(c) => c,
+                None => match pool
+                    .connect(integ.addr, snap.server.timeouts.backend_connect)
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(ConnectError::Timeout(_)) => {
+                        return Ok(self.fail(snap, 504, info, complete, rid))
+                    }
+                    Err(ConnectError::Io(..)) => {
+                        return Ok(self.fail(snap, 502, info, complete, rid))
+                    }
+                },
+            };
+            let reused = up.reused;
+            let deadline = Instant::now() + integ.timeout;
+            if write_all(&mut up.stream, &self.ubuf, integ.timeout)
+                .await
+                .is_err()
+            {
+                if reused && retryable && !retried {
+                    retried = true;
+                    continue;
+                }
+                return Ok(self.fail(snap, 502, info, complete, rid));
+            }
+            if let Some(rest) = body.take() {
+                if !matches!(rest, ReqBody::Done) {
+                    if info.expect_continue {
+                        self.wbuf
+                            .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    }
+                    match self.send_body(&mut up, rest, snap, integ.timeout).await {
+                        Ok(()) => {}
+                        Err(SendError::Client(BodyError::Conn(e))) => return Err(e),
+                        Err(SendError::Client(BodyError::Reject(status))) => {
+                            return Ok(self.fail(snap, status, info, false, rid))
+                        }
+                        Err(SendError::Upstream) => {
+                            return Ok(self.fail(snap, 502, info, false, rid))
+                        }
+                    }
+                }
+            }
+            match read_response_head(&mut up, &mut self.rhead, snap, info.head_request, deadline)
+                .await
+            {
+                Ok(()) => break up,
+                Err(HeadError::NothingReceived) if reused && retryable && !retried => {
+                    retried = true;
+                    body = Some(ReqBody::Done);
+                    continue;
+                }
+                Err(HeadError::Timeout) => return Ok(self.fail(snap, 504, info, true, rid)),
+                Err(_) => return Ok(self.fail(snap, 502, info, true, rid)),
+            }
+        };
+
+        let framing = write::response_framing(&self.rhead, info.version);
+        let keep_alive = info.keep_alive && framing != Framing::Close;
+        let meta = write::ResponseMeta {
+            client: info.version,
+            keep_alive,
+            request_id_header: &snap.server.request_id_header,
+            request_id: rid.as_bytes(),
+        };
+        write::proxied_response_head(
+            &mut self.wbuf,
+            up.rbuf.filled(),
+            &self.rhead,
+            framing,
+            &meta,
+        );
+        up.rbuf.consume(self.rhead.head_len);
+        let relayed = match self.rhead.body {
+            BodyKind::None => Ok(()),
+            BodyKind::Length(n) => self.relay_length(&mut up, n, integ.timeout).await,
+            BodyKind::Chunked => self.relay_chunked(&mut up, framing, integ.timeout).await,
+            BodyKind::UntilClose => {
+                self.relay_until_close(&mut up, framing, integ.timeout)
+                    .await
+            }
+        };
+        match relayed {
+            Ok(()) => {
+                if self.rhead.keep_alive && up.rbuf.is_empty() {
+                    pool.checkin(up, Instant::now());
+                }
+                Ok(if keep_alive {
+                    Next::KeepAlive
+                } else {
+                    Next::Close
+                })
+            }
+            Err(RelayError::Client(e)) => Err(e),
+            // The head is out: cut the response short by closing.
+            Err(RelayError::Upstream) => Ok(Next::Close),
+        }
+    }
+
+    /// Queues a gateway error; the connection stays open only if the whole
+    /// request was read (`request_done`) and the client wants keep-alive.
+    fn fail(
+        &mut self,
+        snap: &Snapshot,
+        status: u16,
+        info: RequestInfo,
+        request_done: bool,
+        rid: &RequestId,
+    ) -> Next {
+        let keep_alive = info.keep_alive && request_done;
+        self.shard
+            .stats
+            .gateway_errors
+            .set(self.shard.stats.gateway_errors.get() + 1);
+        self.error_with_id(
+            snap,
+            status,
+            info.version,
+            keep_alive,
+            info.head_request,
+            rid,
+        );
+        if keep_alive {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        }
+    }
+
+    /// Streams the rest of the request body from the client to the backend.
+    async fn send_body(
+        &mut self,
+        up: &mut UpConn,
+        mut body: ReqBody,
+        snap: &Snapshot,
+        wait: Duration,
+    ) -> Result<(), SendError> {
+        let client_wait = snap.server.timeouts.client_body;
+        let max_body = snap.server.limits.max_body_bytes;
+        loop {
+            match &mut body {
+                ReqBody::Done => return Ok(()),
+                ReqBody::Length(remaining) => {
+                    if self.rbuf.is_empty() {
+                        self.read_body(client_wait)
+                            .await
+                            .map_err(SendError::Client)?;
+                    }
+                    let take = (self.rbuf.len() as u64).min(*remaining) as usize;
+                    write_all(&mut up.stream, &self.rbuf.filled()[..take], wait)
+                        .await
+                        .map_err(|_| SendError::Upstream)?;
+                    self.rbuf.consume(take);
+                    *remaining -= take as u64;
+                    if *remaining == 0 {
+                        body = ReqBody::Done;
+                    }
+                }
+                ReqBody::Chunked(dec) => {
+                    self.ubuf.clear();
+                    let done = encode_chunks(dec, &mut self.rbuf, &mut self.ubuf, max_body)
+                        .map_err(|s| SendError::Client(BodyError::Reject(s)))?;
+                    if !self.ubuf.is_empty() {
+                        write_all(&mut up.stream, &self.ubuf, wait)
+                            .await
+                            .map_err(|_| SendError::Upstream)?;
+                    }
+                    if done {
+                        return Ok(());
+                    }
+                    self.read_body(client_wait)
+                        .await
+                        .map_err(SendError::Client)?;
+                }
+            }
+        }
+    }
+
+    async fn relay_length(
+        &mut self,
+        up: &mut UpConn,
+        n: u64,
+        wait: Duration,
+    ) -> Result<(), RelayError> {
+        let mut remaining = n;
+        let take = (up.rbuf.len() as u64).min(remaining) as usize;
+        if self.wbuf.len() + take <= COALESCE_LIMIT {
+            self.wbuf.extend_from_slice(&up.rbuf.filled()[..take]);
+        } else {
+            self.flush().await.map_err(RelayError::Client)?;
+            self.send(&up.rbuf.filled()[..take]).await?;
+        }
+        up.rbuf.consume(take);
+        remaining -= take as u64;
+        while remaining > 0 {
+            self.flush().await.map_err(RelayError::Client)?;
+            read_upstream(up, wait).await?;
+            let take = (up.rbuf.len() as u64).min(remaining) as usize;
+            self.send(&up.rbuf.filled()[..take]).await?;
+            up.rbuf.consume(take);
+            remaining -= take as u64;
+        }
+        Ok(())
+    }
+
+    async fn relay_chunked(
+        &mut self,
+        up: &mut UpConn,
+        framing: Framing,
+        wait: Duration,
+    ) -> Result<(), RelayError> {
+        let mut dec = ChunkedDecoder::new();
+        loop {
+            let (n, chunk) = dec
+                .decode(up.rbuf.filled())
+                .map_err(|_| RelayError::Upstream)?;
+            match chunk {
+                Some(Chunk::Data(r)) => {
+                    let data = &up.rbuf.filled()[r];
+                    if framing == Framing::Chunked {
+                        write_chunk_size(&mut self.wbuf, data.len());
+                        self.wbuf.extend_from_slice(data);
+                        self.wbuf.extend_from_slice(b"\r\n");
+                    } else {
+                        self.wbuf.extend_from_slice(data);
+                    }
+                    up.rbuf.consume(n);
+                    if self.wbuf.len() >= BODY_CHUNK {
+                        self.flush().await.map_err(RelayError::Client)?;
+                    }
+                }
+                Some(Chunk::End) => {
+                    up.rbuf.consume(n);
+                    if framing == Framing::Chunked {
+                        self.wbuf.extend_from_slice(b"0\r\n\r\n");
+                    }
+                    return Ok(());
+                }
+                None => {
+                    up.rbuf.consume(n);
+                    self.flush().await.map_err(RelayError::Client)?;
+                    read_upstream(up, wait).await?;
+                }
+            }
+        }
+    }
+
+    async fn relay_until_close(
+        &mut self,
+        up: &mut UpConn,
+        framing: Framing,
+        wait: Duration,
+    ) -> Result<(), RelayError> {
+        loop {
+            let data = up.rbuf.filled();
+            if !data.is_empty() {
+                if framing == Framing::Chunked {
+                    write_chunk_size(&mut self.wbuf, data.len());
+                    self.wbuf.extend_from_slice(data);
+                    self.wbuf.extend_from_slice(b"\r\n");
+                } else {
+                    self.wbuf.extend_from_slice(data);
+                }
+                let n = data.len();
+                up.rbuf.consume(n);
+            }
+            self.flush().await.map_err(RelayError::Client)?;
+            match read_into(&mut up.stream, &mut up.rbuf, 16 * 1024, BODY_CHUNK, wait).await {
+                Ok(0) => {
+                    if framing == Framing::Chunked {
+                        self.wbuf.extend_from_slice(b"0\r\n\r\n");
+                    }
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(_) => return Err(RelayError::Upstream),
+            }
+        }
+    }
+
+    async fn send(&mut self, data: &[u8]) -> Result<(), RelayError> {
+        let wait = self.shard.snapshot().server.timeouts.client_send;
+        write_all(&mut self.stream, data, wait)
+            .await
+            .map_err(RelayError::Client)
+    }
+}
+
+/// Decodes chunked body bytes buffered in `rbuf` and re-encodes them into
+/// `out` (dropping extensions and trailers). Returns true at the end of the
+/// body; `Err(status)` for a malformed (400) or oversized (413) body.
+fn encode_chunks(
+    dec: &mut ChunkedDecoder,
+    rbuf: &mut ReadBuf,
+    out: &mut bytes::BytesMut,
+    max_body: u64,
+) -> Result<bool, u16> {
+    loop {
+        let (n, chunk) = dec.decode(rbuf.filled()).map_err(|_| 400u16)?;
+        if dec.data_len > max_body {
+            return Err(413);
+        }
+        match chunk {
+            Some(Chunk::Data(r)) => {
+                write_chunk_size(out, r.len());
+                out.extend_from_slice(&rbuf.filled()[r]);
+                out.extend_from_slice(b"\r\n");
+                rbuf.consume(n);
+            }
+            Some(Chunk::End) => {
+                out.extend_from_slice(b"0\r\n\r\n");
+                rbuf.consume(n);
+                return Ok(true);
+            }
+            None => {
+                rbuf.consume(n);
+                return Ok(false);
+            }
+        }
+    }
+}
+
+async fn read_upstream(up: &mut UpConn, wait: Duration) -> Result<(), RelayError> {
+    match read_into(&mut up.stream, &mut up.rbuf, 16 * 1024, BODY_CHUNK, wait).await {
+        Ok(0) | Err(_) => Err(RelayError::Upstream),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Reads until a final (non-1xx) response head is buffered in `up.rbuf`.
+async fn read_response_head(
+    up: &mut UpConn,
+    rhead: &mut ResponseHead,
+    snap: &Snapshot,
+    head_request: bool,
+    deadline: Instant,
+) -> Result<(), HeadError> {
+    let server = &snap.server;
+    let max = server.limits.max_response_header_bytes;
+    let mut received = false;
+    loop {
+        if !up.rbuf.is_empty() {
+            received = true;
+            match response::parse(
+                up.rbuf.filled(),
+                max,
+                head_request,
+                &server.request_id_header,
+                rhead,
+            ) {
+                Ok(Some(n)) => {
+                    if rhead.is_interim() {
+                        up.rbuf.consume(n);
+                        continue;
+                    }
+                    if rhead.status == 101 {
+                        // Upgrades are not proxied yet; Upgrade was stripped,
+                        // so a 101 is a backend error.
+                        return Err(HeadError::Bad);
+                    }
+                    return Ok(());
+                }
+                Ok(None) => {}
+                Err(_) => return Err(HeadError::Bad),
+            }
+        }
+        let Some(wait) = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+        else {
+            return Err(HeadError::Timeout);
+        };
+        match read_into(&mut up.stream, &mut up.rbuf, 4096, max + 4096, wait).await {
+            Ok(0) | Err(ConnError::Io(_)) | Err(ConnError::Closed) if !received => {
+                return Err(HeadError::NothingReceived)
+            }
+            Ok(0) | Err(ConnError::Io(_)) | Err(ConnError::Closed) => return Err(HeadError::Bad),
+            Err(ConnError::Timeout) => return Err(HeadError::Timeout),
+            Ok(_) => {}
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! State one shard owns: its current configuration, backend pools, request
+//! id generator, cached Date header, open connections and counters. Shared
+//! only within the shard's thread (`Rc`, `Cell`), so nothing here is a lock
+//! or an atomic on the request path.
+
+use std::cell::{Cell, RefCell};
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::config::Snapshot;
+use crate::upstream::Pool;
+
+/// Counters of one shard, read by tests and (later) the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    pub accepted: Cell<u64>,
+    pub open_connections: Cell<u64>,
+    pub requests: Cell<u64>,
+    /// Requests answered with an error produced by the gateway itself.
+    pub gateway_errors: Cell<u64>,
+}
+
+/// A connection known to the shard, for draining at shutdown.
+struct ConnSlot {
+    fd: RawFd,
+    /// True while the connection waits for a new request.
+    idle: Rc<Cell<bool>>,
+}
+
+pub struct Shard {
+    pub id: usize,
+    /// `Rc` around the shared `Arc`: a request clones the shard-local `Rc`
+    /// (a plain increment) instead of the `Arc` (an atomic that every
+    /// shard would contend on).
+    #[allow(clippy::redundant_allocation)]
+    snapshot: RefCell<Rc<Arc<Snapshot>>>,
+    pub pool: Pool,
+    pub stats: ShardStats,
+    draining: Cell<bool>,
+    rng: Cell<u64>,
+    date_secs: Cell<u64>,
+    date: RefCell<[u8; 29]>,
+    conns: RefCell<Vec<Option<ConnSlot>>>,
+    free_slots: RefCell<Vec<usize>>,
+}
+
+impl Shard {
+    pub fn new(id: usize, snapshot: Arc<Snapshot>) -> Shard {
+        let s = &snapshot.server;
+        let pool = Pool::new(s.max_idle_per_backend, s.upstream_idle_timeout);
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ ((id as u64 + 1) << 56)
+            ^ u64::from(std::process::id()).rotate_left(32);
+        Shard {
+            id,
+            snapshot: RefCell::new(Rc::new(snapshot)),
+            pool,
+            stats: ShardStats::default(),
+            draining: Cell::new(false),
+            rng: Cell::new(seed | 1),
+            date_secs: Cell::new(0),
+            date: RefCell::new([b' '; 29]),
+            conns: RefCell::new(Vec::new()),
+            free_slots: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The snapshot new requests use; a request keeps the one it started with.
+    #[inline]
+    #[allow(clippy::redundant_allocation)]
+    pub fn snapshot(&self) -> Rc<Arc<Snapshot>> {
+        self.snapshot.borrow().clone()
+    }
+
+    #[inline]
+    pub fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Starts draining: idle connections are closed now, busy ones after
+    /// their current response.
+    pub fn begin_drain(&self) {
+        self.draining.set(true);
+        for slot in self.conns.borrow().iter().flatten() {
+            if slot.idle.get() {
+                // Wake the pending read with EOF; the connection task then
+                // closes normally.
+                // SAFETY: shutdown(2) on an fd owned by a live connection
+                // task (slots are removed before the stream is dropped).
+                unsafe {
+                    libc::shutdown(slot.fd, libc::SHUT_RD);
+                }
+            }
+        }
+        self.pool.clear();
+    }
+
+    /// Registers a connection; returns its slot for [`Shard::unregister`].
+    pub fn register(&self, fd: RawFd, idle: Rc<Cell<bool>>) -> usize {
+        let slot = ConnSlot { fd, idle };
+        let mut conns = self.conns.borrow_mut();
+        let i = match self.free_slots.borrow_mut().pop() {
+            Some(i) => {
+                conns[i] = Some(slot);
+                i
+            }
+            None => {
+                conns.push(Some(slot));
+                conns.len() - 1
+            }
+        };
+        self.stats
+            .open_connections
+            .set(self.stats.open_connections.get() + 1);
+        i
+    }
+
+    pub fn unregister(&self, i: usize) {
+        if let Some(s) = self.conns.borrow_mut().get_mut(i) {
+            *s = None;
+            self.free_slots.borrow_mut().push(i);
+            self.stats
+                .open_connections
+                .set(self.stats.open_connections.get().saturating_sub(1));
+        }
+    }
+
+    /// A random request id in UUID v4 text form (what Amazon API Gateway's
+    /// request ids look like). wyrand: fast and good enough for ids, not
+    /// for secrets.
+    pub fn request_id(&self, out: &mut [u8; 36]) {
+        let a = self.next_u64();
+        let b = self.next_u64();
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&a.to_le_bytes());
+        bytes[8..].copy_from_slice(&b.to_le_bytes());
+        bytes[6] = (bytes[6] & 0x0f) | 0x40;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut j = 0;
+        for (i, byte) in bytes.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                out[j] = b'-';
+                j += 1;
+            }
+            out[j] = HEX[(byte >> 4) as usize];
+            out[j + 1] = HEX[(byte & 0xf) as usize];
+            j += 2;
+        }
+    }
+
+    fn next_u64(&self) -> u64 {
+        let s = self.rng.get().wrapping_add(0xa076_1d64_78bd_642f);
+        self.rng.set(s);
+        let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
+        ((t >> 64) as u64) ^ (t as u64)
+    }
+
+    /// The IMF-fixdate for now, formatted at most once a second.
+    pub fn with_date<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        let now = SystemTime::now();
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if secs != self.date_secs.get() {
+            let text = httpdate::fmt_http_date(now);
+            let mut d = self.date.borrow_mut();
+            if text.len() == d.len() {
+                d.copy_from_slice(text.as_bytes());
+            }
+            self.date_secs.set(secs);
+        }
+        f(&self.date.borrow()[..])
+    }
+
+    /// Periodic housekeeping: idle backend connections.
+    pub fn sweep(&self, now: Instant) {
+        self.pool.sweep(now);
+    }
+}

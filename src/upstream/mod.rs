@@ -1,0 +1,185 @@
+//! Per-shard backend connection pools.
+//!
+//! Each shard keeps its own idle keep-alive connections per backend address
+//! (no sharing, no locks). A connection goes back to the pool only after its
+//! response was read completely and the backend allowed keep-alive; it is
+//! reused most-recently-idle first (its socket and the backend's worker are
+//! the warmest), after a non-blocking liveness check, and dropped once idle
+//! longer than the configured timeout or beyond `max_idle` per backend.
+//!
+//! Per-shard pools give up some reuse compared with one shared pool; the
+//! reuse ratio is counted in [`PoolStats`] so it can be watched.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use glommio::net::TcpStream;
+
+use crate::server::buf::ReadBuf;
+
+/// A connection to a backend with its read buffer.
+#[derive(Debug)]
+pub struct UpConn {
+    pub stream: TcpStream,
+    pub rbuf: ReadBuf,
+    pub addr: SocketAddr,
+    /// True when this connection came from the pool (it served before).
+    pub reused: bool,
+}
+
+/// Counters for one shard's pools.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Upstream requests sent on a reused connection.
+    pub reused: Cell<u64>,
+    /// Upstream connections opened.
+    pub opened: Cell<u64>,
+    /// Connect attempts that failed or timed out.
+    pub connect_failures: Cell<u64>,
+}
+
+/// Why a backend connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {0} timed out")]
+    Timeout(SocketAddr),
+    #[error("connect to {0} failed: {1}")]
+    Io(SocketAddr, io::Error),
+}
+
+struct Idle {
+    conn: UpConn,
+    since: Instant,
+}
+
+/// One shard's pools, keyed by backend address.
+pub struct Pool {
+    idle: RefCell<HashMap<SocketAddr, Vec<Idle>>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    pub stats: PoolStats,
+}
+
+impl Pool {
+    pub fn new(max_idle: usize, idle_timeout: Duration) -> Pool {
+        Pool {
+            idle: RefCell::new(HashMap::new()),
+            max_idle,
+            idle_timeout,
+            stats: PoolStats::default(),
+        }
+    }
+
+    /// An idle, live connection to `addr`, if the pool has one.
+    pub fn checkout(&self, addr: SocketAddr, now: Instant) -> Option<UpConn> {
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.get_mut(&addr)?;
+        while let Some(entry) = list.pop() {
+            if now.saturating_duration_since(entry.since) >= self.idle_timeout {
+                continue;
+            }
+            if !is_alive(&entry.conn.stream) {
+                continue;
+            }
+            let mut conn = entry.conn;
+            conn.reused = true;
+            self.stats.reused.set(self.stats.reused.get() + 1);
+            return Some(conn);
+        }
+        None
+    }
+
+    /// Returns a connection whose response was fully read.
+    pub fn checkin(&self, mut conn: UpConn, now: Instant) {
+        if self.max_idle == 0 || !conn.rbuf.is_empty() {
+            return;
+        }
+        conn.rbuf.shrink();
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.entry(conn.addr).or_default();
+        if list.len() >= self.max_idle {
+            // Drop the oldest: the newest is the one most likely still warm.
+            list.remove(0);
+        }
+        list.push(Idle { conn, since: now });
+    }
+
+    /// Drops idle connections past their timeout or closed by the backend.
+    pub fn sweep(&self, now: Instant) {
+        let mut idle = self.idle.borrow_mut();
+        for list in idle.values_mut() {
+            list.retain(|e| {
+                now.saturating_duration_since(e.since) < self.idle_timeout
+                    && is_alive(&e.conn.stream)
+            });
+        }
+        idle.retain(|_, l| !l.is_empty());
+    }
+
+    /// Number of idle connections held.
+    pub fn idle_count(&self) -> usize {
+        self.idle.borrow().values().map(Vec::len).sum()
+    }
+
+    /// Closes every idle connection (shutdown).
+    pub fn clear(&self) {
+        self.idle.borrow_mut().clear();
+    }
+
+    /// Opens a new connection to `addr` within `timeout`.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<UpConn, ConnectError> {
+        let result = glommio::timer::timeout(timeout, TcpStream::connect(addr)).await;
+        match result {
+            Ok(stream) => {
+                // Small request heads must not wait for Nagle.
+                let _ = stream.set_nodelay(true);
+                self.stats.opened.set(self.stats.opened.get() + 1);
+                Ok(UpConn {
+                    stream,
+                    rbuf: ReadBuf::default(),
+                    addr,
+                    reused: false,
+                })
+            }
+            Err(glommio::GlommioError::TimedOut(_)) => {
+                self.stats
+                    .connect_failures
+                    .set(self.stats.connect_failures.get() + 1);
+                Err(ConnectError::Timeout(addr))
+            }
+            Err(e) => {
+                self.stats
+                    .connect_failures
+                    .set(self.stats.connect_failures.get() + 1);
+                Err(ConnectError::Io(addr, io::Error::from(e)))
+            }
+        }
+    }
+}
+
+/// Non-blocking check that an idle connection was not closed by the
+/// backend and has no stray bytes (which would desynchronise responses).
+fn is_alive(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    // glommio's own `peek` waits for data; a non-blocking probe needs the
+    // syscall directly.
+    // SAFETY: recv writes at most 1 byte into `byte`, a valid 1-byte
+    // buffer; the fd belongs to `stream`, which outlives this call.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            byte.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+}
