@@ -18,12 +18,12 @@
 #   DURATION=30s ROUNDS=5 bench/load.sh
 #
 # Environment knobs:
-#   DURATION    measured run length, wrk syntax: 10s, 1m   (default 10s)
-#   ROUNDS      number of A/B rounds                        (default 3)
-#   CONNS       wrk connections                             (default 64)
-#   SKIP_BUILD  1 = do not run `cargo build --release`      (default 0)
-#   ONLY        tollgate | nginx = measure only that proxy  (default both)
-#   TOLLGATE_BIN  binary to run        (default target/release/tollgate)
+#   DURATION      measured run length, wrk syntax: 10s, 1m  (default 10s)
+#   ROUNDS        number of A/B rounds                       (default 3)
+#   CONNS         wrk connections                            (default 64)
+#   SKIP_BUILD    1 = do not run `cargo build --release`     (default 0)
+#   ONLY          tollgate | nginx = measure only that proxy (default both)
+#   TOLLGATE_BIN  tollgate binary to run     (default target/release/tollgate)
 #
 # Output: a markdown report on stdout, also written to
 # bench/load/results-latest.md. Progress messages go to stderr.
@@ -244,6 +244,14 @@ check_hello() {
 }
 
 # ---------------------------------------------------------------- checks --
+
+# No arguments; -h/--help prints the comment block at the top of this file.
+if (($# > 0)); then
+    case $1 in
+        -h | --help) sed -n '2,/^$/{s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
+        *) die "no arguments expected (got '$*'); configure with environment variables, see --help" ;;
+    esac
+fi
 
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer (got '$ROUNDS')"
 [[ $CONNS =~ ^[1-9][0-9]*$ ]] || die "CONNS must be a positive integer (got '$CONNS')"
@@ -492,6 +500,17 @@ fi
 
 CLK_TCK=$(getconf CLK_TCK)
 
+# Other work on the machine (a compile, another benchmark) skews everything.
+# Measure how busy both cores are for 1 s while the servers sit idle.
+k0=$(core_jiffies "$LOAD_CORE")
+k1=$(core_jiffies "$PROXY_CORE")
+sleep 1
+IDLE_BUSY0=$(core_busy_pct "$k0" "$(core_jiffies "$LOAD_CORE")")
+IDLE_BUSY1=$(core_busy_pct "$k1" "$(core_jiffies "$PROXY_CORE")")
+if [[ $IDLE_BUSY0 != n/a && $IDLE_BUSY1 != n/a ]] && ((IDLE_BUSY0 > 10 || IDLE_BUSY1 > 10)); then
+    log "WARNING: cores busy before any load (core$LOAD_CORE ${IDLE_BUSY0}%, core$PROXY_CORE ${IDLE_BUSY1}%): another job is running, results will be noisy"
+fi
+
 # Run wrk against PORT for DUR on the load core; output to FILE.
 run_wrk() {
     local port=$1 dur=$2 secs=$3 out=$4 rc=0
@@ -538,7 +557,7 @@ ROUND_ROWS=()
 declare -A RPS=() P50=() P99=() CPU=() ERRS=()
 
 measure() {
-    local round=$1 name=$2 port=${PROXY_PORT[$2]} out t0 t1 c0 c1 k0_0 k0_1 k1_0 k1_1
+    local round=$1 name=$2 port=${PROXY_PORT[$2]} out t0 t1 w0 w1 k0_0 k0_1 k1_0 k1_1
     local -a pids
     read -r -a pids <<<"${PROXY_PIDS[$name]}"
     out=$TMP/wrk-$name-$round.txt
@@ -549,14 +568,20 @@ measure() {
     log "round $round/$ROUNDS: $name — measuring $DURATION, $CONNS connections"
     t0=$(cpu_ticks "${pids[@]}") || die "$name process(es) ${pids[*]} vanished"
     k0_0=$(core_jiffies "$LOAD_CORE"); k1_0=$(core_jiffies "$PROXY_CORE")
+    w0=$(date +%s%N)
     run_wrk "$port" "$DURATION" "$DURATION_S" "$out"
+    w1=$(date +%s%N)
     t1=$(cpu_ticks "${pids[@]}") || die "$name process(es) ${pids[*]} vanished during the run"
     k0_1=$(core_jiffies "$LOAD_CORE"); k1_1=$(core_jiffies "$PROXY_CORE")
 
     parse_wrk "$out"
-    local cpu_us core0 core1 errs
+    local cpu_us cpu_pct core0 core1 errs
     cpu_us=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$W_REQS" \
         'BEGIN { printf "%.3f", d * 1e6 / hz / n }')
+    # Proxy CPU as % of one core over the wall time of the run; well under
+    # 100 means the proxy was not the bottleneck (or was starved).
+    cpu_pct=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v ns=$((w1 - w0)) \
+        'BEGIN { printf "%.0f", 100 * (d / hz) / (ns / 1e9) }')
     core0=$(core_busy_pct "$k0_0" "$k0_1")
     core1=$(core_busy_pct "$k1_0" "$k1_1")
     errs=$((W_SOCK + W_NON2XX))
@@ -566,8 +591,8 @@ measure() {
     P99[$name]+="$W_P99 "
     CPU[$name]+="$cpu_us "
     ERRS[$name]=$((${ERRS[$name]:-0} + errs))
-    ROUND_ROWS+=("| $round | $name | $(fmt 0 "$W_RPS") | $W_P50 | $W_P99 | $(fmt 2 "$cpu_us") | $core1 | $core0 | $W_REQS | $W_SOCK | $W_NON2XX |")
-    log "  $name: $(fmt 0 "$W_RPS") req/s, p50 ${W_P50} µs, p99 ${W_P99} µs, $(fmt 2 "$cpu_us") CPU-µs/req, core$PROXY_CORE ${core1}% core$LOAD_CORE ${core0}%, errors $errs"
+    ROUND_ROWS+=("| $round | $name | $(fmt 0 "$W_RPS") | $W_P50 | $W_P99 | $(fmt 2 "$cpu_us") | $cpu_pct | $core1 | $core0 | $W_REQS | $W_SOCK | $W_NON2XX |")
+    log "  $name: $(fmt 0 "$W_RPS") req/s, p50 ${W_P50} µs, p99 ${W_P99} µs, $(fmt 2 "$cpu_us") CPU-µs/req, proxy CPU ${cpu_pct}%, core$PROXY_CORE ${core1}% core$LOAD_CORE ${core0}%, errors $errs"
 }
 
 for ((round = 1; round <= ROUNDS; round++)); do
@@ -611,13 +636,18 @@ report() {
     echo "- load: \`wrk -t1 -c$CONNS -d$DURATION --latency\` on core $LOAD_CORE (after a $WARMUP warm-up), $ROUNDS round(s), GET /hello"
     echo "- origin: nginx on core $LOAD_CORE, 127.0.0.1:$ORIGIN_PORT, \`return 200 \"hello world\\n\"\`"
     echo "- proxies on core $PROXY_CORE: tollgate 127.0.0.1:$TOLLGATE_PORT (shards = [$PROXY_CORE]), nginx 127.0.0.1:$NGINX_PORT (1 worker, upstream keepalive 128)"
+    echo "- background CPU with servers idle, before load (should be ~0): core$LOAD_CORE ${IDLE_BUSY0}%, core$PROXY_CORE ${IDLE_BUSY1}%"
     echo "- CPU-µs/req: utime+stime of all proxy processes over the measured run / requests (CLK_TCK $CLK_TCK)"
     echo
     echo "## Per round"
     echo
-    echo "| round | proxy | req/s | p50 µs | p99 µs | CPU-µs/req | core$PROXY_CORE busy % | core$LOAD_CORE busy % | requests | socket errors | non-2xx/3xx |"
-    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| round | proxy | req/s | p50 µs | p99 µs | CPU-µs/req | proxy CPU % | core$PROXY_CORE busy % | core$LOAD_CORE busy % | requests | socket errors | non-2xx/3xx |"
+    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     printf '%s\n' "${ROUND_ROWS[@]}"
+    echo
+    echo "proxy CPU %: the proxy's CPU time / wall time of the run (100 = one full core)." \
+        "core busy %: the whole core, every process on it. core$LOAD_CORE near 100 means wrk + origin" \
+        "may cap req/s; CPU-µs/req does not depend on that."
     echo
     echo "## Summary (median over rounds)"
     echo

@@ -216,6 +216,23 @@ pub fn parse_content_length(value: &[u8]) -> Option<u64> {
     result
 }
 
+/// Marks headers named by a `Connection` header as hop-by-hop.
+pub(crate) fn mark_connection_named(buf: &[u8], headers: &mut [Header]) {
+    let named: Vec<Span> = headers
+        .iter()
+        .filter(|h| h.kind == HeaderKind::Connection)
+        .flat_map(|h| tokens(h.value.of(buf)).map(|t| Span::within(buf, t)))
+        .collect();
+    for h in headers.iter_mut() {
+        if h.kind == HeaderKind::Other || h.kind == HeaderKind::RequestId {
+            let name = h.name.of(buf);
+            if named.iter().any(|n| n.of(buf).eq_ignore_ascii_case(name)) {
+                h.kind = HeaderKind::NamedByConnection;
+            }
+        }
+    }
+}
+
 /// Rejects bare LF line endings in a head (httparse accepts them).
 fn has_bare_lf(head: &[u8]) -> bool {
     memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')

@@ -11,8 +11,8 @@
 use std::mem::MaybeUninit;
 
 use super::{
-    has_bare_lf, parse_content_length, tokens, BodyKind, Header, HeaderKind, Limits, Span, Version,
-    MAX_HEADER_SLOTS,
+    has_bare_lf, mark_connection_named, parse_content_length, tokens, BodyKind, Header, HeaderKind,
+    Limits, Span, Version, MAX_HEADER_SLOTS,
 };
 
 /// Why a request head was rejected; each maps to one status.
@@ -414,23 +414,6 @@ fn has_dot_segment(path: &[u8]) -> bool {
 fn valid_host(v: &[u8]) -> bool {
     v.iter()
         .all(|&b| b.is_ascii_alphanumeric() || b"-._~:[]!$&'()*+,;=%".contains(&b))
-}
-
-/// Marks headers named by a `Connection` header as hop-by-hop.
-fn mark_connection_named(buf: &[u8], headers: &mut [Header]) {
-    let named: Vec<Span> = headers
-        .iter()
-        .filter(|h| h.kind == HeaderKind::Connection)
-        .flat_map(|h| tokens(h.value.of(buf)).map(|t| Span::within(buf, t)))
-        .collect();
-    for h in headers.iter_mut() {
-        if h.kind == HeaderKind::Other || h.kind == HeaderKind::RequestId {
-            let name = h.name.of(buf);
-            if named.iter().any(|n| n.of(buf).eq_ignore_ascii_case(name)) {
-                h.kind = HeaderKind::NamedByConnection;
-            }
-        }
-    }
 }
 
 #[cfg(test)]

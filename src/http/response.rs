@@ -7,8 +7,8 @@
 use std::mem::MaybeUninit;
 
 use super::{
-    has_bare_lf, parse_content_length, tokens, BodyKind, Header, HeaderKind, Span, Version,
-    MAX_HEADER_SLOTS,
+    has_bare_lf, mark_connection_named, parse_content_length, tokens, BodyKind, Header, HeaderKind,
+    Span, Version, MAX_HEADER_SLOTS,
 };
 
 /// Why a backend response head was rejected (the client gets 502).
@@ -109,6 +109,7 @@ pub fn parse(
     let mut te_seen = false;
     let mut close = false;
     let mut keep_alive_token = false;
+    let mut names_others = false;
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
         let value = h.value;
@@ -136,6 +137,8 @@ pub fn parse(
                         close = true;
                     } else if t.eq_ignore_ascii_case(b"keep-alive") {
                         keep_alive_token = true;
+                    } else {
+                        names_others = true;
                     }
                 }
             }
@@ -146,6 +149,9 @@ pub fn parse(
             value: Span::within(buf, value),
             kind,
         });
+    }
+    if names_others {
+        mark_connection_named(buf, &mut out.headers);
     }
     let no_body = head_request || (100..200).contains(&code) || code == 204 || code == 304;
     out.body = if no_body {

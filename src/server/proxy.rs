@@ -153,7 +153,8 @@ impl Conn {
         };
 
         let framing = write::response_framing(&self.rhead, info.version);
-        let keep_alive = info.keep_alive && framing != Framing::Close;
+        // Draining may have begun while the backend worked: tell the client.
+        let keep_alive = info.keep_alive && framing != Framing::Close && !self.shard.draining();
         let meta = write::ResponseMeta {
             client: info.version,
             keep_alive,

@@ -1,0 +1,267 @@
+//! The `tollgate` binary as a user runs it: `check`, `run`, signals,
+//! graceful drain, bounded memory while streaming large bodies.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+}
+
+fn write_config(text: &str) -> tempfile_path::TempConfig {
+    tempfile_path::TempConfig::new(text)
+}
+
+mod tempfile_path {
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static N: AtomicUsize = AtomicUsize::new(0);
+
+    /// A config file in the target temp dir, removed on drop.
+    pub struct TempConfig(pub PathBuf);
+
+    impl TempConfig {
+        pub fn new(text: &str) -> TempConfig {
+            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+            let path = dir.join(format!(
+                "cfg-{}-{}.toml",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ));
+            std::fs::write(&path, text).expect("write config");
+            TempConfig(path)
+        }
+    }
+
+    impl Drop for TempConfig {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+/// A running `tollgate run` child; killed on drop if still running.
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    _cfg: tempfile_path::TempConfig,
+}
+
+impl Running {
+    fn start(config: &str) -> Running {
+        let cfg = write_config(&config.replace("LISTEN", "127.0.0.1:0"));
+        let mut child = bin()
+            .arg("run")
+            .arg(&cfg.0)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn tollgate");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("tollgate exited before listening")
+                .expect("read stderr");
+            if let Some(a) = line.strip_prefix("tollgate: listening on http://") {
+                break a.parse().expect("addr");
+            }
+        };
+        // Keep draining stderr so the child never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Running {
+            child,
+            addr,
+            _cfg: cfg,
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn status_kib(&self, key: &str) -> u64 {
+        let text =
+            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("status");
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("status field")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn check_accepts_the_bundled_config() {
+    let out = bin()
+        .arg("check")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
+        .output()
+        .expect("run check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+}
+
+#[test]
+fn check_reports_every_error_with_its_key_path() {
+    let cfg = write_config(
+        r#"
+[[server.listen]]
+addr = "not an address"
+tls = false
+[[api]]
+name = "a"
+[[api.route]]
+key = "GET /x/{p+}/y"
+integration = { type = "http", uri = "ftp://example/" }
+"#,
+    );
+    let out = bin().arg("check").arg(&cfg.0).output().expect("run check");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "server.listen[0].addr",
+        "api[0].route[0].key",
+        "api[0].route[0].integration.uri",
+        "3 error(s)",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn run_refuses_an_invalid_config() {
+    let cfg = write_config("[server]\nshardz = 1\n");
+    let out = bin().arg("run").arg(&cfg.0).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.shardz"));
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    let origin =
+        Origin::start(|_| Reply::After(Duration::from_millis(600), Box::new(ok("finished"))));
+    let mut gw = Running::start(&proxy_config(origin.addr, ""));
+    let mut busy = Client::connect(gw.addr);
+    busy.send(b"GET /api/slow HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut idle = Client::connect(gw.addr);
+    assert_eq!(idle.get("/mock").status, 200);
+    // Let the slow request reach the origin, then ask the gateway to stop.
+    let t = Instant::now();
+    while origin.requests().is_empty() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    gw.signal(libc::SIGTERM);
+    let r = busy
+        .read_response(false)
+        .expect("in-flight request completes");
+    assert_eq!((r.status, r.text()), (200, "finished".to_string()));
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(
+        idle.is_closed(),
+        "idle keep-alive connections are closed on drain"
+    );
+    let status = gw.wait_exit(Duration::from_secs(5)).expect("gateway exits");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        std::net::TcpStream::connect(gw.addr).is_err(),
+        "no longer accepting"
+    );
+}
+
+#[test]
+fn drain_deadline_bounds_shutdown() {
+    let origin = Origin::start(|_| Reply::After(Duration::from_secs(20), Box::new(ok("never"))));
+    let mut gw = Running::start(&proxy_config(
+        origin.addr,
+        "[server.timeouts]\ndrain = \"300ms\"",
+    ));
+    let mut busy = Client::connect(gw.addr);
+    busy.send(b"GET /api/stuck HTTP/1.1\r\nHost: t\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    gw.signal(libc::SIGTERM);
+    let status = gw
+        .wait_exit(Duration::from_secs(5))
+        .expect("gateway exits after the drain deadline");
+    assert!(status.success());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn memory_stays_bounded_for_large_bodies() {
+    const DOWN: usize = 50 * 1024 * 1024;
+    const UP: usize = 10 * 1024 * 1024 - 1;
+    let origin = Origin::start(|req| {
+        if req.method == "POST" {
+            ok(&req.body.len().to_string())
+        } else {
+            Reply::Stream {
+                head: format!("HTTP/1.1 200 OK\r\nContent-Length: {DOWN}\r\n\r\n").into_bytes(),
+                len: DOWN,
+            }
+        }
+    });
+    let gw = Running::start(&proxy_config(origin.addr, ""));
+    let mut c = Client::connect(gw.addr);
+    assert_eq!(c.get("/mock").status, 200);
+    let before = gw.status_kib("VmRSS:");
+
+    let r = c.get("/api/down");
+    assert_eq!(r.body.len(), DOWN);
+    c.send(format!("POST /api/up HTTP/1.1\r\nHost: t\r\nContent-Length: {UP}\r\n\r\n").as_bytes());
+    let block = vec![b'u'; 1 << 20];
+    let mut left = UP;
+    while left > 0 {
+        let n = left.min(block.len());
+        c.send(&block[..n]);
+        left -= n;
+    }
+    let r = c.read_response(false).expect("upload response");
+    assert_eq!(r.text(), UP.to_string());
+
+    let peak = gw.status_kib("VmHWM:");
+    let growth = peak.saturating_sub(before);
+    assert!(
+        growth < 8 * 1024,
+        "peak RSS grew by {growth} KiB while streaming 50 MB down and 10 MB up (before {before} KiB, peak {peak} KiB)"
+    );
+    let _ = std::io::stdout().flush();
+}
