@@ -76,6 +76,7 @@ is_alive() {
 
 # True if something accepts TCP connections on 127.0.0.1:$1.
 port_open() {
+    # shellcheck disable=SC2016 # $1 expands in the inner bash
     timeout 1 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$1" 2>/dev/null
 }
 
@@ -131,6 +132,7 @@ core_busy_pct() {
 
 # One HTTP/1.1 GET over bash's /dev/tcp (no curl needed); prints the response.
 http_get() {
+    # shellcheck disable=SC2016 # $1/$2 expand in the inner bash
     timeout 5 bash -c '
         exec 3<>"/dev/tcp/127.0.0.1/$1"
         printf "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n" "$2" >&3
@@ -442,21 +444,29 @@ declare -A PROXY_PIDS=() # name -> space-separated PIDs whose CPU is counted
 # Start an nginx instance on the given core. name (origin | nginx) picks the
 # config, pid and log files; label is for messages.
 start_nginx() {
-    local name=$1 label=$2 core=$3 port=$4 pid workers
+    local name=$1 label=$2 core=$3 port=$4 pid workers i
     require_free_port "$port"
     # -e: startup error log before the config is read; -p: prefix for
     # relative paths (none used, but keep it away from /etc/nginx).
+    # nginx and our redirection both append to the same log, on purpose.
+    # shellcheck disable=SC2094
     nginx -t -q -e "$TMP/$name.log" -p "$TMP/" -c "$TMP/$name.conf" 2>>"$TMP/$name.log" || {
         show_log "$TMP/$name.log"
         die "$label: generated nginx config is invalid"
     }
+    # shellcheck disable=SC2094
     taskset -c "$core" nginx -e "$TMP/$name.log" -p "$TMP/" -c "$TMP/$name.conf" \
         >>"$TMP/$name.log" 2>&1 &
     pid=$!
     STARTED_PIDS+=("$pid")
     wait_ready "$label" "$pid" "$port" "$TMP/$name.log"
-    workers=$(children_of "$pid" | tr '\n' ' ')
-    [[ -n $workers ]] || die "$label (PID $pid) has no worker process"
+    # The master listens before it forks the worker: give it up to 5 s.
+    for ((i = 0; i < 50; i++)); do
+        workers=$(children_of "$pid" | tr '\n' ' ')
+        [[ -z $workers ]] || break
+        sleep 0.1
+    done
+    [[ -n $workers ]] || { show_log "$TMP/$name.log"; die "$label (PID $pid) has no worker process"; }
     # shellcheck disable=SC2206 # intentional word splitting of PID list
     EXTRA_PIDS+=($workers)
     log "$label up on 127.0.0.1:$port (master $pid, workers ${workers% })"
@@ -554,6 +564,7 @@ parse_wrk() {
 
 # Per-round results, appended as markdown rows; per-proxy lists for medians.
 ROUND_ROWS=()
+NOISY=0
 declare -A RPS=() P50=() P99=() CPU=() ERRS=()
 
 measure() {
@@ -585,13 +596,21 @@ measure() {
     core0=$(core_busy_pct "$k0_0" "$k0_1")
     core1=$(core_busy_pct "$k1_0" "$k1_1")
     errs=$((W_SOCK + W_NON2XX))
+    # Core 1 busier than the proxy alone (beyond a few % of softirq work)
+    # means another job shared the proxy's core: flag the round.
+    local flag=""
+    if [[ $core1 != n/a ]] && ((core1 - cpu_pct > 15)); then
+        flag=" (!)"
+        NOISY=1
+        log "  WARNING: core$PROXY_CORE was ${core1}% busy but $name used only ${cpu_pct}%: another job ran on it"
+    fi
 
     RPS[$name]+="$W_RPS "
     P50[$name]+="$W_P50 "
     P99[$name]+="$W_P99 "
     CPU[$name]+="$cpu_us "
     ERRS[$name]=$((${ERRS[$name]:-0} + errs))
-    ROUND_ROWS+=("| $round | $name | $(fmt 0 "$W_RPS") | $W_P50 | $W_P99 | $(fmt 2 "$cpu_us") | $cpu_pct | $core1 | $core0 | $W_REQS | $W_SOCK | $W_NON2XX |")
+    ROUND_ROWS+=("| $round | $name | $(fmt 0 "$W_RPS") | $W_P50 | $W_P99 | $(fmt 2 "$cpu_us") | $cpu_pct$flag | $core1 | $core0 | $W_REQS | $W_SOCK | $W_NON2XX |")
     log "  $name: $(fmt 0 "$W_RPS") req/s, p50 ${W_P50} µs, p99 ${W_P99} µs, $(fmt 2 "$cpu_us") CPU-µs/req, proxy CPU ${cpu_pct}%, core$PROXY_CORE ${core1}% core$LOAD_CORE ${core0}%, errors $errs"
 }
 
@@ -648,6 +667,10 @@ report() {
     echo "proxy CPU %: the proxy's CPU time / wall time of the run (100 = one full core)." \
         "core busy %: the whole core, every process on it. core$LOAD_CORE near 100 means wrk + origin" \
         "may cap req/s; CPU-µs/req does not depend on that."
+    if ((NOISY)); then
+        echo
+        echo "(!) another job used the proxy's core during that run: its figures are not trustworthy; rerun on an idle machine."
+    fi
     echo
     echo "## Summary (median over rounds)"
     echo

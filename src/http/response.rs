@@ -113,9 +113,6 @@ pub fn parse(
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
         let value = h.value;
-        if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-            return Err(ResponseError::Malformed);
-        }
         let kind = HeaderKind::classify(name, request_id_header);
         match kind {
             HeaderKind::ContentLength => {
