@@ -45,7 +45,9 @@ const ROUTES: &[&str] = &[
 fn config_text() -> String {
     let mut s = String::from("[server]\nshards = 1\n[[server.listen]]\naddr = \"127.0.0.1:0\"\ntls = false\n[[api]]\nname = \"bench\"\nhosts = [\"api.example.com\"]\nbase_path = \"/v1\"\n[[api.stage]]\nname = \"prod\"\n");
     for k in ROUTES {
-        s.push_str(&format!("[[api.route]]\nkey = \"{k}\"\nintegration = {{ type = \"mock\" }}\n"));
+        s.push_str(&format!(
+            "[[api.route]]\nkey = \"{k}\"\nintegration = {{ type = \"mock\" }}\n"
+        ));
     }
     s
 }
@@ -70,7 +72,9 @@ fn benches(c: &mut Criterion) {
         table.insert(&key).expect("insert");
     }
     g.bench_function("route_match_16_routes", |b| {
-        b.iter(|| black_box(table.find(black_box(b"GET"), black_box(b"/users/12345/orders"))).is_some())
+        b.iter(|| {
+            black_box(table.find(black_box(b"GET"), black_box(b"/users/12345/orders"))).is_some()
+        })
     });
 
     let host = Host { cpus: vec![0] };
@@ -82,7 +86,11 @@ fn benches(c: &mut Criterion) {
                 .ok()
                 .flatten()
                 .unwrap_or(0);
-            let r = snap.resolve(head.host.map(|h| h.of(buf)), head.method.of(buf), head.path(buf));
+            let r = snap.resolve(
+                head.host.map(|h| h.of(buf)),
+                head.method.of(buf),
+                head.path(buf),
+            );
             black_box((n, r.map(|r| r.route)))
         })
     });

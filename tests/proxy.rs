@@ -367,3 +367,73 @@ fn two_shards_serve_many_connections() {
     }
     assert_eq!(origin.requests().len(), 40);
 }
+
+#[test]
+fn websocket_upgrade_is_tunnelled() {
+    use std::io::{Read, Write};
+    // A raw origin: accepts the upgrade, then echoes bytes upper-cased.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let seen2 = seen.clone();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut b).unwrap_or(0) == 0 {
+                return;
+            }
+            head.push(b[0]);
+        }
+        *seen2.lock().expect("lock") = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: abc\r\n\r\nwelcome");
+        let mut buf = [0u8; 1024];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let up: Vec<u8> = buf[..n].to_ascii_uppercase();
+                    if s.write_all(&up).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let gw = TestGateway::start(&proxy_config(addr, ""));
+    let mut c = gw.connect();
+    c.send(b"GET /api/ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nfirst");
+    let r = c.read_response(true).expect("101");
+    assert_eq!(r.status, 101);
+    assert_eq!(r.header("upgrade"), Some("websocket"));
+    assert_eq!(r.header("connection"), Some("upgrade"));
+    assert_eq!(r.header("sec-websocket-accept"), Some("abc"));
+    let mut got = Vec::new();
+    let mut want = b"welcomeFIRST".to_vec();
+    c.read_exact_into(&mut got, want.len());
+    assert_eq!(got, want);
+    c.send(b"ping");
+    got.clear();
+    want = b"PING".to_vec();
+    c.read_exact_into(&mut got, want.len());
+    assert_eq!(got, want);
+    let head = seen.lock().expect("lock").clone();
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    assert!(head.contains("connection: upgrade"), "{head}");
+    assert!(
+        head.contains("sec-websocket-key: dghlihnhbxbszsbub25jzq=="),
+        "{head}"
+    );
+}
+
+#[test]
+fn upgrade_other_than_websocket_is_not_forwarded() {
+    let origin = Origin::ok("plain");
+    let gw = TestGateway::start(&proxy_config(origin.addr, ""));
+    let mut c = gw.connect();
+    c.send(b"GET /api/x HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n");
+    let r = c.read_response(false).expect("response");
+    assert_eq!((r.status, r.text()), (200, "plain".to_string()));
+    assert!(origin.requests()[0].header("upgrade").is_none());
+}

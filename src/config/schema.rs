@@ -30,6 +30,9 @@ pub const DEFAULT_CLIENT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Integration timeout: Amazon API Gateway's 29 s.
 pub const DEFAULT_INTEGRATION_TIMEOUT: Duration = Duration::from_secs(29);
+/// An upgraded (WebSocket) tunnel with no traffic either way is closed
+/// after this: Amazon API Gateway's WebSocket idle timeout, 10 minutes.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long shutdown waits for in-flight requests.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle backend connections kept per shard and backend.
@@ -160,6 +163,8 @@ pub struct TimeoutsConfig {
     #[serde(with = "humantime_serde")]
     pub integration: Duration,
     #[serde(with = "humantime_serde")]
+    pub tunnel_idle: Duration,
+    #[serde(with = "humantime_serde")]
     pub drain: Duration,
 }
 
@@ -172,6 +177,7 @@ impl Default for TimeoutsConfig {
             keepalive: DEFAULT_KEEPALIVE_TIMEOUT,
             backend_connect: DEFAULT_BACKEND_CONNECT_TIMEOUT,
             integration: DEFAULT_INTEGRATION_TIMEOUT,
+            tunnel_idle: DEFAULT_TUNNEL_IDLE_TIMEOUT,
             drain: DEFAULT_DRAIN_TIMEOUT,
         }
     }

@@ -31,6 +31,7 @@ pub struct Timeouts {
     pub keepalive: Duration,
     pub backend_connect: Duration,
     pub integration: Duration,
+    pub tunnel_idle: Duration,
     pub drain: Duration,
 }
 
@@ -308,6 +309,7 @@ impl Snapshot {
             ("keepalive", t.keepalive),
             ("backend_connect", t.backend_connect),
             ("integration", t.integration),
+            ("tunnel_idle", t.tunnel_idle),
         ] {
             if d.is_zero() {
                 issue(
@@ -534,6 +536,7 @@ impl Snapshot {
                     keepalive: t.keepalive,
                     backend_connect: t.backend_connect,
                     integration: t.integration,
+                    tunnel_idle: t.tunnel_idle,
                     drain: t.drain,
                 },
                 max_idle_per_backend: s.upstream.max_idle_per_backend,

@@ -69,6 +69,10 @@ pub struct RequestHead {
     /// Whether the client allows the connection to stay open afterwards.
     pub keep_alive: bool,
     pub expect_continue: bool,
+    /// A WebSocket upgrade (`Connection: upgrade` + `Upgrade: websocket`
+    /// on an HTTP/1.1 GET): the Upgrade header is forwarded and a 101 from
+    /// the backend turns the connection into a tunnel.
+    pub websocket_upgrade: bool,
 }
 
 impl Default for RequestHead {
@@ -85,6 +89,7 @@ impl Default for RequestHead {
             body: BodyKind::None,
             keep_alive: true,
             expect_continue: false,
+            websocket_upgrade: false,
         }
     }
 }
@@ -182,6 +187,8 @@ pub fn parse(
     let mut conn_close = false;
     let mut conn_keep_alive = false;
     let mut conn_names_others = false;
+    let mut conn_upgrade = false;
+    let mut upgrade_websocket = false;
     let mut host_count = 0u32;
     out.expect_continue = false;
     for h in req.headers.iter() {
@@ -232,10 +239,15 @@ pub fn parse(
                         conn_close = true;
                     } else if t.eq_ignore_ascii_case(b"keep-alive") {
                         conn_keep_alive = true;
+                    } else if t.eq_ignore_ascii_case(b"upgrade") {
+                        conn_upgrade = true;
                     } else {
                         conn_names_others = true;
                     }
                 }
+            }
+            HeaderKind::Upgrade => {
+                upgrade_websocket |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"websocket"));
             }
             HeaderKind::Expect => {
                 if value.eq_ignore_ascii_case(b"100-continue") {
@@ -294,6 +306,10 @@ pub fn parse(
     if out.body == BodyKind::None {
         out.expect_continue = false;
     }
+    out.websocket_upgrade = conn_upgrade
+        && upgrade_websocket
+        && out.version == Version::Http11
+        && out.method.of(buf) == b"GET";
     Ok(Some(head_len))
 }
 
@@ -590,6 +606,23 @@ mod tests {
                 HeaderKind::NamedByConnection,
                 HeaderKind::Other
             ]
+        );
+    }
+
+    #[test]
+    fn websocket_upgrade_is_recognised_only_when_complete() {
+        let ws = "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        assert!(ok(ws).websocket_upgrade);
+        assert!(!ok("GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n").websocket_upgrade);
+        assert!(
+            !ok("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n")
+                .websocket_upgrade
+        );
+        assert!(
+            !ok(
+                "POST /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+            )
+            .websocket_upgrade
         );
     }
 

@@ -67,6 +67,9 @@ pub fn forward_request_headers(
             HeaderKind::Other => {
                 header(out, h.name.of(buf), h.value.of(buf));
             }
+            HeaderKind::Upgrade if head.websocket_upgrade => {
+                header(out, h.name.of(buf), h.value.of(buf));
+            }
             HeaderKind::XForwardedFor if !xff_written => {
                 // Merge every X-Forwarded-For line, then append the client.
                 out.put_slice(b"x-forwarded-for: ");
@@ -96,6 +99,9 @@ pub fn forward_request_headers(
         header(out, b"x-forwarded-host", host.of(buf));
     }
     header(out, fwd.request_id_header, fwd.request_id);
+    if head.websocket_upgrade {
+        out.put_slice(b"connection: upgrade\r\n");
+    }
     match framing {
         Framing::Length(n) => content_length(out, n),
         Framing::Chunked => header(out, b"transfer-encoding", b"chunked"),
@@ -174,6 +180,29 @@ pub fn proxied_response_head(
     }
     header(out, meta.request_id_header, meta.request_id);
     finish_head(out, framing, meta.client, meta.keep_alive);
+}
+
+/// Writes a backend's `101 Switching Protocols` for a WebSocket upgrade:
+/// end-to-end headers plus the backend's Upgrade and `connection: upgrade`.
+pub fn switching_protocols_head(
+    out: &mut BytesMut,
+    buf: &[u8],
+    resp: &ResponseHead,
+    meta: &ResponseMeta<'_>,
+) {
+    status_line(out, resp.status, resp.reason.of(buf));
+    for h in &resp.headers {
+        let keep = match h.kind {
+            HeaderKind::Upgrade => true,
+            HeaderKind::RequestId | HeaderKind::ContentLength => false,
+            k => !k.is_hop_by_hop(),
+        };
+        if keep {
+            header(out, h.name.of(buf), h.value.of(buf));
+        }
+    }
+    header(out, meta.request_id_header, meta.request_id);
+    out.put_slice(b"connection: upgrade\r\n\r\n");
 }
 
 /// Writes framing and connection headers and the blank line.

@@ -72,6 +72,8 @@ pub(super) struct RequestInfo {
     pub body: BodyKind,
     pub expect_continue: bool,
     pub idempotent: bool,
+    /// A WebSocket upgrade the backend may accept with 101.
+    pub upgrade: bool,
 }
 
 /// Textual client address, for X-Forwarded-For.
@@ -244,6 +246,7 @@ impl Conn {
             body: head.body,
             expect_continue: head.expect_continue,
             idempotent: head.is_idempotent(buf),
+            upgrade: head.websocket_upgrade,
         };
         let rid = self.request_id(snap);
 
@@ -464,6 +467,7 @@ impl Conn {
             body: BodyKind::None,
             expect_continue: false,
             idempotent: false,
+            upgrade: false,
         };
         self.local_response(snap, &resp, info, rid);
     }

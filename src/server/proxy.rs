@@ -138,9 +138,7 @@ impl Conn {
                     }
                 }
             }
-            match read_response_head(&mut up, &mut self.rhead, snap, info.head_request, deadline)
-                .await
-            {
+            match read_response_head(&mut up, &mut self.rhead, snap, info, deadline).await {
                 Ok(()) => break up,
                 Err(HeadError::NothingReceived) if reused && retryable && !retried => {
                     retried = true;
@@ -152,6 +150,19 @@ impl Conn {
             }
         };
 
+        if self.rhead.status == 101 {
+            let meta = write::ResponseMeta {
+                client: info.version,
+                keep_alive: false,
+                request_id_header: &snap.server.request_id_header,
+                request_id: rid.as_bytes(),
+            };
+            write::switching_protocols_head(&mut self.wbuf, up.rbuf.filled(), &self.rhead, &meta);
+            up.rbuf.consume(self.rhead.head_len);
+            self.tunnel(&mut up, snap.server.timeouts.tunnel_idle)
+                .await?;
+            return Ok(Next::Close);
+        }
         let framing = write::response_framing(&self.rhead, info.version);
         // Draining may have begun while the backend worked: tell the client.
         let keep_alive = info.keep_alive && framing != Framing::Close && !self.shard.draining();
@@ -376,6 +387,46 @@ impl Conn {
         }
     }
 
+    /// Relays bytes both ways after a 101 until either side closes or
+    /// neither sends anything for `idle`.
+    async fn tunnel(&mut self, up: &mut UpConn, idle: Duration) -> Result<(), ConnError> {
+        enum Side {
+            Client(Result<usize, ConnError>),
+            Backend(Result<usize, ConnError>),
+        }
+        self.flush().await?;
+        loop {
+            if !self.rbuf.is_empty() {
+                if write_all(&mut up.stream, self.rbuf.filled(), idle)
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                let n = self.rbuf.len();
+                self.rbuf.consume(n);
+            }
+            if !up.rbuf.is_empty() {
+                write_all(&mut self.stream, up.rbuf.filled(), idle).await?;
+                let n = up.rbuf.len();
+                up.rbuf.consume(n);
+            }
+            let (cs, cb) = (&mut self.stream, &mut self.rbuf);
+            let (us, ub) = (&mut up.stream, &mut up.rbuf);
+            // Reads are readiness-based, so the read that loses the race is
+            // dropped without losing data.
+            let side = futures_lite::future::or(
+                async { Side::Client(read_into(cs, cb, 4096, BODY_CHUNK, idle).await) },
+                async { Side::Backend(read_into(us, ub, 4096, BODY_CHUNK, idle).await) },
+            )
+            .await;
+            match side {
+                Side::Client(Ok(n)) | Side::Backend(Ok(n)) if n > 0 => {}
+                _ => return Ok(()),
+            }
+        }
+    }
+
     async fn send(&mut self, data: &[u8]) -> Result<(), RelayError> {
         let wait = self.shard.snapshot().server.timeouts.client_send;
         write_all(&mut self.stream, data, wait)
@@ -430,9 +481,10 @@ async fn read_response_head(
     up: &mut UpConn,
     rhead: &mut ResponseHead,
     snap: &Snapshot,
-    head_request: bool,
+    info: RequestInfo,
     deadline: Instant,
 ) -> Result<(), HeadError> {
+    let head_request = info.head_request;
     let server = &snap.server;
     let max = server.limits.max_response_header_bytes;
     let mut received = false;
@@ -451,9 +503,9 @@ async fn read_response_head(
                         up.rbuf.consume(n);
                         continue;
                     }
-                    if rhead.status == 101 {
-                        // Upgrades are not proxied yet; Upgrade was stripped,
-                        // so a 101 is a backend error.
+                    if rhead.status == 101 && !info.upgrade {
+                        // Only a WebSocket upgrade forwards Upgrade; a 101
+                        // to anything else is a backend error.
                         return Err(HeadError::Bad);
                     }
                     return Ok(());

@@ -396,3 +396,12 @@ integration = {{ type = "http", uri = "http://{origin}/{{proxy}}" }}
 "#
     )
 }
+
+impl Client {
+    /// Reads exactly `n` raw bytes (after a response head) into `out`.
+    pub fn read_exact_into(&mut self, out: &mut Vec<u8>, n: usize) {
+        let mut b = vec![0; n];
+        self.reader.read_exact(&mut b).expect("read raw bytes");
+        out.extend_from_slice(&b);
+    }
+}
