@@ -290,3 +290,151 @@ fn slow_request_body_gets_408() {
     assert_eq!(r.status, 408);
     assert!(c.is_closed());
 }
+
+#[test]
+fn status_line_without_reason_or_with_utf8_reason_is_relayed() {
+    let origin = Origin::start(|req| match req.target.as_str() {
+        "/bare" => Reply::Raw(b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok".to_vec()),
+        _ => Reply::Raw(
+            "HTTP/1.1 200 Ça va\r\nContent-Length: 2\r\n\r\nok"
+                .as_bytes()
+                .to_vec(),
+        ),
+    });
+    let gw = TestGateway::start(&proxy_config(origin.addr, ""));
+    let mut c = gw.connect();
+    for path in ["/api/bare", "/api/utf8", "/api/bare"] {
+        let r = c.get(path);
+        assert_eq!((r.status, r.text()), (200, "ok".to_string()), "{path}");
+    }
+}
+
+#[test]
+fn integration_timeout_starts_after_the_upload() {
+    let origin = Origin::ok("stored");
+    let gw = TestGateway::start(&proxy_config(
+        origin.addr,
+        "[server.timeouts]\nintegration = \"300ms\"",
+    ));
+    let mut c = gw.connect();
+    c.send(b"POST /api/up HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\nab");
+    std::thread::sleep(Duration::from_millis(400));
+    c.send(b"cd");
+    std::thread::sleep(Duration::from_millis(400));
+    c.send(b"ef");
+    let r = c.read_response(false).expect("response");
+    assert_eq!((r.status, r.text()), (200, "stored".to_string()));
+    assert_eq!(origin.requests()[0].body, b"abcdef");
+}
+
+#[test]
+fn retry_goes_to_a_fresh_connection_not_another_stale_one() {
+    // Two pooled connections, both of which the backend drops on their
+    // second request.
+    let origin = Origin::start(|req| {
+        if req.nth_on_conn == 0 {
+            Reply::After(Duration::from_millis(100), Box::new(ok("fresh")))
+        } else {
+            Reply::Close
+        }
+    });
+    let gw = TestGateway::start(&proxy_config(origin.addr, ""));
+    let mut a = gw.connect();
+    let mut b = gw.connect();
+    a.send(b"GET /api/1 HTTP/1.1\r\nHost: t\r\n\r\n");
+    b.send(b"GET /api/2 HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(a.read_response(false).expect("a").text(), "fresh");
+    assert_eq!(b.read_response(false).expect("b").text(), "fresh");
+    assert_eq!(origin.connection_count(), 2);
+    let r = a.get("/api/3");
+    assert_eq!((r.status, r.text()), (200, "fresh".to_string()));
+    assert_eq!(
+        origin.connection_count(),
+        3,
+        "the retry opened a new connection"
+    );
+}
+
+#[test]
+fn pipelined_response_is_not_held_back_by_a_slow_next_request() {
+    let origin = Origin::start(|req| {
+        if req.target == "/slow" {
+            Reply::After(Duration::from_millis(1500), Box::new(ok("slow")))
+        } else {
+            ok("fast")
+        }
+    });
+    let gw = TestGateway::start(&proxy_config(origin.addr, ""));
+    let mut c = gw.connect();
+    let t = Instant::now();
+    c.send(b"GET /api/fast HTTP/1.1\r\nHost: t\r\n\r\nGET /api/slow HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.read_response(false).expect("first").text(), "fast");
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "first response waited {:?}",
+        t.elapsed()
+    );
+    assert_eq!(c.read_response(false).expect("second").text(), "slow");
+}
+
+#[test]
+fn refused_upload_is_answered_without_a_reset() {
+    let origin = Origin::ok("x");
+    let gw = TestGateway::start(&proxy_config(
+        origin.addr,
+        "[server.limits]\nmax_body_bytes = 1000",
+    ));
+    let mut c = gw.connect();
+    c.send(b"POST /api/x HTTP/1.1\r\nHost: t\r\nContent-Length: 5000000\r\n\r\n");
+    let r = c.read_response(false).expect("413");
+    assert_eq!(r.status, 413);
+    // The client is still sending the body it announced. A plain close
+    // would make the kernel reset the connection (and on a real network the
+    // reset can destroy the 413 in flight); the gateway instead reads and
+    // drops the rest for a while and then closes with FIN.
+    let block = vec![b'z'; 64 * 1024];
+    for _ in 0..6 {
+        c.try_send(&block).expect("body bytes are still accepted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.shutdown_write();
+    assert!(
+        c.read_until_eof().is_ok(),
+        "connection ends with FIN, not a reset"
+    );
+}
+
+#[test]
+fn head_of_a_chunked_resource_gets_no_length_header() {
+    let origin = Origin::start(|_| {
+        Reply::Raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec())
+    });
+    let gw = TestGateway::start(&proxy_config(origin.addr, ""));
+    let mut c = gw.connect();
+    c.send(b"HEAD /api/x HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c.read_response(true).expect("response");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("content-length").is_none() && r.header("transfer-encoding").is_none(),
+        "{:?}",
+        r.headers
+    );
+    assert_eq!(c.get("/mock").text(), "mocked");
+}
+
+#[test]
+fn greedy_path_keeps_its_trailing_slash() {
+    let origin = Origin::ok("x");
+    let gw = TestGateway::start(&proxy_config(origin.addr, ""));
+    assert_eq!(gw.connect().get("/api/dir/sub/").status, 200);
+    assert_eq!(origin.requests()[0].target, "/dir/sub/");
+}
+
+#[test]
+fn trace_and_connect_are_refused() {
+    let origin = Origin::ok("x");
+    let gw = TestGateway::start(&proxy_config(origin.addr, ""));
+    let (status, _, _) = status_of(&gw, b"TRACE /api/x HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(status, 405);
+    assert!(origin.requests().is_empty());
+}

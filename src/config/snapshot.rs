@@ -270,7 +270,32 @@ impl Snapshot {
         }
 
         let rid = s.request_id_header.to_ascii_lowercase();
-        if !crate::integration::valid_header_name(&rid) {
+        let reserved = matches!(
+            rid.as_str(),
+            "host"
+                | "content-length"
+                | "transfer-encoding"
+                | "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "te"
+                | "trailer"
+                | "upgrade"
+                | "expect"
+                | "x-forwarded-for"
+                | "x-forwarded-proto"
+                | "x-forwarded-host"
+                | "date"
+        );
+        if reserved {
+            issue(
+                "server.request_id_header".into(),
+                format!(
+                    "`{}` is a header the gateway manages itself; choose another name",
+                    s.request_id_header
+                ),
+            );
+        } else if !crate::integration::valid_header_name(&rid) {
             issue(
                 "server.request_id_header".into(),
                 format!("`{}` is not a valid header name", s.request_id_header),

@@ -35,6 +35,8 @@ enum State {
     Size {
         digits: u8,
     },
+    /// Whitespace after the size digits (BWS before `;`).
+    SizeWs,
     /// After `;` until CR.
     Extension {
         len: usize,
@@ -119,7 +121,17 @@ impl ChunkedDecoder {
                         self.state = State::Extension { len: 0 };
                     } else if b == b'\r' {
                         self.state = State::SizeLf;
+                    } else if b == b' ' || b == b'\t' {
+                        self.state = State::SizeWs;
                     } else {
+                        return Err(ChunkedError::Size);
+                    }
+                }
+                State::SizeWs => {
+                    // RFC 9112 §7.1.1: BWS is allowed only before an extension.
+                    if b == b';' {
+                        self.state = State::Extension { len: 0 };
+                    } else if b != b' ' && b != b'\t' {
                         return Err(ChunkedError::Size);
                     }
                 }
@@ -285,6 +297,13 @@ mod tests {
             assert_eq!(data, b"hello, world", "step {step}");
             assert!(done);
         }
+    }
+
+    #[test]
+    fn whitespace_is_allowed_only_before_an_extension() {
+        let (data, done) = decode_all(b"3 ;a=b\r\nabc\r\n0\r\n\r\n", 100).expect("BWS before ;");
+        assert_eq!((data.as_slice(), done), (&b"abc"[..], true));
+        assert!(decode_all(b"3 \r\nabc\r\n0\r\n\r\n", 100).is_err());
     }
 
     #[test]

@@ -55,10 +55,17 @@ impl Span {
         self.end == self.start
     }
 
-    /// Span of `inner`, a sub-slice of `base`, relative to `base`.
+    /// Span of `inner`, a sub-slice of `base`, relative to `base`. A slice
+    /// that does not lie inside `base` (httparse returns a static `""` for
+    /// an absent reason phrase) becomes an empty span.
     fn within(base: &[u8], inner: &[u8]) -> Span {
-        let start = inner.as_ptr() as usize - base.as_ptr() as usize;
-        Span::new(start, start + inner.len())
+        let (b, i) = (base.as_ptr() as usize, inner.as_ptr() as usize);
+        match i.checked_sub(b) {
+            Some(start) if start + inner.len() <= base.len() => {
+                Span::new(start, start + inner.len())
+            }
+            _ => Span::default(),
+        }
     }
 }
 

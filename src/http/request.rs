@@ -32,6 +32,8 @@ pub enum HeadError {
     NotImplemented,
     #[error("expectation not supported")]
     ExpectationFailed,
+    #[error("method not allowed")]
+    MethodNotAllowed,
 }
 
 impl HeadError {
@@ -44,6 +46,7 @@ impl HeadError {
             HeadError::VersionNotSupported => 505,
             HeadError::NotImplemented => 501,
             HeadError::ExpectationFailed => 417,
+            HeadError::MethodNotAllowed => 405,
         }
     }
 }
@@ -269,8 +272,14 @@ pub fn parse(
         mark_connection_named(buf, &mut out.headers);
     }
 
-    if out.version == Version::Http11 && host_count == 0 && out.host.is_none() {
+    // RFC 9112 §3.2: every HTTP/1.1 request carries Host, absolute-form too.
+    if out.version == Version::Http11 && host_count == 0 {
         return Err(HeadError::BadRequest("missing Host header"));
+    }
+    // A gateway neither opens CONNECT tunnels nor reflects TRACE (which
+    // would echo credentials back); Amazon API Gateway supports neither.
+    if matches!(out.method.of(buf), b"CONNECT" | b"TRACE") {
+        return Err(HeadError::MethodNotAllowed);
     }
 
     out.body = if te_seen {
@@ -303,7 +312,9 @@ pub fn parse(
         Version::Http11 => !conn_close,
         Version::Http10 => conn_keep_alive && !conn_close,
     };
-    if out.body == BodyKind::None {
+    // RFC 9110 §10.1.1: ignore 100-continue from HTTP/1.0 clients, which
+    // must never be sent a 1xx response.
+    if out.body == BodyKind::None || out.version == Version::Http10 {
         out.expect_continue = false;
     }
     out.websocket_upgrade = conn_upgrade
@@ -379,6 +390,9 @@ fn parse_target(buf: &[u8], out: &mut RequestHead) -> Result<(), HeadError> {
     if path.contains(&b'#') {
         return Err(HeadError::BadRequest("fragment in request target"));
     }
+    if path.contains(&b'\\') {
+        return Err(HeadError::BadRequest("backslash in request path"));
+    }
     if has_dot_segment(path) {
         return Err(HeadError::BadRequest("dot-segment in request path"));
     }
@@ -396,32 +410,60 @@ fn strip_prefix_ci<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
     }
 }
 
-/// A `.` or `..` segment, literal or percent-encoded. Such paths are
-/// rejected rather than normalised, so routing and the backend can never
-/// disagree about which resource is meant.
+/// A `.` or `..` segment, literal or percent-encoded (`%2e`), where
+/// segments are also split at the encoded separators `%2f` and `%5c` that
+/// some backends decode, and a `;` parameter does not hide the dots
+/// (`..;x`, which Tomcat treats as `..`). Such paths are rejected rather
+/// than normalised, so routing and the backend can never disagree about
+/// which resource is meant.
 fn has_dot_segment(path: &[u8]) -> bool {
-    path.split(|&b| b == b'/').any(|seg| {
-        if seg.is_empty() || seg.len() > 6 {
-            return false;
-        }
-        let mut dots = 0;
-        let mut i = 0;
-        while i < seg.len() {
-            if seg[i] == b'.' {
-                i += 1;
-            } else if seg.len() - i >= 3
-                && seg[i] == b'%'
-                && seg[i + 1] == b'2'
-                && (seg[i + 2] | 0x20) == b'e'
-            {
-                i += 3;
-            } else {
-                return false;
+    // Per segment: number of dots seen, and whether anything else was.
+    let mut dots = 0u32;
+    let mut other = false;
+    let mut in_params = false;
+    let mut i = 0;
+    let is_dots = |dots: u32, other: bool| !other && (dots == 1 || dots == 2);
+    while i < path.len() {
+        let enc = |c: u8, lower: u8| {
+            path.len() - i >= 3
+                && path[i] == b'%'
+                && path[i + 1] == c
+                && (path[i + 2] | 0x20) == lower
+        };
+        let (step, separator) = match path[i] {
+            b'/' => (1, true),
+            _ if enc(b'2', b'f') || enc(b'5', b'c') => (3, true),
+            _ => (
+                if path[i] == b'%' {
+                    3.min(path.len() - i)
+                } else {
+                    1
+                },
+                false,
+            ),
+        };
+        if separator {
+            if is_dots(dots, other) {
+                return true;
             }
+            dots = 0;
+            other = false;
+            in_params = false;
+        } else if in_params {
+            // Inside `;params`: the segment's name was already judged.
+        } else if path[i] == b';' {
+            if is_dots(dots, other) {
+                return true;
+            }
+            in_params = true;
+        } else if path[i] == b'.' || enc(b'2', b'e') {
             dots += 1;
+        } else {
+            other = true;
         }
-        dots == 1 || dots == 2
-    })
+        i += step;
+    }
+    !in_params && is_dots(dots, other)
 }
 
 /// Host per RFC 3986 reg-name / IP-literal with optional port, without
@@ -524,6 +566,12 @@ mod tests {
             "GET /a/../b HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET /a/%2e%2E/b HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET /./b HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a/..;x/b HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a/..%2fadmin HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a/..%5Cadmin HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a/x\\..\\admin HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a/.. HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET http://a/x HTTP/1.1\r\n\r\n",
             "GET a HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET / FOO/1.1\r\nHost: a\r\n\r\n",
             "G@T / HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -531,6 +579,34 @@ mod tests {
         for c in cases {
             assert_eq!(err(c), 400, "{c:?}");
         }
+    }
+
+    #[test]
+    fn dots_inside_names_are_fine() {
+        for p in [
+            "/a/.well-known/x",
+            "/a/v1.2/b",
+            "/a/...",
+            "/a/file.txt",
+            "/a/%2e%2e%2e",
+            "/a;v=1/b",
+            "/a/b;..x",
+        ] {
+            ok(&format!("GET {p} HTTP/1.1\r\nHost: a\r\n\r\n"));
+        }
+    }
+
+    #[test]
+    fn connect_and_trace_are_405() {
+        assert_eq!(err("TRACE / HTTP/1.1\r\nHost: a\r\n\r\n"), 405);
+        assert_eq!(err("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"), 400);
+        assert_eq!(err("CONNECT /x HTTP/1.1\r\nHost: a\r\n\r\n"), 405);
+    }
+
+    #[test]
+    fn expect_is_ignored_for_http_1_0() {
+        let h = ok("POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
+        assert!(!h.expect_continue);
     }
 
     #[test]
@@ -590,6 +666,10 @@ mod tests {
         assert_eq!(h.host.map(|s| s.of(b)), Some(&b"Example.com:8080"[..]));
         assert_eq!(h.path(b), b"/x");
         let raw = "GET http://a.b HTTP/1.1\r\nHost: a.b\r\n\r\n";
+        assert_eq!(
+            ok(raw).host.map(|s| s.of(raw.as_bytes())),
+            Some(&b"a.b"[..])
+        );
         assert_eq!(ok(raw).path(raw.as_bytes()), b"/");
     }
 

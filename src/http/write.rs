@@ -20,9 +20,11 @@ pub enum Framing {
     Chunked,
     /// Delimited by closing the connection (responses to HTTP/1.0 only).
     Close,
-    /// The response has no body and no framing header is written
-    /// (HEAD, 204, 304): the original length header is kept.
+    /// No body follows, and the backend's Content-Length is kept because
+    /// it describes the representation (responses to HEAD, 304).
     Bodiless,
+    /// No body and no length header at all (1xx, 204: RFC 9110 §8.6).
+    NoBody,
 }
 
 /// What the gateway adds when forwarding a request.
@@ -110,7 +112,7 @@ pub fn forward_request_headers(
                 content_length(out, 0);
             }
         }
-        Framing::Close | Framing::Bodiless => {}
+        Framing::Close | Framing::Bodiless | Framing::NoBody => {}
     }
     out.put_slice(b"\r\n");
 }
@@ -122,30 +124,21 @@ fn requires_length(method: &[u8]) -> bool {
 }
 
 /// Picks how to frame a proxied response body for the client.
-pub fn response_framing(resp: &ResponseHead, client: Version) -> Framing {
+pub fn response_framing(resp: &ResponseHead, client: Version, head_request: bool) -> Framing {
+    if resp.status == 204 || (100..200).contains(&resp.status) {
+        return Framing::NoBody;
+    }
+    if resp.status == 304 || head_request {
+        return Framing::Bodiless;
+    }
     match resp.body {
-        BodyKind::None => {
-            if resp.status == 204 || resp.status == 304 || (100..200).contains(&resp.status) {
-                Framing::Bodiless
-            } else if has_length(resp) {
-                // HEAD response: keep the backend's Content-Length.
-                Framing::Bodiless
-            } else {
-                Framing::Length(0)
-            }
-        }
+        BodyKind::None => Framing::Length(0),
         BodyKind::Length(n) => Framing::Length(n),
         BodyKind::Chunked | BodyKind::UntilClose => match client {
             Version::Http11 => Framing::Chunked,
             Version::Http10 => Framing::Close,
         },
     }
-}
-
-fn has_length(resp: &ResponseHead) -> bool {
-    resp.headers
-        .iter()
-        .any(|h| h.kind == HeaderKind::ContentLength)
 }
 
 /// What every response to a client carries besides its content.
@@ -211,7 +204,7 @@ fn finish_head(out: &mut BytesMut, framing: Framing, client: Version, keep_alive
         Framing::Length(n) => content_length(out, n),
         Framing::Empty => content_length(out, 0),
         Framing::Chunked => header(out, b"transfer-encoding", b"chunked"),
-        Framing::Close | Framing::Bodiless => {}
+        Framing::Close | Framing::Bodiless | Framing::NoBody => {}
     }
     if !keep_alive {
         out.put_slice(b"connection: close\r\n");
@@ -372,7 +365,7 @@ mod tests {
             .expect("valid")
             .expect("complete");
         let mut out = BytesMut::new();
-        let framing = response_framing(&resp, Version::Http10);
+        let framing = response_framing(&resp, Version::Http10, false);
         assert_eq!(framing, Framing::Close);
         let meta = ResponseMeta {
             client: Version::Http10,
@@ -384,6 +377,43 @@ mod tests {
         assert_eq!(
             &out[..],
             &b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nx-request-id: r\r\nconnection: close\r\n\r\n"[..]
+        );
+    }
+
+    #[test]
+    fn framing_of_bodiless_responses() {
+        let parse = |raw: &[u8], head: bool| {
+            let mut resp = response::ResponseHead::default();
+            response::parse(raw, 65536, head, b"x-request-id", &mut resp)
+                .expect("valid")
+                .expect("complete");
+            response_framing(&resp, Version::Http11, head)
+        };
+        assert_eq!(
+            parse(
+                b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+                false
+            ),
+            Framing::NoBody
+        );
+        assert_eq!(
+            parse(
+                b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n",
+                false
+            ),
+            Framing::Bodiless
+        );
+        assert_eq!(
+            parse(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                true
+            ),
+            Framing::Bodiless
+        );
+        assert_eq!(parse(b"HTTP/1.1 200 OK\r\n\r\n", false), Framing::Chunked);
+        assert_eq!(
+            parse(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false),
+            Framing::Length(0)
         );
     }
 

@@ -21,7 +21,8 @@ impl MockIntegration {
         headers: &BTreeMap<String, String>,
         body: &str,
     ) -> Result<Self, IntegrationError> {
-        if !(100..=599).contains(&status) {
+        // A 1xx is not a final response: a client would wait for another.
+        if !(200..=599).contains(&status) {
             return Err(IntegrationError::Status);
         }
         let mut rendered = Vec::new();
@@ -78,5 +79,6 @@ mod tests {
         h.insert("X-A".to_string(), "a\r\nb".to_string());
         assert!(MockIntegration::compile(200, &h, "").is_err());
         assert!(MockIntegration::compile(600, &BTreeMap::new(), "").is_err());
+        assert!(MockIntegration::compile(101, &BTreeMap::new(), "").is_err());
     }
 }

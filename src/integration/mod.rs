@@ -46,7 +46,7 @@ pub enum IntegrationError {
     UnterminatedPlaceholder,
     #[error("uri contains a character not allowed in a URI: {0:?}")]
     BadChar(char),
-    #[error("status must be between 100 and 599")]
+    #[error("status must be between 200 and 599")]
     Status,
     #[error("header `{0}` has an invalid name or value")]
     Header(String),

@@ -257,8 +257,7 @@ impl RouteTable {
         } else {
             path.len()
         };
-        let path = &path[..end];
-        if let Some(route) = self.walk(0, path, 0, method, &mut params) {
+        if let Some(route) = self.walk(0, &path[..end], 0, method, &mut params, path.len()) {
             return Some(RouteMatch { route, params });
         }
         self.default_route.map(|route| RouteMatch {
@@ -268,6 +267,8 @@ impl RouteTable {
     }
 
     /// `pos` points at the `/` before the next segment, or at the end.
+    /// `full_len` is the path length before the trailing slash was cut, so
+    /// a greedy capture keeps it (`/a/b/` proxies as `a/b/`).
     fn walk(
         &self,
         node: usize,
@@ -275,6 +276,7 @@ impl RouteTable {
         pos: usize,
         method: &[u8],
         params: &mut Params,
+        full_len: usize,
     ) -> Option<RouteId> {
         let n = &self.nodes[node];
         if pos >= path.len() || (pos + 1 == path.len() && node == 0) {
@@ -285,14 +287,22 @@ impl RouteTable {
         let seg_end = memchr::memchr(b'/', &path[start..]).map_or(path.len(), |i| start + i);
         let seg = &path[start..seg_end];
         if let Ok(i) = n.literals.binary_search_by(|(l, _)| (**l).cmp(seg)) {
-            if let Some(id) = self.walk(n.literals[i].1 as usize, path, seg_end, method, params) {
+            if let Some(id) = self.walk(
+                n.literals[i].1 as usize,
+                path,
+                seg_end,
+                method,
+                params,
+                full_len,
+            ) {
                 return Some(id);
             }
         }
         if let Some(child) = n.param {
             if !seg.is_empty() {
                 params.push(start, seg_end);
-                if let Some(id) = self.walk(child as usize, path, seg_end, method, params) {
+                if let Some(id) = self.walk(child as usize, path, seg_end, method, params, full_len)
+                {
                     return Some(id);
                 }
                 params.pop();
@@ -300,7 +310,7 @@ impl RouteTable {
         }
         if !n.greedy.is_empty() && start < path.len() {
             if let Some(id) = n.greedy.find(method) {
-                params.push(start, path.len());
+                params.push(start, full_len);
                 return Some(id);
             }
         }
@@ -441,6 +451,13 @@ mod tests {
         );
         assert!(find(&t, &keys, "GET", "/p//").is_none());
         assert!(find(&t, &keys, "GET", "//hello").is_none());
+        let keys = ["ANY /{proxy+}"];
+        let t = table(&keys);
+        assert_eq!(
+            find(&t, &keys, "GET", "/a/b/"),
+            Some(("ANY /{proxy+}", vec!["a/b/".into()])),
+            "a greedy capture keeps the trailing slash"
+        );
     }
 
     #[test]

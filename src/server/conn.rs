@@ -30,6 +30,13 @@ pub(super) const BODY_CHUNK: usize = 64 * 1024;
 /// Responses up to this size are copied into the head's write buffer so
 /// head and body leave in one write.
 pub(super) const COALESCE_LIMIT: usize = 16 * 1024;
+/// After an error that leaves request bytes unread, the connection keeps
+/// reading and discarding for at most this long before closing, so the
+/// kernel does not answer those bytes with a reset that destroys the error
+/// response in flight (NGINX's lingering close).
+const LINGER_TIME: Duration = Duration::from_secs(2);
+/// ...and at most this many bytes.
+const LINGER_BYTES: usize = 1 << 20;
 /// Longest client-supplied request id accepted with `trust_request_id`.
 const MAX_REQUEST_ID: usize = 128;
 
@@ -94,6 +101,8 @@ pub(super) struct Conn {
     pub rhead: ResponseHead,
     peer: PeerIp,
     idle: Rc<Cell<bool>>,
+    /// Set when closing may leave unread request bytes: close lingering.
+    pub linger: bool,
 }
 
 /// Serves one accepted client connection until it closes.
@@ -120,6 +129,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         rhead: ResponseHead::default(),
         peer: PeerIp { text, len },
         idle,
+        linger: false,
     };
     let _ = conn.run().await;
     shard.unregister(slot);
@@ -137,8 +147,30 @@ impl Conn {
     async fn run(&mut self) -> Result<(), ConnError> {
         let result = self.serve_requests().await;
         // Whatever happened, try to deliver what is queued.
-        let _ = self.flush().await;
+        let flushed = self.flush().await;
+        if self.linger && result.is_ok() && flushed.is_ok() {
+            self.linger_close().await;
+        }
         result
+    }
+
+    /// Half-closes, then reads and drops what the client still sends,
+    /// bounded by [`LINGER_TIME`] and [`LINGER_BYTES`].
+    async fn linger_close(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Write).await;
+        let deadline = Instant::now() + LINGER_TIME;
+        let mut discarded = 0;
+        while discarded < LINGER_BYTES {
+            let n = self.rbuf.len();
+            self.rbuf.consume(n);
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return;
+            };
+            match read_into(&mut self.stream, &mut self.rbuf, 4096, BODY_CHUNK, left).await {
+                Ok(n) if n > 0 => discarded += n,
+                _ => return,
+            }
+        }
     }
 
     async fn serve_requests(&mut self) -> Result<(), ConnError> {
@@ -148,6 +180,7 @@ impl Conn {
                 HeadOutcome::Ready(n) => n,
                 HeadOutcome::Done => return Ok(()),
                 HeadOutcome::Reject(e) => {
+                    self.linger = true;
                     let version = Version::Http11;
                     self.shard
                         .stats
@@ -170,8 +203,12 @@ impl Conn {
                     if self.rbuf.is_empty() {
                         self.rbuf.shrink();
                     }
+                    // Bound what a burst of pipelined requests can queue.
+                    if self.wbuf.len() >= BODY_CHUNK {
+                        self.flush().await?;
+                    }
                 }
-                _ => return Ok(()),
+                Next::KeepAlive | Next::Close => return Ok(()),
             }
         }
     }
@@ -254,6 +291,7 @@ impl Conn {
             if n > server.limits.max_body_bytes {
                 // Do not read a body we will refuse: answer and close.
                 self.rbuf.consume(head_len);
+                self.linger = true;
                 self.error_with_id(snap, 413, info.version, false, info.head_request, &rid);
                 return Ok(Next::Close);
             }
@@ -305,11 +343,13 @@ impl Conn {
             // answer without it and close instead of reading a body we
             // never asked for.
             info.keep_alive = false;
+            self.linger = true;
         } else {
             match self.discard_body(snap, info.body).await {
                 Ok(()) => {}
                 Err(BodyError::Conn(e)) => return Err(e),
                 Err(BodyError::Reject(status)) => {
+                    self.linger = status != 408;
                     self.error_with_id(snap, status, info.version, false, info.head_request, &rid);
                     return Ok(Next::Close);
                 }

@@ -93,7 +93,14 @@ impl Conn {
         let mut retried = false;
 
         let mut up = loop {
-            let mut up = match pool.checkout(integ.addr, Instant::now()) {
+            // A retry always goes to a fresh connection: another pooled one
+            // may be just as stale.
+            let pooled = if retried {
+                None
+            } else {
+                pool.checkout(integ.addr, Instant::now())
+            };
+            let mut up = match pooled {
                 Some(c) => c,
                 None => match pool
                     .connect(integ.addr, snap.server.timeouts.backend_connect)
@@ -109,7 +116,6 @@ impl Conn {
                 },
             };
             let reused = up.reused;
-            let deadline = Instant::now() + integ.timeout;
             if write_all(&mut up.stream, &self.ubuf, integ.timeout)
                 .await
                 .is_err()
@@ -138,6 +144,12 @@ impl Conn {
                     }
                 }
             }
+            // Responses queued for earlier pipelined requests go out now,
+            // not after this backend answers.
+            self.flush().await?;
+            // The integration timeout covers the backend's work, which
+            // starts once the whole request has been sent.
+            let deadline = Instant::now() + integ.timeout;
             match read_response_head(&mut up, &mut self.rhead, snap, info, deadline).await {
                 Ok(()) => break up,
                 Err(HeadError::NothingReceived) if reused && retryable && !retried => {
@@ -163,7 +175,7 @@ impl Conn {
                 .await?;
             return Ok(Next::Close);
         }
-        let framing = write::response_framing(&self.rhead, info.version);
+        let framing = write::response_framing(&self.rhead, info.version, info.head_request);
         // Draining may have begun while the backend worked: tell the client.
         let keep_alive = info.keep_alive && framing != Framing::Close && !self.shard.draining();
         let meta = write::ResponseMeta {
@@ -217,6 +229,7 @@ impl Conn {
         rid: &RequestId,
     ) -> Next {
         let keep_alive = info.keep_alive && request_done;
+        self.linger |= !request_done;
         self.shard
             .stats
             .gateway_errors

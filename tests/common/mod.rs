@@ -405,3 +405,23 @@ impl Client {
         out.extend_from_slice(&b);
     }
 }
+
+impl Client {
+    /// Writes raw bytes, reporting failure instead of panicking.
+    pub fn try_send(&mut self, raw: &[u8]) -> std::io::Result<()> {
+        self.writer.write_all(raw)
+    }
+}
+
+impl Client {
+    /// Half-closes the client's sending side.
+    pub fn shutdown_write(&self) {
+        let _ = self.writer.shutdown(std::net::Shutdown::Write);
+    }
+
+    /// Reads until EOF; an error (e.g. a reset) is returned as such.
+    pub fn read_until_eof(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut b = Vec::new();
+        self.reader.read_to_end(&mut b).map(|_| b)
+    }
+}
