@@ -229,16 +229,7 @@ fn drain_deadline_bounds_shutdown() {
 fn memory_stays_bounded_for_large_bodies() {
     const DOWN: usize = 50 * 1024 * 1024;
     const UP: usize = 10 * 1024 * 1024 - 1;
-    let origin = Origin::start(|req| {
-        if req.method == "POST" {
-            ok(&req.body.len().to_string())
-        } else {
-            Reply::Stream {
-                head: format!("HTTP/1.1 200 OK\r\nContent-Length: {DOWN}\r\n\r\n").into_bytes(),
-                len: DOWN,
-            }
-        }
-    });
+    let origin = Origin::bulk(DOWN);
     let gw = Running::start(&proxy_config(origin.addr, ""));
     let mut c = Client::connect(gw.addr);
     assert_eq!(c.get("/mock").status, 200);

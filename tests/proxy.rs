@@ -272,16 +272,7 @@ fn payloads_pass_through_byte_for_byte() {
 fn large_upload_and_download_stream_through() {
     const UP: usize = 9 * 1024 * 1024;
     const DOWN: usize = 50 * 1024 * 1024;
-    let origin = Origin::start(|req| {
-        if req.method == "POST" {
-            ok(&req.body.len().to_string())
-        } else {
-            Reply::Stream {
-                head: format!("HTTP/1.1 200 OK\r\nContent-Length: {DOWN}\r\n\r\n").into_bytes(),
-                len: DOWN,
-            }
-        }
-    });
+    let origin = Origin::bulk(DOWN);
     let gw = TestGateway::start(&proxy_config(origin.addr, ""));
     let mut c = gw.connect();
     c.send(format!("POST /api/up HTTP/1.1\r\nHost: t\r\nContent-Length: {UP}\r\n\r\n").as_bytes());

@@ -364,20 +364,7 @@ impl Conn {
                 };
                 self.local_response(snap, &resp, info, &rid);
             }
-            Local::Error(status) => {
-                self.shard
-                    .stats
-                    .gateway_errors
-                    .set(self.shard.stats.gateway_errors.get() + 1);
-                self.error_with_id(
-                    snap,
-                    status,
-                    info.version,
-                    info.keep_alive,
-                    info.head_request,
-                    &rid,
-                );
-            }
+            Local::Error(status) => self.gateway_error(snap, status, info, info.keep_alive, &rid),
         }
         Ok(if info.keep_alive {
             Next::KeepAlive
@@ -483,6 +470,27 @@ impl Conn {
         shard.with_date(|date| {
             write::local_response(&mut self.wbuf, resp, date, &meta, info.head_request)
         });
+    }
+
+    /// Counts and queues an error the gateway produced for this request.
+    pub(super) fn gateway_error(
+        &mut self,
+        snap: &Snapshot,
+        status: u16,
+        info: RequestInfo,
+        keep_alive: bool,
+        rid: &RequestId,
+    ) {
+        let errors = &self.shard.stats.gateway_errors;
+        errors.set(errors.get() + 1);
+        self.error_with_id(
+            snap,
+            status,
+            info.version,
+            keep_alive,
+            info.head_request,
+            rid,
+        );
     }
 
     /// Queues a gateway error response for the current request.

@@ -230,18 +230,7 @@ impl Conn {
     ) -> Next {
         let keep_alive = info.keep_alive && request_done;
         self.linger |= !request_done;
-        self.shard
-            .stats
-            .gateway_errors
-            .set(self.shard.stats.gateway_errors.get() + 1);
-        self.error_with_id(
-            snap,
-            status,
-            info.version,
-            keep_alive,
-            info.head_request,
-            rid,
-        );
+        self.gateway_error(snap, status, info, keep_alive, rid);
         if keep_alive {
             Next::KeepAlive
         } else {
@@ -338,14 +327,7 @@ impl Conn {
                 .map_err(|_| RelayError::Upstream)?;
             match chunk {
                 Some(Chunk::Data(r)) => {
-                    let data = &up.rbuf.filled()[r];
-                    if framing == Framing::Chunked {
-                        write_chunk_size(&mut self.wbuf, data.len());
-                        self.wbuf.extend_from_slice(data);
-                        self.wbuf.extend_from_slice(b"\r\n");
-                    } else {
-                        self.wbuf.extend_from_slice(data);
-                    }
+                    queue_body(&mut self.wbuf, &up.rbuf.filled()[r], framing);
                     up.rbuf.consume(n);
                     if self.wbuf.len() >= BODY_CHUNK {
                         self.flush().await.map_err(RelayError::Client)?;
@@ -376,13 +358,7 @@ impl Conn {
         loop {
             let data = up.rbuf.filled();
             if !data.is_empty() {
-                if framing == Framing::Chunked {
-                    write_chunk_size(&mut self.wbuf, data.len());
-                    self.wbuf.extend_from_slice(data);
-                    self.wbuf.extend_from_slice(b"\r\n");
-                } else {
-                    self.wbuf.extend_from_slice(data);
-                }
+                queue_body(&mut self.wbuf, data, framing);
                 let n = data.len();
                 up.rbuf.consume(n);
             }
@@ -445,6 +421,18 @@ impl Conn {
         write_all(&mut self.stream, data, wait)
             .await
             .map_err(RelayError::Client)
+    }
+}
+
+/// Queues response body data for the client, as a chunk when the client's
+/// response is chunked.
+fn queue_body(out: &mut bytes::BytesMut, data: &[u8], framing: Framing) {
+    if framing == Framing::Chunked {
+        write_chunk_size(out, data.len());
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(data);
     }
 }
 

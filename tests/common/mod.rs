@@ -138,6 +138,21 @@ impl Origin {
         }
     }
 
+    /// Origin for bulk transfers: a POST gets the received body length
+    /// back, anything else gets `down` bytes of `x`.
+    pub fn bulk(down: usize) -> Origin {
+        Origin::start(move |req| {
+            if req.method == "POST" {
+                ok(&req.body.len().to_string())
+            } else {
+                Reply::Stream {
+                    head: format!("HTTP/1.1 200 OK\r\nContent-Length: {down}\r\n\r\n").into_bytes(),
+                    len: down,
+                }
+            }
+        })
+    }
+
     /// Origin that answers every request with `ok(body)`.
     pub fn ok(body: &'static str) -> Origin {
         Origin::start(move |_| ok(body))
