@@ -576,9 +576,14 @@ pub(super) async fn read_into(
     if spare.is_empty() {
         return Err(ConnError::Io(io::Error::other("read buffer full")));
     }
-    match glommio::timer::timeout(wait, async { stream.read(spare).await.map_err(Into::into) })
-        .await
-    {
+    let mut read = stream.read(spare);
+    // Bytes already waiting: no timer needed.
+    if let Some(r) = futures_lite::future::poll_once(&mut read).await {
+        let n = r?;
+        buf.commit(n);
+        return Ok(n);
+    }
+    match glommio::timer::timeout(wait, async { read.await.map_err(Into::into) }).await {
         Ok(n) => {
             buf.commit(n);
             Ok(n)
@@ -594,11 +599,12 @@ pub(super) async fn write_all(
     data: &[u8],
     wait: Duration,
 ) -> Result<(), ConnError> {
-    match glommio::timer::timeout(wait, async {
-        stream.write_all(data).await.map_err(Into::into)
-    })
-    .await
-    {
+    let mut write = stream.write_all(data);
+    // The socket buffer usually takes it all at once: no timer needed.
+    if let Some(r) = futures_lite::future::poll_once(&mut write).await {
+        return r.map_err(ConnError::Io);
+    }
+    match glommio::timer::timeout(wait, async { write.await.map_err(Into::into) }).await {
         Ok(()) => Ok(()),
         Err(glommio::GlommioError::TimedOut(_)) => Err(ConnError::Timeout),
         Err(e) => Err(ConnError::Io(e.into())),

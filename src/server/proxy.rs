@@ -98,7 +98,7 @@ impl Conn {
             let pooled = if retried {
                 None
             } else {
-                pool.checkout(integ.addr, Instant::now())
+                pool.checkout(integ.addr, Instant::now(), retryable)
             };
             let mut up = match pooled {
                 Some(c) => c,

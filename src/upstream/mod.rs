@@ -4,8 +4,16 @@
 //! (no sharing, no locks). A connection goes back to the pool only after its
 //! response was read completely and the backend allowed keep-alive; it is
 //! reused most-recently-idle first (its socket and the backend's worker are
-//! the warmest), after a non-blocking liveness check, and dropped once idle
-//! longer than the configured timeout or beyond `max_idle` per backend.
+//! the warmest) and dropped once idle longer than the configured timeout or
+//! beyond `max_idle` per backend.
+//!
+//! Liveness: a non-blocking `recv(MSG_PEEK)` tells whether the backend closed
+//! an idle connection. It costs a syscall per request, so it runs only where
+//! it pays: for requests that cannot be retried (non-idempotent, or with a
+//! streamed body), and for connections idle longer than [`PEEK_AFTER`], which
+//! is when backends' keep-alive timeouts close them. A retryable request on a
+//! recently used connection skips it: if that connection turns out dead
+//! before any response byte, the proxy retries once on a fresh one.
 //!
 //! Per-shard pools give up some reuse compared with one shared pool; the
 //! reuse ratio is counted in [`PoolStats`] so it can be watched.
@@ -51,6 +59,9 @@ pub enum ConnectError {
     Io(SocketAddr, io::Error),
 }
 
+/// Idle time after which a pooled connection is always checked before reuse.
+pub const PEEK_AFTER: Duration = Duration::from_secs(1);
+
 struct Idle {
     conn: UpConn,
     since: Instant,
@@ -74,15 +85,17 @@ impl Pool {
         }
     }
 
-    /// An idle, live connection to `addr`, if the pool has one.
-    pub fn checkout(&self, addr: SocketAddr, now: Instant) -> Option<UpConn> {
+    /// An idle connection to `addr`, if the pool has one; `retryable` says
+    /// whether a dead connection would be retried (see the module doc).
+    pub fn checkout(&self, addr: SocketAddr, now: Instant, retryable: bool) -> Option<UpConn> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         while let Some(entry) = list.pop() {
-            if now.saturating_duration_since(entry.since) >= self.idle_timeout {
+            let idle_for = now.saturating_duration_since(entry.since);
+            if idle_for >= self.idle_timeout {
                 continue;
             }
-            if !is_alive(&entry.conn.stream) {
+            if (!retryable || idle_for >= PEEK_AFTER) && !is_alive(&entry.conn.stream) {
                 continue;
             }
             let mut conn = entry.conn;
