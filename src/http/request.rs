@@ -87,7 +87,7 @@ impl Default for RequestHead {
             path: Span::default(),
             query: None,
             version: Version::Http11,
-            headers: Vec::with_capacity(32),
+            headers: Vec::new(),
             host: None,
             body: BodyKind::None,
             keep_alive: true,

@@ -42,7 +42,7 @@ impl Default for ResponseHead {
             status: 0,
             reason: Span::default(),
             version: Version::Http11,
-            headers: Vec::with_capacity(16),
+            headers: Vec::new(),
             body: BodyKind::None,
             keep_alive: true,
         }

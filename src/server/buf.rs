@@ -26,6 +26,20 @@ impl Default for ReadBuf {
 }
 
 impl ReadBuf {
+    /// A buffer with no storage yet (allocates on first [`ReadBuf::spare`]).
+    pub fn empty() -> ReadBuf {
+        ReadBuf {
+            data: Vec::new(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Bytes of storage held.
+    pub fn capacity(&self) -> usize {
+        self.data.len()
+    }
+
     pub fn with_capacity(n: usize) -> ReadBuf {
         ReadBuf {
             data: vec![0; n],
@@ -71,7 +85,10 @@ impl ReadBuf {
                 self.start = 0;
             }
             if self.data.len() - self.end < min && self.data.len() < max_total {
-                let want = (self.end + min).max(self.data.len() * 2).min(max_total);
+                let want = (self.end + min)
+                    .max(self.data.len() * 2)
+                    .max(INITIAL)
+                    .min(max_total);
                 self.data.resize(want, 0);
             }
         }

@@ -16,7 +16,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use super::buf::ReadBuf;
-use super::shard::Shard;
+use super::shard::{Buffers, Shard};
 use crate::config::Snapshot;
 use crate::http::chunked::{Chunk, ChunkedDecoder};
 use crate::http::request::{self, HeadError, RequestHead};
@@ -122,8 +122,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let mut conn = Conn {
         shard: shard.clone(),
         stream,
-        rbuf: ReadBuf::default(),
-        wbuf: BytesMut::with_capacity(4096),
+        rbuf: ReadBuf::empty(),
+        wbuf: BytesMut::new(),
         ubuf: BytesMut::new(),
         head: RequestHead::default(),
         rhead: ResponseHead::default(),
@@ -198,11 +198,10 @@ impl Conn {
                 .stats
                 .requests
                 .set(self.shard.stats.requests.get() + 1);
-            match self.handle(&snap, head_len).await? {
+            // Boxed: the request path's state is large, and keeping it out
+            // of the connection's own future keeps idle connections small.
+            match Box::pin(self.handle(&snap, head_len)).await? {
                 Next::KeepAlive if !self.shard.draining() => {
-                    if self.rbuf.is_empty() {
-                        self.rbuf.shrink();
-                    }
                     // Bound what a burst of pipelined requests can queue.
                     if self.wbuf.len() >= BODY_CHUNK {
                         self.flush().await?;
@@ -246,14 +245,12 @@ impl Conn {
                 }
             };
             self.idle.set(idle);
-            let n = read_into(
-                &mut self.stream,
-                &mut self.rbuf,
-                1024,
-                limits.max_header_bytes + 1024,
-                wait,
-            )
-            .await;
+            let max = limits.max_header_bytes + 1024;
+            let n = if idle {
+                self.idle_read(max, wait).await
+            } else {
+                read_into(&mut self.stream, &mut self.rbuf, 1024, max, wait).await
+            };
             self.idle.set(false);
             match n {
                 Ok(0) if self.rbuf.is_empty() => return Ok(HeadOutcome::Done),
@@ -268,6 +265,72 @@ impl Conn {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Waits for the next request on an idle connection without holding
+    /// buffers: they go back to the shard while the socket has nothing to
+    /// read, and are taken again when it does.
+    async fn idle_read(&mut self, max_total: usize, wait: Duration) -> Result<usize, ConnError> {
+        use futures_lite::AsyncRead;
+        use std::pin::Pin;
+        use std::task::Poll;
+        let mut read = futures_lite::future::poll_fn(|cx| {
+            self.unpark();
+            let spare = self.rbuf.spare(1024, max_total);
+            match Pin::new(&mut self.stream).poll_read(cx, spare) {
+                Poll::Pending => {
+                    self.park();
+                    Poll::Pending
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.rbuf.commit(n);
+                    Poll::Ready(Ok(n))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(ConnError::Io(e))),
+            }
+        });
+        if let Some(r) = futures_lite::future::poll_once(&mut read).await {
+            return r;
+        }
+        match glommio::timer::timeout(wait, async {
+            read.await.map_err(|e| match e {
+                ConnError::Io(e) => glommio::GlommioError::IoError(e),
+                other => glommio::GlommioError::IoError(io::Error::other(other.to_string())),
+            })
+        })
+        .await
+        {
+            Ok(n) => Ok(n),
+            Err(glommio::GlommioError::TimedOut(_)) => Err(ConnError::Timeout),
+            Err(e) => Err(ConnError::Io(e.into())),
+        }
+    }
+
+    /// Returns this connection's buffers to the shard (nothing is pending).
+    fn park(&mut self) {
+        if self.rbuf.capacity() == 0 || !self.rbuf.is_empty() || !self.wbuf.is_empty() {
+            return;
+        }
+        self.shard.give_buffers(Buffers {
+            rbuf: std::mem::replace(&mut self.rbuf, ReadBuf::empty()),
+            wbuf: std::mem::take(&mut self.wbuf),
+            ubuf: std::mem::take(&mut self.ubuf),
+            req_headers: std::mem::take(&mut self.head.headers),
+            resp_headers: std::mem::take(&mut self.rhead.headers),
+        });
+    }
+
+    /// Takes buffers from the shard if this connection has none.
+    fn unpark(&mut self) {
+        if self.rbuf.capacity() != 0 {
+            return;
+        }
+        let b = self.shard.take_buffers();
+        self.rbuf = b.rbuf;
+        self.wbuf = b.wbuf;
+        self.ubuf = b.ubuf;
+        self.head.headers = b.req_headers;
+        self.rhead.headers = b.resp_headers;
     }
 
     /// Runs the pipeline for the request whose head is at the buffer front.

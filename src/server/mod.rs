@@ -70,7 +70,10 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, gate: Rc<Gate>) {
                 let peer = stream
                     .peer_addr()
                     .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-                match gate.spawn(conn::serve(shard.clone(), stream, peer)) {
+                // Boxed so the task holds a pointer: spawning the future
+                // by value lays it out twice in the gate's wrapper task
+                // (measured: 2.6 KB instead of 1.3 KB per connection).
+                match gate.spawn(Box::pin(conn::serve(shard.clone(), stream, peer))) {
                     Ok(task) => {
                         task.detach();
                     }

@@ -9,8 +9,28 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::BytesMut;
+
+use super::buf::ReadBuf;
 use crate::config::Snapshot;
+use crate::http::Header;
 use crate::upstream::Pool;
+
+/// Working memory a connection holds only while it has a request in
+/// progress; idle connections return it to their shard's pool, which keeps
+/// an idle keep-alive connection down to its task and socket.
+pub struct Buffers {
+    pub rbuf: ReadBuf,
+    pub wbuf: BytesMut,
+    pub ubuf: BytesMut,
+    pub req_headers: Vec<Header>,
+    pub resp_headers: Vec<Header>,
+}
+
+/// Most buffer sets a shard keeps for reuse (about 9 KiB each).
+const MAX_POOLED_BUFFERS: usize = 1024;
+/// Buffers grown beyond this by a large message are not pooled.
+const MAX_POOLED_CAPACITY: usize = 64 * 1024;
 
 /// Counters of one shard, read by tests and (later) the metrics endpoint.
 #[derive(Debug, Default)]
@@ -44,6 +64,7 @@ pub struct Shard {
     date: RefCell<[u8; 29]>,
     conns: RefCell<Vec<Option<ConnSlot>>>,
     free_slots: RefCell<Vec<usize>>,
+    buffers: RefCell<Vec<Buffers>>,
 }
 
 impl Shard {
@@ -66,6 +87,30 @@ impl Shard {
             date: RefCell::new([b' '; 29]),
             conns: RefCell::new(Vec::new()),
             free_slots: RefCell::new(Vec::new()),
+            buffers: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// A buffer set for a connection that has work to do.
+    pub fn take_buffers(&self) -> Buffers {
+        self.buffers.borrow_mut().pop().unwrap_or_else(|| Buffers {
+            rbuf: ReadBuf::default(),
+            wbuf: BytesMut::with_capacity(4096),
+            ubuf: BytesMut::new(),
+            req_headers: Vec::with_capacity(32),
+            resp_headers: Vec::with_capacity(16),
+        })
+    }
+
+    /// Takes back the buffers of a connection going idle.
+    pub fn give_buffers(&self, mut b: Buffers) {
+        if b.wbuf.capacity() > MAX_POOLED_CAPACITY || b.ubuf.capacity() > MAX_POOLED_CAPACITY {
+            return;
+        }
+        b.rbuf.shrink();
+        let mut pool = self.buffers.borrow_mut();
+        if pool.len() < MAX_POOLED_BUFFERS {
+            pool.push(b);
         }
     }
 

@@ -1,0 +1,1151 @@
+#!/usr/bin/env bash
+# bench/compare.sh — the performance comparison: tollgate vs NGINX vs HAProxy
+# over several scenarios, on loopback, one command.
+#
+# Layout (2 cores):
+#   core 0: wrk (load generator) + origin nginx on 127.0.0.1:19000
+#   core 1: the proxies under test, each started once and left running (only
+#           the one being measured gets load):
+#             tollgate  http 127.0.0.1:18080  (shards = [1])
+#             nginx     http 127.0.0.1:18081, https 127.0.0.1:18443
+#                       (1 worker, worker_cpu_affinity 10)
+#             haproxy   http 127.0.0.1:18082, https 127.0.0.1:18444
+#                       (nbthread 1, cpu-map to core 1, taskset -c 1)
+#
+# Scenarios (each measured for every proxy that has the feature):
+#   proxy      64 keep-alive connections, GET /hello proxied to the origin
+#   newconn    64 connections, "Connection: close": a new TCP connection per
+#              request (upstream connections stay keep-alive)
+#   large      16 keep-alive connections, GET /large: a 1 MiB body from the
+#              origin (static file)
+#   static     the proxy answers itself, no origin: tollgate mock route,
+#              nginx `return 200`, haproxy `http-request return` (the floor
+#              for a cache hit)
+#   cachehit   small object served from the proxy's cache: nginx proxy_cache,
+#              haproxy cache (checked: X-Cache-Status: HIT, origin not hit)
+#   throttled  rate limiter rejecting ~all requests with 429: nginx limit_req
+#              1 r/s, haproxy stick-table http_req_rate > 1/s
+#   https      TLS termination (ECDSA P-256 self-signed, keep-alive), GET
+#              /hello proxied to the origin over plain HTTP
+# tollgate has no cache, rate limiting or TLS yet: those rows say
+# "n/a (feature not available in tollgate yet)"; the peers are measured.
+#
+# Rounds are interleaved: for each round, for each scenario, every proxy
+# runs once (A B C A B C ...). Each measurement is a warm-up run followed by
+# the measured run. The proxy's CPU time (utime+stime of all its processes,
+# from /proc/PID/stat; children found by parent PID) is sampled right before
+# and after the measured run to get CPU-µs per request.
+#
+# Usage:
+#   bench/compare.sh                   # from anywhere; needs root for apt-get
+#   DURATION=3s ROUNDS=1 SKIP_BUILD=1 bench/compare.sh          # quick check
+#   SCENARIOS=proxy,newconn PROXIES=tollgate,nginx bench/compare.sh
+#
+# Environment knobs:
+#   DURATION      measured run length, wrk syntax: 10s, 1m      (default 10s)
+#   WARMUP        warm-up run before each measured run           (default 2s)
+#   ROUNDS        number of interleaved rounds                   (default 3)
+#   SCENARIOS     comma list (default all):
+#                 proxy,newconn,large,static,cachehit,throttled,https
+#   PROXIES       comma list (default tollgate,nginx,haproxy)
+#   SKIP_BUILD    1 = do not run `cargo build --release`         (default 0)
+#   TOLLGATE_BIN  tollgate binary to run (default target/release/tollgate)
+#
+# Installs (apt-get, only what is missing): wrk, nginx (nginx-light when the
+# archive has it), haproxy, openssl, curl.
+#
+# Output: a markdown report on stdout, also written to
+# bench/compare/results-latest.md. Progress messages go to stderr.
+
+set -euo pipefail
+
+# ---------------------------------------------------------------- settings --
+
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-2s}
+ROUNDS=${ROUNDS:-3}
+SCENARIOS=${SCENARIOS:-proxy,newconn,large,static,cachehit,throttled,https}
+PROXIES=${PROXIES:-tollgate,nginx,haproxy}
+SKIP_BUILD=${SKIP_BUILD:-0}
+
+ALL_SCENARIOS=(proxy newconn large static cachehit throttled https)
+ALL_PROXIES=(tollgate nginx haproxy)
+
+LOAD_CORE=0    # wrk + origin
+PROXY_CORE=1   # proxy under test
+
+ORIGIN_PORT=19000
+declare -A HTTP_PORT=([tollgate]=18080 [nginx]=18081 [haproxy]=18082)
+declare -A HTTPS_PORT=([nginx]=18443 [haproxy]=18444)
+
+SMALL_CONNS=64        # proxy, newconn, static, cachehit, throttled, https
+LARGE_CONNS=16        # large
+LARGE_BYTES=1048576   # size of the origin's /large file (1 MiB)
+
+NA_TOLLGATE="feature not available in tollgate yet"
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+OUT_DIR=$SCRIPT_DIR/compare
+RESULTS_FILE=$OUT_DIR/results-latest.md
+TOLLGATE_BIN=${TOLLGATE_BIN:-$REPO_ROOT/target/release/tollgate}
+
+# ----------------------------------------------------------------- helpers --
+
+log() { printf '[compare] %s\n' "$*" >&2; }
+die() { printf '[compare] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# Convert a wrk-style duration (N, Ns, Nm, Nh) to whole seconds.
+duration_secs() {
+    [[ $1 =~ ^([0-9]+)([smh]?)$ ]] || die "bad duration '$1' (use e.g. 10s, 1m)"
+    local n=${BASH_REMATCH[1]} unit=${BASH_REMATCH[2]}
+    case $unit in
+        m) echo $((n * 60)) ;;
+        h) echo $((n * 3600)) ;;
+        *) echo "$n" ;;
+    esac
+}
+
+# True if the word $1 is one of the remaining arguments.
+in_list() {
+    local x=$1 y
+    shift
+    for y in "$@"; do [[ $x == "$y" ]] && return 0; done
+    return 1
+}
+
+# Start time of a process (field 22 of /proc/PID/stat, ticks since boot):
+# with the PID it names one process even if the PID is later reused.
+start_time() {
+    local stat rest
+    local -a fields
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    rest=${stat##*) }
+    read -r -a fields <<<"$rest"
+    echo "${fields[19]}"
+}
+
+# True if the process exists and is not a zombie.
+is_alive() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ ${stat##*) } != Z* ]]
+}
+
+# True if something accepts TCP connections on 127.0.0.1:$1.
+port_open() {
+    # shellcheck disable=SC2016 # $1 expands in the inner bash
+    timeout 1 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$1" 2>/dev/null
+}
+
+# Direct children of a PID, found through the ppid field of /proc/*/stat.
+children_of() {
+    local f stat rest
+    local -a fields
+    for f in /proc/[0-9]*/stat; do
+        stat=$(cat "$f" 2>/dev/null) || continue
+        rest=${stat##*) }            # drop "pid (comm) "; comm may hold spaces
+        read -r -a fields <<<"$rest" # fields[0]=state (field 3), [1]=ppid
+        if [[ ${fields[1]} == "$1" ]]; then
+            f=${f#/proc/}
+            echo "${f%/stat}"
+        fi
+    done
+}
+
+# One line "pid utime stime" (fields 14 and 15 of /proc/PID/stat, clock
+# ticks, every thread of the process) for each given PID that still exists.
+cpu_ticks() {
+    local pid stat rest
+    local -a fields
+    for pid in "$@"; do
+        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        rest=${stat##*) }
+        read -r -a fields <<<"$rest"  # field N of stat is fields[N-3]
+        echo "$pid ${fields[11]} ${fields[12]}"
+    done
+}
+
+# CPU sample of a server: its main PID and all its current children (found
+# by parent PID, so nginx's cache manager/loader count too). Fails if the
+# main process is gone.
+server_cpu_sample() {
+    local main=$1
+    is_alive "$main" || return 1
+    # shellcheck disable=SC2046 # PID list, split on purpose
+    cpu_ticks "$main" $(children_of "$main")
+}
+
+# "utime stime" ticks used between two server_cpu_sample outputs: per PID,
+# end - start; a PID new since the start counts in full; a PID gone by the
+# end (nginx's short-lived cache loader) counts for nothing.
+cpu_delta() {
+    awk 'NR == FNR { u[$1] = $2; s[$1] = $3; next }
+         { du += $2 - u[$1]; ds += $3 - s[$1] }
+         END { printf "%d %d\n", du, ds }' <(printf '%s\n' "$1") <(printf '%s\n' "$2")
+}
+
+# "busy idle" jiffies for one CPU from /proc/stat (idle includes iowait).
+core_jiffies() {
+    local name user nice system idle iowait irq softirq steal rest
+    while read -r name user nice system idle iowait irq softirq steal rest; do
+        if [[ $name == "cpu$1" ]]; then
+            echo "$((user + nice + system + irq + softirq + steal)) $((idle + iowait))"
+            return 0
+        fi
+    done </proc/stat
+    return 1
+}
+
+# Busy % of a core between two core_jiffies samples.
+core_busy_pct() {
+    local b0 i0 b1 i1
+    read -r b0 i0 <<<"$1"
+    read -r b1 i1 <<<"$2"
+    awk -v b=$((b1 - b0)) -v i=$((i1 - i0)) \
+        'BEGIN { if (b + i > 0) printf "%.0f", 100 * b / (b + i); else print "n/a" }'
+}
+
+# Median of numbers given as arguments ("n/a" if none).
+median() {
+    (($# > 0)) || { echo "n/a"; return; }
+    printf '%s\n' "$@" | sort -g | awk '
+        { v[NR] = $1 }
+        END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# a/b with 2 decimals, "n/a" if either is missing or b is 0.
+ratio() {
+    if [[ $1 == n/a || $2 == n/a || -z $1 || -z $2 ]]; then echo "n/a"; return; fi
+    awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f", a / b }'
+}
+
+# Print a number with a fixed number of decimals ("n/a" passes through).
+fmt() {
+    if [[ $2 == n/a || -z $2 ]]; then echo "n/a"; else printf "%.${1}f" "$2"; fi
+}
+
+# ---------------------------------------------------------- process control --
+
+TMP=""
+STARTED_PIDS=()   # every server process we launched (direct children)
+EXTRA_PIDS=()     # their children (nginx workers) as "PID:starttime"
+
+# Stop one recorded PID: SIGTERM, up to 10 s to exit, then SIGKILL.
+stop_pid() {
+    local pid=$1 i
+    is_alive "$pid" || return 0
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 100; i++)); do
+        is_alive "$pid" || return 0
+        sleep 0.1
+    done
+    log "PID $pid did not exit 10 s after SIGTERM; sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$? i pid status
+    trap - EXIT INT TERM
+    set +e
+    # Newest first: proxies before the origin.
+    for ((i = ${#STARTED_PIDS[@]} - 1; i >= 0; i--)); do
+        pid=${STARTED_PIDS[i]}
+        stop_pid "$pid"
+        wait "$pid" 2>/dev/null
+        status=$?
+        # 0 is a clean exit; 143 (=128+SIGTERM) means it died of the signal.
+        ((status == 0 || status == 143)) || log "PID $pid exited with status $status"
+    done
+    # Children normally exit with their master. Stop a leftover only if it
+    # is still the same process (its PID may have been reused since).
+    local entry
+    for entry in "${EXTRA_PIDS[@]}"; do
+        pid=${entry%%:*}
+        [[ $(start_time "$pid" 2>/dev/null) == "${entry#*:}" ]] && stop_pid "$pid"
+    done
+    [[ -n $TMP && -d $TMP ]] && rm -rf "$TMP"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT
+trap 'log "terminated"; exit 143' TERM
+
+# Show the last lines of a server's log (on failure).
+show_log() {
+    if [[ -s $1 ]]; then
+        printf '[compare] ---- last lines of %s ----\n' "$(basename "$1")" >&2
+        tail -n 25 "$1" >&2
+        printf '[compare] ----\n' >&2
+    else
+        log "($(basename "$1") is empty)"
+    fi
+}
+
+# Refuse to start if the port is already taken by something else.
+require_free_port() {
+    if port_open "$1"; then
+        die "port 127.0.0.1:$1 is already in use (something else is listening); stop it and retry"
+    fi
+}
+
+# Wait (≤ 10 s) until PID listens on PORT; fail with its log if it dies.
+wait_ready() {
+    local name=$1 pid=$2 port=$3 logfile=$4 i
+    for ((i = 0; i < 100; i++)); do
+        if ! is_alive "$pid"; then
+            show_log "$logfile"
+            die "$name (PID $pid) exited during startup"
+        fi
+        port_open "$port" && return 0
+        sleep 0.1
+    done
+    show_log "$logfile"
+    die "$name (PID $pid) did not accept connections on 127.0.0.1:$port within 10 s"
+}
+
+# ------------------------------------------------------------- arguments --
+
+# No arguments; -h/--help prints the comment block at the top of this file.
+if (($# > 0)); then
+    case $1 in
+        -h | --help) sed -n '2,/^$/{s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
+        *) die "no arguments expected (got '$*'); configure with environment variables, see --help" ;;
+    esac
+fi
+
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer (got '$ROUNDS')"
+DURATION_S=$(duration_secs "$DURATION")
+WARMUP_S=$(duration_secs "$WARMUP")
+((DURATION_S > 0)) || die "DURATION must be at least 1s"
+
+# Parse the comma lists, keeping the canonical order.
+IFS=, read -r -a want_s <<<"$SCENARIOS"
+IFS=, read -r -a want_p <<<"$PROXIES"
+for s in "${want_s[@]}"; do
+    in_list "$s" "${ALL_SCENARIOS[@]}" || die "unknown scenario '$s' (known: ${ALL_SCENARIOS[*]})"
+done
+for p in "${want_p[@]}"; do
+    in_list "$p" "${ALL_PROXIES[@]}" || die "unknown proxy '$p' (known: ${ALL_PROXIES[*]})"
+done
+SCENS=() PROXS=()
+for s in "${ALL_SCENARIOS[@]}"; do in_list "$s" "${want_s[@]}" && SCENS+=("$s"); done
+for p in "${ALL_PROXIES[@]}"; do in_list "$p" "${want_p[@]}" && PROXS+=("$p"); done
+((${#SCENS[@]} > 0)) || die "SCENARIOS is empty"
+((${#PROXS[@]} > 0)) || die "PROXIES is empty"
+want() { in_list "$1" "${PROXS[@]}"; }
+want_scen() { in_list "$1" "${SCENS[@]}"; }
+
+(($(nproc) >= 2)) || die "needs at least 2 CPU cores (nproc says $(nproc))"
+taskset -c "$LOAD_CORE,$PROXY_CORE" true 2>/dev/null ||
+    die "cannot run on cores $LOAD_CORE and $PROXY_CORE (taskset failed; check CPU affinity limits)"
+
+# Many connections need many file descriptors (wrk and the servers).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# ------------------------------------------------------------ dependencies --
+
+# Install what is missing from Debian. `apt-get update` runs only when
+# something has to be installed.
+install_deps() {
+    local missing=()
+    command -v wrk >/dev/null || missing+=(wrk)
+    command -v nginx >/dev/null || missing+=(nginx)
+    command -v curl >/dev/null || missing+=(curl)
+    command -v openssl >/dev/null || missing+=(openssl)
+    want haproxy && ! command -v haproxy >/dev/null && missing+=(haproxy)
+    ((${#missing[@]} == 0)) && return 0
+
+    ((EUID == 0)) || die "missing ${missing[*]} and not root: install them first"
+    command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them"
+    log "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2 || die "apt-get update failed"
+
+    # Prefer the smaller nginx-light when the archive has a candidate for it.
+    # (Captured first: `grep -q` closing the pipe early would trip pipefail.)
+    local pkgs=() m policy_out
+    for m in "${missing[@]}"; do
+        if [[ $m == nginx ]]; then
+            policy_out=$(apt-cache policy nginx-light 2>/dev/null || true)
+            [[ $policy_out =~ Candidate:\ [0-9] ]] && m=nginx-light
+        fi
+        pkgs+=("$m")
+    done
+
+    # Installing nginx or haproxy normally starts the system service (nginx
+    # on port 80). Nothing here needs it, so if the machine has no
+    # policy-rc.d (Docker images usually do), add one that blocks service
+    # starts during the install.
+    local policy=/usr/sbin/policy-rc.d added_policy=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && added_policy=1
+    fi
+    local rc=0
+    apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >&2 || rc=$?
+    ((added_policy)) && rm -f "$policy"
+    ((rc == 0)) || die "apt-get install ${pkgs[*]} failed (exit $rc)"
+
+    for m in "${missing[@]}"; do
+        command -v "$m" >/dev/null || die "$m still not found after install"
+    done
+}
+install_deps
+
+NGINX_VERSION=$(nginx -v 2>&1 | head -n 1)
+WRK_VERSION=$(wrk -v 2>&1 | head -n 1 || true)
+OPENSSL_VERSION=$(openssl version 2>/dev/null || echo unknown)
+HAPROXY_VERSION="not measured"
+want haproxy && HAPROXY_VERSION=$(haproxy -v 2>&1 | head -n 1 | sed 's/ - https:.*//')
+NGINX_BUILD=$(nginx -V 2>&1)
+
+# ----------------------------------------------------------------- build --
+
+TOLLGATE_INFO="not measured"
+if want tollgate; then
+    if [[ $SKIP_BUILD != 1 ]]; then
+        command -v cargo >/dev/null || die "cargo not found (needed to build tollgate; or set SKIP_BUILD=1)"
+        log "building tollgate (cargo build --release)"
+        (cd "$REPO_ROOT" && cargo build --release >&2) || die "cargo build --release failed"
+    fi
+    [[ -x $TOLLGATE_BIN ]] || die "tollgate binary not found at $TOLLGATE_BIN (build it, or unset SKIP_BUILD)"
+    TOLLGATE_INFO="binary built $(date -u -r "$TOLLGATE_BIN" '+%Y-%m-%d %H:%M UTC')"
+    [[ $SKIP_BUILD == 1 ]] && TOLLGATE_INFO+=" (SKIP_BUILD=1: may not match the git revision)"
+fi
+
+# ------------------------------------------------------------ scenarios --
+
+# Every scenario's load, and for each proxy the URL to load or why it cannot
+# be measured. TGT_URL[scenario/proxy] or TGT_NA[scenario/proxy].
+declare -A SCEN_CONNS=() SCEN_HEADER=() SCEN_DESC=() TGT_URL=() TGT_NA=()
+
+SCEN_DESC[proxy]="$SMALL_CONNS keep-alive connections, GET /hello proxied to the origin (12-byte body)"
+SCEN_DESC[newconn]="$SMALL_CONNS connections with \`Connection: close\`: a new TCP connection per request; GET /hello proxied to the origin"
+SCEN_DESC[large]="$LARGE_CONNS keep-alive connections, GET /large proxied to the origin: 1 MiB static file"
+SCEN_DESC[static]="the proxy answers itself (tollgate mock route, nginx \`return 200\`, haproxy \`http-request return\`); the floor for a cache hit"
+SCEN_DESC[cachehit]="$SMALL_CONNS keep-alive connections, GET /cached served from the proxy's cache (nginx proxy_cache, haproxy cache); verified before the runs"
+SCEN_DESC[throttled]="$SMALL_CONNS keep-alive connections, GET /throttled, rate limit 1 r/s per client address: ~all answered 429 (nginx limit_req, haproxy stick-table http_req_rate)"
+SCEN_DESC[https]="$SMALL_CONNS keep-alive TLS connections (ECDSA P-256 self-signed), GET /hello proxied to the origin over plain HTTP"
+
+for s in "${ALL_SCENARIOS[@]}"; do
+    SCEN_CONNS[$s]=$SMALL_CONNS
+    SCEN_HEADER[$s]=""
+done
+SCEN_CONNS[large]=$LARGE_CONNS
+SCEN_HEADER[newconn]="Connection: close"
+
+for p in "${ALL_PROXIES[@]}"; do
+    base="http://127.0.0.1:${HTTP_PORT[$p]}"
+    TGT_URL[proxy/$p]="$base/hello"
+    TGT_URL[newconn/$p]="$base/hello"
+    TGT_URL[large/$p]="$base/large"
+    TGT_URL[static/$p]="$base/static"
+    if [[ $p == tollgate ]]; then
+        TGT_NA[cachehit/$p]=$NA_TOLLGATE
+        TGT_NA[throttled/$p]=$NA_TOLLGATE
+        TGT_NA[https/$p]=$NA_TOLLGATE
+    else
+        TGT_URL[cachehit/$p]="$base/cached"
+        TGT_URL[throttled/$p]="$base/throttled"
+        TGT_URL[https/$p]="https://127.0.0.1:${HTTPS_PORT[$p]}/hello"
+    fi
+done
+if [[ $NGINX_BUILD != *--with-http_ssl_module* ]]; then
+    TGT_NA[https/nginx]="this nginx build has no http_ssl_module"
+fi
+
+# True if scenario $1 can be measured for proxy $2.
+available() { [[ -z ${TGT_NA[$1/$2]:-} ]]; }
+
+# --------------------------------------------------------------- configs --
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/tollgate-compare.XXXXXX")
+# nginx workers run as an unprivileged user; let them reach their files.
+chmod 755 "$TMP"
+
+# The origin's documents: a 1 MiB file for /large.
+mkdir -p "$TMP/www"
+head -c "$LARGE_BYTES" /dev/zero >"$TMP/www/large"
+chmod -R a+rX "$TMP/www"
+
+# Self-signed ECDSA P-256 certificate for the https scenario; haproxy wants
+# certificate and key in one file.
+NEED_TLS=0
+want_scen https && { want nginx || want haproxy; } && NEED_TLS=1
+if ((NEED_TLS)); then
+    mkdir -p "$TMP/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$TMP/tls/key.pem" -out "$TMP/tls/cert.pem" -days 2 \
+        -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" 2>"$TMP/openssl.log" || {
+        show_log "$TMP/openssl.log"
+        die "openssl could not generate the test certificate"
+    }
+    cat "$TMP/tls/cert.pem" "$TMP/tls/key.pem" >"$TMP/tls/combined.pem"
+    chmod 644 "$TMP/tls/"*.pem
+fi
+
+# Connections per nginx worker: two per client connection when proxying.
+WORKER_CONNECTIONS=4096
+
+# temp_path directives for every nginx module compiled in, so that nginx
+# writes nothing outside $TMP (modules can be compiled out, and then their
+# directive would be unknown).
+nginx_temp_paths() {
+    local dir=$1 mod
+    echo "    client_body_temp_path $dir/client_body;"
+    for mod in proxy fastcgi uwsgi scgi; do
+        [[ $NGINX_BUILD == *"--without-http_${mod}_module"* ]] ||
+            echo "    ${mod}_temp_path $dir/$mod;"
+    done
+}
+
+# Settings shared by both nginx instances. Args: name, affinity mask.
+nginx_main_block() {
+    cat <<EOF
+daemon off;
+master_process on;
+worker_processes 1;
+worker_cpu_affinity $2;
+pid $TMP/$1.pid;
+error_log $TMP/$1.log warn;
+events {
+    worker_connections $WORKER_CONNECTIONS;
+}
+EOF
+}
+
+# Origin on core 0: "hello world\n" for everything, a 1 MiB file at /large,
+# and a cacheable "hello world\n" at /cached whose requests are logged so the
+# cache scenario can check that the proxies' caches answered.
+mkdir -p "$TMP/origin-temp"
+{
+    nginx_main_block origin 01
+    cat <<EOF
+http {
+    access_log off;
+$(nginx_temp_paths "$TMP/origin-temp")
+    default_type text/plain;
+    sendfile on;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    server {
+        listen 127.0.0.1:$ORIGIN_PORT;
+        location / {
+            return 200 "hello world\n";
+        }
+        location = /large {
+            root $TMP/www;
+        }
+        location = /cached {
+            access_log $TMP/origin-cached.log;
+            add_header Cache-Control "public, max-age=600";
+            return 200 "hello world\n";
+        }
+    }
+}
+EOF
+} >"$TMP/origin.conf"
+
+# NGINX on core 1: keep-alive reverse proxy (/), static answer (/static),
+# proxy_cache (/cached), limit_req (/throttled), TLS on its https port.
+mkdir -p "$TMP/nginx-temp" "$TMP/nginx-cache"
+{
+    nginx_main_block nginx 10
+    cat <<EOF
+http {
+    access_log off;
+$(nginx_temp_paths "$TMP/nginx-temp")
+    default_type text/plain;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    proxy_cache_path $TMP/nginx-cache levels=1:2 keys_zone=bench:1m max_size=16m inactive=60m use_temp_path=off;
+    limit_req_zone \$binary_remote_addr zone=throttle:1m rate=1r/s;
+    upstream origin {
+        server 127.0.0.1:$ORIGIN_PORT;
+        keepalive 128;
+        # Defaults are 1000 requests / 60 s per upstream connection.
+        keepalive_requests 1000000;
+        keepalive_timeout 75s;
+    }
+    server {
+        listen 127.0.0.1:${HTTP_PORT[nginx]};
+EOF
+    if available https nginx && ((NEED_TLS)); then
+        cat <<EOF
+        listen 127.0.0.1:${HTTPS_PORT[nginx]} ssl;
+        ssl_certificate $TMP/tls/cert.pem;
+        ssl_certificate_key $TMP/tls/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+EOF
+    fi
+    cat <<EOF
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        # Stream responses larger than the proxy buffers instead of spooling
+        # them to a temp file on disk (nginx's default, 1 GiB max): without
+        # this the large scenario measures nginx's disk writes.
+        proxy_max_temp_file_size 0;
+        location / {
+            proxy_pass http://origin;
+        }
+        location = /static {
+            return 200 "hello world\n";
+        }
+        location = /cached {
+            proxy_pass http://origin;
+            proxy_cache bench;
+            proxy_cache_valid 200 10m;
+            add_header X-Cache-Status \$upstream_cache_status always;
+        }
+        location = /throttled {
+            limit_req zone=throttle;
+            limit_req_status 429;
+            # Rejections are logged at "error" by default: keep them out of
+            # the log (error_log is at warn), it would be per-request I/O.
+            limit_req_log_level info;
+            proxy_pass http://origin;
+        }
+    }
+}
+EOF
+} >"$TMP/nginx.conf"
+
+# HAProxy 2.6 on core 1: one thread, keep-alive both sides, no logging.
+# /static: http-request return; /cached: the small-object cache;
+# /throttled: a stick-table request rate > 1/s per source address -> 429.
+{
+    cat <<EOF
+global
+    nbthread 1
+    cpu-map 1/1 $PROXY_CORE
+    maxconn 8192
+    # no "log" line: nothing is logged
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout http-request 10s
+    timeout http-keep-alive 75s
+    http-reuse always
+
+cache smallcache
+    total-max-size 4
+    max-age 600
+
+frontend fe
+    bind 127.0.0.1:${HTTP_PORT[haproxy]}
+EOF
+    if available https haproxy && ((NEED_TLS)); then
+        echo "    bind 127.0.0.1:${HTTPS_PORT[haproxy]} ssl crt $TMP/tls/combined.pem alpn http/1.1"
+    fi
+    cat <<EOF
+    http-request return status 200 content-type text/plain string "hello world\n" if { path /static }
+    use_backend be_cached if { path /cached }
+    use_backend be_throttled if { path /throttled }
+    default_backend be_origin
+
+backend be_origin
+    server origin 127.0.0.1:$ORIGIN_PORT
+
+backend be_cached
+    http-request cache-use smallcache
+    http-response cache-store smallcache
+    http-after-response set-header X-Cache-Status HIT if { res.cache_hit }
+    http-after-response set-header X-Cache-Status MISS if !{ res.cache_hit }
+    server origin 127.0.0.1:$ORIGIN_PORT
+
+backend be_throttled
+    stick-table type ip size 1k expire 10s store http_req_rate(1s)
+    http-request track-sc0 src
+    http-request deny deny_status 429 if { sc_http_req_rate(0) gt 1 }
+    server origin 127.0.0.1:$ORIGIN_PORT
+EOF
+} >"$TMP/haproxy.cfg"
+
+# tollgate: one shard on core 1, everything proxied to the origin, plus a
+# mock route (tollgate's static answer).
+cat >"$TMP/tollgate.toml" <<EOF
+[server]
+shards = [$PROXY_CORE]
+
+[[server.listen]]
+addr = "127.0.0.1:${HTTP_PORT[tollgate]}"
+tls = false
+
+[[api]]
+name = "bench"
+hosts = ["*"]
+
+[[api.route]]
+key = "GET /static"
+integration = { type = "mock", status = 200, body = "hello world\n" }
+
+[[api.route]]
+key = "ANY /{proxy+}"
+integration = { type = "http", uri = "http://127.0.0.1:$ORIGIN_PORT/{proxy}" }
+EOF
+
+# wrk script for the throttled scenario: counts 429 and other non-2xx/3xx
+# answers (plain wrk lumps them together). It makes wrk parse headers, so it
+# is used only there.
+cat >"$TMP/status.lua" <<'EOF'
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) n429 = 0; nbad = 0 end
+function response(status, headers, body)
+    if status == 429 then n429 = n429 + 1
+    elseif status < 200 or status > 399 then nbad = nbad + 1 end
+end
+function done(summary, latency, requests)
+    local a, b = 0, 0
+    for _, t in ipairs(threads) do a = a + t:get("n429"); b = b + t:get("nbad") end
+    io.write(string.format("STATUS_429 %d\nSTATUS_BAD %d\n", a, b))
+end
+EOF
+
+# ----------------------------------------------------------------- start --
+
+declare -A MAIN_PID=() # server name -> PID we started (its CPU sample root)
+
+# Record the children (by parent PID) of a started server so that cleanup
+# can stop leftovers. Waits up to 5 s for one if `need` is 1. Prints them.
+adopt_children() {
+    local label=$1 pid=$2 need=$3 logfile=$4 kids="" kid i
+    for ((i = 0; i < 50; i++)); do
+        kids=$(children_of "$pid" | tr '\n' ' ')
+        [[ -n $kids || $need == 0 ]] && break
+        sleep 0.1
+    done
+    if [[ -z $kids && $need == 1 ]]; then
+        show_log "$logfile"
+        die "$label (PID $pid) has no worker process"
+    fi
+    for kid in $kids; do
+        EXTRA_PIDS+=("$kid:$(start_time "$kid" || echo gone)")
+    done
+    echo "${kids% }"
+}
+
+# Start an nginx instance on the given core. name (origin | nginx) picks the
+# config, pid and log files; label is for messages.
+start_nginx() {
+    local name=$1 label=$2 core=$3 port=$4 pid
+    # -e: startup error log before the config is read; -p: prefix for
+    # relative paths (none used, but keep it away from /etc/nginx).
+    # nginx and our redirection both append to the same log, on purpose.
+    # shellcheck disable=SC2094
+    nginx -t -q -e "$TMP/$name.log" -p "$TMP/" -c "$TMP/$name.conf" 2>>"$TMP/$name.log" || {
+        show_log "$TMP/$name.log"
+        die "$label: generated nginx config is invalid"
+    }
+    # shellcheck disable=SC2094
+    taskset -c "$core" nginx -e "$TMP/$name.log" -p "$TMP/" -c "$TMP/$name.conf" \
+        >>"$TMP/$name.log" 2>&1 &
+    pid=$!
+    STARTED_PIDS+=("$pid")
+    wait_ready "$label" "$pid" "$port" "$TMP/$name.log"
+    # The master listens before it forks the worker.
+    MAIN_PID[$name]=$pid
+    log "$label up on 127.0.0.1:$port (master $pid, children $(adopt_children "$label" "$pid" 1 "$TMP/$name.log"))"
+}
+
+start_haproxy() {
+    local pid
+    haproxy -c -q -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 || {
+        show_log "$TMP/haproxy.log"
+        die "haproxy: generated config is invalid"
+    }
+    # -db: foreground, single process (no master-worker).
+    taskset -c "$PROXY_CORE" haproxy -db -f "$TMP/haproxy.cfg" >>"$TMP/haproxy.log" 2>&1 &
+    pid=$!
+    STARTED_PIDS+=("$pid")
+    wait_ready haproxy "$pid" "${HTTP_PORT[haproxy]}" "$TMP/haproxy.log"
+    MAIN_PID[haproxy]=$pid
+    adopt_children haproxy "$pid" 0 "$TMP/haproxy.log" >/dev/null
+    log "haproxy up on 127.0.0.1:${HTTP_PORT[haproxy]} (PID $pid)"
+}
+
+start_tollgate() {
+    local pid
+    taskset -c "$PROXY_CORE" "$TOLLGATE_BIN" run "$TMP/tollgate.toml" \
+        >"$TMP/tollgate.log" 2>&1 &
+    pid=$!
+    STARTED_PIDS+=("$pid")
+    wait_ready tollgate "$pid" "${HTTP_PORT[tollgate]}" "$TMP/tollgate.log"
+    # tollgate is expected to be a single process; count children if any.
+    MAIN_PID[tollgate]=$pid
+    adopt_children tollgate "$pid" 0 "$TMP/tollgate.log" >/dev/null
+    log "tollgate up on 127.0.0.1:${HTTP_PORT[tollgate]} (PID $pid)"
+}
+
+# Check every port up front so a busy one fails before anything starts.
+require_free_port "$ORIGIN_PORT"
+for p in "${PROXS[@]}"; do
+    require_free_port "${HTTP_PORT[$p]}"
+    [[ -n ${HTTPS_PORT[$p]:-} ]] && require_free_port "${HTTPS_PORT[$p]}"
+done
+
+start_nginx origin "origin nginx" "$LOAD_CORE" "$ORIGIN_PORT"
+want tollgate && start_tollgate
+want nginx && start_nginx nginx "nginx proxy" "$PROXY_CORE" "${HTTP_PORT[nginx]}"
+want haproxy && start_haproxy
+
+# ----------------------------------------------------------------- checks --
+
+# One request with curl. Sets C_STATUS, C_HEADERS (file), C_BODY (file).
+fetch() {
+    local url=$1 hdr=${2:-}
+    local -a extra=()
+    [[ -n $hdr ]] && extra=(-H "$hdr")
+    C_HEADERS=$TMP/check.headers C_BODY=$TMP/check.body
+    C_STATUS=$(curl -sS -k --max-time 5 "${extra[@]}" -D "$C_HEADERS" -o "$C_BODY" \
+        -w '%{http_code}' "$url" 2>"$TMP/curl.err") || C_STATUS="curl failed: $(head -c 200 "$TMP/curl.err")"
+}
+
+# Number of requests the origin logged for /cached.
+origin_cached_hits() {
+    if [[ -f $TMP/origin-cached.log ]]; then wc -l <"$TMP/origin-cached.log"; else echo 0; fi
+}
+
+CHECK_NOTES=() # lines for the report
+
+# Check that scenario $1 works for proxy $2 before measuring it; fail loudly
+# with the response otherwise.
+check_target() {
+    local s=$1 p=$2 url=${TGT_URL[$1/$2]} ok=1 why="" before after i
+    case $s in
+        proxy | newconn | static | https)
+            fetch "$url" "${SCEN_HEADER[$s]}"
+            [[ $C_STATUS == 200 && $(cat "$C_BODY") == "hello world" ]] || { ok=0; why="expected 200 \"hello world\""; }
+            ;;
+        large)
+            fetch "$url"
+            [[ $C_STATUS == 200 && $(stat -c %s "$C_BODY") == "$LARGE_BYTES" ]] || { ok=0; why="expected 200 with a $LARGE_BYTES-byte body"; }
+            ;;
+        cachehit)
+            fetch "$url"   # fills the cache (a MISS, or a HIT if already warm)
+            before=$(origin_cached_hits)
+            for i in 1 2 3; do fetch "$url"; done
+            after=$(origin_cached_hits)
+            if [[ $C_STATUS != 200 ]] || ! grep -qi '^X-Cache-Status: *HIT' "$C_HEADERS"; then
+                ok=0; why="expected 200 with X-Cache-Status: HIT after warming the cache"
+            elif ((after != before)); then
+                ok=0; why="the origin still saw requests for /cached after warming ($before -> $after)"
+            else
+                CHECK_NOTES+=("cachehit/$p: X-Cache-Status: HIT, origin not contacted on 3 repeated requests")
+            fi
+            ;;
+        throttled)
+            for i in 1 2 3; do fetch "$url"; done
+            [[ $C_STATUS == 429 ]] || { ok=0; why="expected 429 on the 3rd request in a row"; }
+            ;;
+    esac
+    if ((!ok)); then
+        log "check of $s on $p ($url): $why; got status $C_STATUS"
+        sed -n '1,15p' "$C_HEADERS" >&2 2>/dev/null || true
+        head -c 300 "$C_BODY" >&2 2>/dev/null || true
+        local f=$TMP/$p.log
+        [[ $p == nginx ]] && f=$TMP/nginx.log
+        show_log "$f"
+        die "$p does not serve the $s scenario correctly"
+    fi
+}
+
+# Measured cells: scenario/proxy pairs that are available.
+CELLS=()
+for s in "${SCENS[@]}"; do
+    for p in "${PROXS[@]}"; do
+        if available "$s" "$p"; then
+            check_target "$s" "$p"
+            CELLS+=("$s/$p")
+        fi
+    done
+done
+log "checks passed: ${#CELLS[@]} scenario/proxy pairs to measure"
+((${#CELLS[@]} > 0)) || die "nothing to measure with SCENARIOS=$SCENARIOS PROXIES=$PROXIES"
+ORIGIN_CACHED_BEFORE=$(origin_cached_hits)
+
+# ------------------------------------------------------------------ load --
+
+CLK_TCK=$(getconf CLK_TCK)
+
+# Other work on the machine (a compile, another benchmark) skews everything.
+# Measure how busy both cores are for 1 s while the servers sit idle.
+k0=$(core_jiffies "$LOAD_CORE")
+k1=$(core_jiffies "$PROXY_CORE")
+sleep 1
+IDLE_BUSY0=$(core_busy_pct "$k0" "$(core_jiffies "$LOAD_CORE")")
+IDLE_BUSY1=$(core_busy_pct "$k1" "$(core_jiffies "$PROXY_CORE")")
+if [[ $IDLE_BUSY0 != n/a && $IDLE_BUSY1 != n/a ]] && ((IDLE_BUSY0 > 10 || IDLE_BUSY1 > 10)); then
+    log "WARNING: cores busy before any load (core$LOAD_CORE ${IDLE_BUSY0}%, core$PROXY_CORE ${IDLE_BUSY1}%): another job is running, results will be noisy"
+fi
+
+total_s=$(((WARMUP_S + DURATION_S) * ${#CELLS[@]} * ROUNDS))
+log "measuring ${#CELLS[@]} pairs x $ROUNDS round(s) x ($WARMUP warm-up + $DURATION): about $((total_s / 60)) min $((total_s % 60)) s"
+
+# Run wrk for scenario $1 against URL $2 for DUR ($3, seconds $4) on the load
+# core; output to FILE ($5).
+run_wrk() {
+    local s=$1 url=$2 dur=$3 secs=$4 out=$5 rc=0
+    local -a args=(-t1 -c"${SCEN_CONNS[$s]}" -d"$dur" --latency)
+    [[ -n ${SCEN_HEADER[$s]} ]] && args+=(-H "${SCEN_HEADER[$s]}")
+    [[ $s == throttled ]] && args+=(-s "$TMP/status.lua")
+    # Hard bound in case wrk hangs: duration + 30 s, then SIGKILL 5 s later.
+    timeout --foreground -k 5 $((secs + 30)) \
+        taskset -c "$LOAD_CORE" wrk "${args[@]}" "$url" >"$out" 2>&1 || rc=$?
+    if ((rc != 0)); then
+        cat "$out" >&2
+        die "wrk against $url failed (exit $rc)"
+    fi
+}
+
+# Convert a wrk latency ("612.00us", "1.23ms", "1.01s") to microseconds.
+to_us() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        if (u == "us") f = 1; else if (u == "ms") f = 1000
+        else if (u == "s") f = 1000000; else if (u == "m") f = 60000000
+        else { print "n/a"; exit }
+        printf "%.0f", n * f }'
+}
+
+# Convert a wrk size ("1.23MB", "512.00KB", "2.01GB"; binary units) to MiB.
+to_mib() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        if (u == "B") f = 1 / 1048576; else if (u == "KB") f = 1 / 1024
+        else if (u == "MB") f = 1; else if (u == "GB") f = 1024
+        else if (u == "TB") f = 1048576; else { print "n/a"; exit }
+        printf "%.1f", n * f }'
+}
+
+# Parse a wrk --latency report: sets W_REQS W_RPS W_P50 W_P99 W_MIBS W_SOCK
+# W_NON2XX W_429.
+parse_wrk() {
+    local out=$1 line
+    W_REQS=$(sed -nE 's/^ *([0-9]+) requests in .*/\1/p' "$out")
+    W_RPS=$(sed -nE 's/^Requests\/sec: *([0-9.]+).*/\1/p' "$out")
+    line=$(sed -nE 's/^ *50% +([0-9.]+[a-z]+).*/\1/p' "$out")
+    W_P50=$(to_us "$line")
+    line=$(sed -nE 's/^ *99% +([0-9.]+[a-z]+).*/\1/p' "$out")
+    W_P99=$(to_us "$line")
+    line=$(sed -nE 's/^Transfer\/sec: *([0-9.]+[A-Z]+).*/\1/p' "$out")
+    W_MIBS=$(to_mib "$line")
+    # "Socket errors: connect 0, read 0, write 0, timeout 0" (only if any)
+    W_SOCK=$(awk '/Socket errors:/ { gsub(/,/, ""); print $4 + $6 + $8 + $10 }' "$out")
+    W_SOCK=${W_SOCK:-0}
+    W_NON2XX=$(sed -nE 's/^ *Non-2xx or 3xx responses: *([0-9]+).*/\1/p' "$out")
+    W_NON2XX=${W_NON2XX:-0}
+    W_429=$(sed -nE 's/^STATUS_429 ([0-9]+)$/\1/p' "$out")
+    W_429=${W_429:-0}
+    [[ -n $W_REQS && -n $W_RPS ]] || { cat "$out" >&2; die "could not parse wrk output"; }
+    ((W_REQS > 0)) || { cat "$out" >&2; die "wrk completed 0 requests"; }
+}
+
+# Per-round results, appended as markdown rows; per-cell lists for medians.
+ROUND_ROWS=()
+NOISY=0
+declare -A RPS=() P50=() P99=() CPU=() MIBS=() SYS=() ERRS=() REQS=() N429=()
+
+# One warm-up + measured run of scenario $2 on proxy $3 in round $1.
+measure() {
+    local round=$1 s=$2 p=$3 url=${TGT_URL[$2/$3]} out
+    local t0 t1 w0 w1 k0_0 k0_1 k1_0 k1_1 du ds
+    out=$TMP/wrk-$s-$p-$round.txt
+
+    log "round $round/$ROUNDS: $s on $p — warm-up $WARMUP, then $DURATION with ${SCEN_CONNS[$s]} connections"
+    ((WARMUP_S > 0)) && run_wrk "$s" "$url" "$WARMUP" "$WARMUP_S" "$TMP/warmup.txt"
+
+    t0=$(server_cpu_sample "${MAIN_PID[$p]}") || die "$p (PID ${MAIN_PID[$p]}) is gone"
+    k0_0=$(core_jiffies "$LOAD_CORE"); k1_0=$(core_jiffies "$PROXY_CORE")
+    w0=$(date +%s%N)
+    run_wrk "$s" "$url" "$DURATION" "$DURATION_S" "$out"
+    w1=$(date +%s%N)
+    t1=$(server_cpu_sample "${MAIN_PID[$p]}") || die "$p (PID ${MAIN_PID[$p]}) died during the run"
+    k0_1=$(core_jiffies "$LOAD_CORE"); k1_1=$(core_jiffies "$PROXY_CORE")
+
+    parse_wrk "$out"
+    read -r du ds <<<"$(cpu_delta "$t0" "$t1")"
+    local d=$((du + ds)) cpu_us cpu_pct sys_pct core0 core1 bad errs
+    cpu_us=$(awk -v d="$d" -v hz="$CLK_TCK" -v n="$W_REQS" \
+        'BEGIN { printf "%.3f", d * 1e6 / hz / n }')
+    # Share of the proxy's CPU time spent in the kernel.
+    sys_pct=$(awk -v s="$ds" -v d="$d" 'BEGIN { if (d > 0) printf "%.0f", 100 * s / d; else print "n/a" }')
+    # Proxy CPU as % of one core over the wall time of the run; well under
+    # 100 means the proxy was not the bottleneck (or was starved).
+    cpu_pct=$(awk -v d="$d" -v hz="$CLK_TCK" -v ns=$((w1 - w0)) \
+        'BEGIN { printf "%.0f", 100 * (d / hz) / (ns / 1e9) }')
+    core0=$(core_busy_pct "$k0_0" "$k0_1")
+    core1=$(core_busy_pct "$k1_0" "$k1_1")
+    # Errors: socket errors + unexpected statuses. For throttled, 429 is the
+    # expected answer; the Lua script counts the others.
+    if [[ $s == throttled ]]; then
+        bad=$(sed -nE 's/^STATUS_BAD ([0-9]+)$/\1/p' "$out")
+        bad=${bad:-0}
+    else
+        bad=$W_NON2XX
+    fi
+    errs=$((W_SOCK + bad))
+    # Core 1 busier than the proxy alone (beyond a few % of softirq work)
+    # means another job shared the proxy's core: flag the round.
+    local flag=""
+    if [[ $core1 != n/a ]] && ((core1 - cpu_pct > 15)); then
+        flag=" (!)"
+        NOISY=1
+        log "  WARNING: core$PROXY_CORE was ${core1}% busy but $p used only ${cpu_pct}%: another job ran on it"
+    fi
+
+    local k=$s/$p
+    RPS[$k]+="$W_RPS "
+    P50[$k]+="$W_P50 "
+    P99[$k]+="$W_P99 "
+    CPU[$k]+="$cpu_us "
+    MIBS[$k]+="$W_MIBS "
+    [[ $sys_pct != n/a ]] && SYS[$k]+="$sys_pct "
+    ERRS[$k]=$((${ERRS[$k]:-0} + errs))
+    REQS[$k]=$((${REQS[$k]:-0} + W_REQS))
+    N429[$k]=$((${N429[$k]:-0} + W_429))
+    ROUND_ROWS+=("| $round | $s | $p | $(fmt 0 "$W_RPS") | $W_P50 | $W_P99 | $(fmt 2 "$cpu_us") | $sys_pct | $cpu_pct$flag | $core1 | $core0 | $W_MIBS | $W_REQS | $W_SOCK | $W_NON2XX |")
+    log "  $(fmt 0 "$W_RPS") req/s, p50 $W_P50 µs, p99 $W_P99 µs, $(fmt 2 "$cpu_us") CPU-µs/req (sys $sys_pct%), proxy CPU $cpu_pct%, core$PROXY_CORE $core1% core$LOAD_CORE $core0%, $W_MIBS MiB/s, errors $errs"
+}
+
+for ((round = 1; round <= ROUNDS; round++)); do
+    for s in "${SCENS[@]}"; do
+        for p in "${PROXS[@]}"; do
+            available "$s" "$p" && measure "$round" "$s" "$p"
+        done
+    done
+done
+
+# After the runs: did the caches keep answering without the origin?
+ORIGIN_CACHED_AFTER=$(origin_cached_hits)
+
+# --------------------------------------------------------------- report --
+
+declare -A MED_RPS=() MED_P50=() MED_P99=() MED_CPU=() MED_MIBS=() MED_SYS=()
+for k in "${CELLS[@]}"; do
+    # shellcheck disable=SC2086 # lists of numbers, split on purpose
+    {
+        MED_RPS[$k]=$(median ${RPS[$k]})
+        MED_P50[$k]=$(median ${P50[$k]})
+        MED_P99[$k]=$(median ${P99[$k]})
+        MED_CPU[$k]=$(median ${CPU[$k]})
+        MED_MIBS[$k]=$(median ${MIBS[$k]})
+        MED_SYS[$k]=$(median ${SYS[$k]:-})
+    }
+done
+
+git_rev=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ $git_rev != unknown && -n $(git -C "$REPO_ROOT" status --porcelain 2>/dev/null) ]]; then
+    git_rev+=" (with uncommitted changes)"
+fi
+cpu_model=$(sed -nE 's/^model name[[:space:]]*: *//p' /proc/cpuinfo | head -n 1)
+
+report() {
+    local s p k na
+    echo "# tollgate vs NGINX vs HAProxy — loopback comparison"
+    echo
+    echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo "- kernel: $(uname -r); nproc: $(nproc); CPU: ${cpu_model:-unknown}"
+    echo "- tollgate: git $git_rev; ${TOLLGATE_INFO}"
+    echo "- nginx: $NGINX_VERSION"
+    echo "- haproxy: $HAPROXY_VERSION"
+    echo "- wrk: $WRK_VERSION; openssl: $OPENSSL_VERSION"
+    echo "- load: \`wrk -t1 -d$DURATION --latency\` on core $LOAD_CORE after a $WARMUP warm-up, $ROUNDS interleaved round(s)"
+    echo "- origin: nginx on core $LOAD_CORE, 127.0.0.1:$ORIGIN_PORT (keepalive_requests 1000000)"
+    echo "- proxies on core $PROXY_CORE: tollgate \`shards = [$PROXY_CORE]\`; nginx 1 worker, \`worker_cpu_affinity 10\`, upstream keepalive 128, \`proxy_max_temp_file_size 0\`; haproxy \`nbthread 1\`, \`cpu-map 1/1 $PROXY_CORE\`, \`http-reuse always\`, no logging"
+    echo "- background CPU with servers idle, before load (should be ~0): core$LOAD_CORE ${IDLE_BUSY0}%, core$PROXY_CORE ${IDLE_BUSY1}%"
+    echo "- CPU-µs/req: utime+stime of all the proxy's processes over the measured run / requests (CLK_TCK $CLK_TCK)"
+    echo
+    echo "Scenarios:"
+    echo
+    for s in "${SCENS[@]}"; do
+        echo "- \`$s\`: ${SCEN_DESC[$s]}"
+    done
+    echo
+    echo "## Summary (median over rounds)"
+    echo
+    echo "| scenario | proxy | req/s | p50 µs | p99 µs | CPU-µs/req | sys % of CPU | MiB/s | errors (all rounds) |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    for s in "${SCENS[@]}"; do
+        for p in "${PROXS[@]}"; do
+            k=$s/$p
+            if available "$s" "$p"; then
+                echo "| $s | $p | $(fmt 0 "${MED_RPS[$k]}") | $(fmt 0 "${MED_P50[$k]}") | $(fmt 0 "${MED_P99[$k]}") | $(fmt 2 "${MED_CPU[$k]}") | $(fmt 0 "${MED_SYS[$k]}") | $(fmt 1 "${MED_MIBS[$k]}") | ${ERRS[$k]:-0} |"
+            else
+                echo "| $s | $p | n/a (${TGT_NA[$k]}) | | | | | | |"
+            fi
+        done
+    done
+    echo
+    echo "errors: wrk socket errors (connect, read, write, timeout) + responses other than 2xx/3xx" \
+        "(for \`throttled\`, + responses other than 2xx/3xx/429)."
+    if want_scen throttled; then
+        for p in "${PROXS[@]}"; do
+            k=throttled/$p
+            available throttled "$p" || continue
+            echo "throttled/$p: $(awk -v a="${N429[$k]:-0}" -v n="${REQS[$k]:-0}" \
+                'BEGIN { if (n > 0) printf "%.4f%%", 100 * a / n; else print "n/a" }') of ${REQS[$k]:-0} responses were 429."
+        done
+    fi
+    echo
+    if want tollgate; then
+        echo "## Ratios tollgate / peer (medians)"
+        echo
+        echo "CPU-µs/req: below 1 means tollgate uses less CPU per request. req/s: above 1 means tollgate serves more."
+        echo
+        local hdr="| scenario |" sep="|---|"
+        for p in "${PROXS[@]}"; do
+            [[ $p == tollgate ]] && continue
+            hdr+=" CPU-µs/req vs $p | req/s vs $p |"
+            sep+="---:|---:|"
+        done
+        echo "$hdr"
+        echo "$sep"
+        for s in "${SCENS[@]}"; do
+            local row="| $s |"
+            for p in "${PROXS[@]}"; do
+                [[ $p == tollgate ]] && continue
+                if ! available "$s" tollgate; then
+                    na="n/a (tollgate)"
+                    row+=" $na | $na |"
+                elif ! available "$s" "$p"; then
+                    row+=" n/a | n/a |"
+                else
+                    row+=" $(ratio "${MED_CPU[$s/tollgate]}" "${MED_CPU[$s/$p]}") | $(ratio "${MED_RPS[$s/tollgate]}" "${MED_RPS[$s/$p]}") |"
+                fi
+            done
+            echo "$row"
+        done
+        echo
+    fi
+    echo "## Per round"
+    echo
+    echo "| round | scenario | proxy | req/s | p50 µs | p99 µs | CPU-µs/req | sys % | proxy CPU % | core$PROXY_CORE busy % | core$LOAD_CORE busy % | MiB/s | requests | socket errors | non-2xx/3xx |"
+    echo "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    printf '%s\n' "${ROUND_ROWS[@]}"
+    echo
+    echo "sys %: share of the proxy's CPU time spent in the kernel. proxy CPU %: the proxy's CPU time /" \
+        "wall time of the run (100 = one full core). core busy %: the whole core, every process on it." \
+        "core$LOAD_CORE near 100 means wrk + origin may cap req/s; CPU-µs/req does not depend on that." \
+        "non-2xx/3xx includes the expected 429s of \`throttled\`."
+    if ((NOISY)); then
+        echo
+        echo "(!) another job used the proxy's core during that run: its figures are not trustworthy; rerun on an idle machine."
+    fi
+    if ((${#CHECK_NOTES[@]} > 0)); then
+        echo
+        echo "Checks before the runs:"
+        echo
+        printf -- '- %s\n' "${CHECK_NOTES[@]}"
+        echo "- origin requests for /cached during all cachehit runs (0 = every request was a cache hit): $((ORIGIN_CACHED_AFTER - ORIGIN_CACHED_BEFORE))"
+    fi
+}
+
+mkdir -p "$OUT_DIR"
+report >"$TMP/report.md"
+cp "$TMP/report.md" "$RESULTS_FILE"
+cat "$TMP/report.md"
+log "results written to ${RESULTS_FILE#"$REPO_ROOT"/}"
