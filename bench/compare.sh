@@ -421,7 +421,10 @@ fi
 # ------------------------------------------------------------ scenarios --
 
 # Every scenario's load, and for each proxy the URL to load or why it cannot
-# be measured. TGT_URL[scenario/proxy] or TGT_NA[scenario/proxy].
+# be measured: TGT_URL[scenario/proxy] or TGT_NA[scenario/proxy]. When
+# tollgate gains caching, rate limiting or TLS, drop its TGT_NA line here,
+# give it a TGT_URL, and add the route (or TLS listener) to tollgate.toml
+# below; the checks, the runs and the ratios then include it.
 declare -A SCEN_CONNS=() SCEN_HEADER=() SCEN_DESC=() TGT_URL=() TGT_NA=()
 
 SCEN_DESC[proxy]="$SMALL_CONNS keep-alive connections, GET /hello proxied to the origin (12-byte body)"
@@ -1023,7 +1026,9 @@ measure() {
 for ((round = 1; round <= ROUNDS; round++)); do
     for s in "${SCENS[@]}"; do
         for p in "${PROXS[@]}"; do
-            available "$s" "$p" && measure "$round" "$s" "$p"
+            if available "$s" "$p"; then
+                measure "$round" "$s" "$p"
+            fi
         done
     done
 done
@@ -1066,7 +1071,7 @@ report() {
     echo "- origin: nginx on core $LOAD_CORE, 127.0.0.1:$ORIGIN_PORT (keepalive_requests 1000000)"
     echo "- proxies on core $PROXY_CORE: tollgate \`shards = [$PROXY_CORE]\`; nginx 1 worker, \`worker_cpu_affinity 10\`, upstream keepalive 128, \`proxy_max_temp_file_size 0\`; haproxy \`nbthread 1\`, \`cpu-map 1/1 $PROXY_CORE\`, \`http-reuse always\`, no logging"
     echo "- background CPU with servers idle, before load (should be ~0): core$LOAD_CORE ${IDLE_BUSY0}%, core$PROXY_CORE ${IDLE_BUSY1}%"
-    echo "- CPU-µs/req: utime+stime of all the proxy's processes over the measured run / requests (CLK_TCK $CLK_TCK)"
+    echo "- CPU-µs/req: utime+stime of all the proxy's processes over the measured run / requests (CLK_TCK $CLK_TCK); includes the kernel's loopback TCP work done in the proxy's context"
     echo
     echo "Scenarios:"
     echo

@@ -77,7 +77,7 @@ fn benches(c: &mut Criterion) {
         })
     });
 
-    let host = Host { cpus: vec![0] };
+    let host = Host::with_cpus(vec![0]);
     let snap = config::from_str(&config_text(), "bench.toml", &host).expect("bench config");
     g.bench_function(format!("parse_and_resolve_{}b", raw.len()), |b| {
         b.iter(|| {

@@ -8,4 +8,5 @@ pub mod integration;
 pub mod router;
 pub mod runtime;
 pub mod server;
+pub mod tune;
 pub mod upstream;

@@ -1,6 +1,6 @@
 //! The `tollgate` command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -31,19 +31,33 @@ enum Command {
     Run {
         /// Path to config.toml.
         config: PathBuf,
+        /// Tuning profile merged over CONFIG (e.g. tuning/edge-16c.toml).
+        #[arg(long)]
+        profile: Option<PathBuf>,
     },
     /// Validate CONFIG and print every problem with its key path.
     Check {
         /// Path to config.toml.
         config: PathBuf,
+        /// Tuning profile merged over CONFIG.
+        #[arg(long)]
+        profile: Option<PathBuf>,
     },
+    /// Inspect this host and print a tuning profile with warnings.
+    Tune,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => check(&config),
-        Command::Run { config } => run(&config),
+        Command::Check { config, profile } => check(&config, profile.as_deref()),
+        Command::Run { config, profile } => run(&config, profile.as_deref()),
+        Command::Tune => {
+            let report = tollgate::tune::inspect();
+            let rec = tollgate::tune::recommend(&report);
+            print!("{}", tollgate::tune::render(&report, &rec));
+            ExitCode::SUCCESS
+        }
     }
 }
 
@@ -62,8 +76,8 @@ fn print_config_error(e: &ConfigError) {
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
-    match config::load(path, &Host::detect()) {
+fn check(path: &Path, profile: Option<&Path>) -> ExitCode {
+    match config::load_with_profile(path, profile, &Host::detect()) {
         Ok(snap) => {
             let routes: usize = snap.apis.iter().map(|a| a.routes.len()).sum();
             println!(
@@ -83,8 +97,8 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn run(path: &std::path::Path) -> ExitCode {
-    let snap = match config::load(path, &Host::detect()) {
+fn run(path: &Path, profile: Option<&Path>) -> ExitCode {
+    let snap = match config::load_with_profile(path, profile, &Host::detect()) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             print_config_error(&e);

@@ -138,6 +138,12 @@ fn allocations_per_request_stay_small_and_fixed() {
     let proxied = per_request(b"GET /api/x HTTP/1.1\r\nHost: t\r\n\r\n");
     println!("allocations per request: mock {mock:.2}, proxied {proxied:.2}");
     // Measured 2026-11-25: mock 11.5, proxied 27.0.
-    assert!(mock <= 13.0, "mock path allocates {mock:.2} times per request");
-    assert!(proxied <= 30.0, "proxy path allocates {proxied:.2} times per request");
+    assert!(
+        mock <= 13.0,
+        "mock path allocates {mock:.2} times per request"
+    );
+    assert!(
+        proxied <= 30.0,
+        "proxy path allocates {proxied:.2} times per request"
+    );
 }

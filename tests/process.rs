@@ -256,3 +256,58 @@ fn memory_stays_bounded_for_large_bodies() {
     );
     let _ = std::io::stdout().flush();
 }
+
+#[test]
+fn tune_prints_a_profile_that_validates() {
+    let out = bin().arg("tune").output().expect("run tune");
+    assert!(out.status.success());
+    let profile = String::from_utf8(out.stdout).expect("utf8");
+    assert!(profile.contains("[server.runtime]"), "{profile}");
+    let file = write_config(&profile);
+    let out = bin()
+        .arg("check")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
+        .arg("--profile")
+        .arg(&file.0)
+        .output()
+        .expect("run check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn shipped_profiles_run() {
+    for p in ["laptop", "edge-16c", "edge-64c-numa"] {
+        let profile = format!("{}/tuning/{p}.toml", env!("CARGO_MANIFEST_DIR"));
+        let cfg = write_config(
+            &proxy_config("127.0.0.1:9".parse().expect("addr"), "")
+                .replace("LISTEN", "127.0.0.1:0"),
+        );
+        let mut child = bin()
+            .arg("run")
+            .arg(&cfg.0)
+            .arg("--profile")
+            .arg(&profile)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr: SocketAddr = loop {
+            let line = lines.next().expect("listening line").expect("read");
+            if let Some(a) = line.strip_prefix("tollgate: listening on http://") {
+                break a.parse().expect("addr");
+            }
+        };
+        let mut c = Client::connect(addr);
+        assert_eq!(c.get("/mock").status, 200, "profile {p}");
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        assert!(child.wait().expect("wait").success());
+    }
+}

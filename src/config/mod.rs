@@ -6,10 +6,17 @@
 //! user fixes a file in one pass. Syntax and type errors come from the TOML
 //! parser and carry the key path and the line.
 
+mod host;
+mod merge;
 pub mod schema;
 mod snapshot;
 
-pub use snapshot::{Api, Listener, Mount, Resolved, ServerSettings, Snapshot, Stage, Timeouts};
+pub use host::{parse_cpu_list, Host};
+pub use merge::merge;
+
+pub use snapshot::{
+    Api, Listener, Mount, Resolved, Runtime, ServerSettings, Snapshot, Stage, Timeouts,
+};
 
 use std::fmt;
 use std::path::Path;
@@ -56,37 +63,6 @@ impl ConfigError {
     }
 }
 
-/// Facts about the host the snapshot is built for.
-#[derive(Debug, Clone)]
-pub struct Host {
-    /// CPUs this process may run on (its affinity mask).
-    pub cpus: Vec<usize>,
-}
-
-impl Host {
-    /// Reads the affinity mask of this process.
-    pub fn detect() -> Host {
-        let mut cpus = Vec::new();
-        // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most
-        // size_of::<cpu_set_t>() bytes into it and we pass that size.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
-                for cpu in 0..libc::CPU_SETSIZE as usize {
-                    if libc::CPU_ISSET(cpu, &set) {
-                        cpus.push(cpu);
-                    }
-                }
-            }
-        }
-        if cpus.is_empty() {
-            let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-            cpus = (0..n).collect();
-        }
-        Host { cpus }
-    }
-}
-
 /// Parses TOML text into the schema, with the key path on error.
 pub fn parse(text: &str) -> Result<schema::Config, ConfigIssue> {
     let de = toml::Deserializer::new(text);
@@ -119,12 +95,49 @@ pub fn from_str(text: &str, file: &str, host: &Host) -> Result<Snapshot, ConfigE
 
 /// Reads, parses and validates a configuration file.
 pub fn load(path: &Path, host: &Host) -> Result<Snapshot, ConfigError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        file: file.clone(),
+    load_with_profile(path, None, host)
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: path.display().to_string(),
         source,
+    })
+}
+
+/// Reads a configuration file, merges a tuning profile over it (see
+/// [`merge`]), and validates the result.
+pub fn load_with_profile(
+    path: &Path,
+    profile: Option<&Path>,
+    host: &Host,
+) -> Result<Snapshot, ConfigError> {
+    let text = read(path)?;
+    let Some(profile) = profile else {
+        return from_str(&text, &path.display().to_string(), host);
+    };
+    let file = format!("{} + profile {}", path.display(), profile.display());
+    let invalid = |issues| ConfigError::Invalid {
+        file: file.clone(),
+        issues,
+    };
+    let as_value = |text: &str, name: &Path| {
+        toml::from_str::<toml::Value>(text).map_err(|e| ConfigIssue {
+            path: name.display().to_string(),
+            reason: e.message().trim().to_string(),
+        })
+    };
+    let mut base = as_value(&text, path).map_err(|i| invalid(vec![i]))?;
+    let overlay = as_value(&read(profile)?, profile).map_err(|i| invalid(vec![i]))?;
+    merge(&mut base, overlay);
+    let config: schema::Config = serde_path_to_error::deserialize(base).map_err(|e| {
+        let path = e.path().to_string();
+        invalid(vec![ConfigIssue {
+            path,
+            reason: e.into_inner().message().trim().to_string(),
+        }])
     })?;
-    from_str(&text, &file, host)
+    Snapshot::build(&config, host).map_err(invalid)
 }
 
 #[cfg(test)]

@@ -41,6 +41,15 @@ pub const DEFAULT_MAX_IDLE_PER_BACKEND: usize = 256;
 pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Listen backlog.
 pub const DEFAULT_BACKLOG: u32 = 1024;
+/// io_uring fixed-buffer memory per shard: tollgate does no DMA file I/O,
+/// so small (glommio's default is 10 MiB of locked memory).
+pub const DEFAULT_IO_MEMORY: usize = 64 * 1024;
+/// io_uring submission queue entries per ring.
+pub const DEFAULT_RING_DEPTH: usize = 128;
+/// How long an idle shard spins before sleeping in the kernel (0 = never).
+pub const DEFAULT_SPIN_BEFORE_PARK: Duration = Duration::ZERO;
+/// glommio's task-queue preemption timer.
+pub const DEFAULT_PREEMPT_TIMER: Duration = Duration::from_millis(100);
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -86,6 +95,40 @@ pub struct ServerConfig {
     pub timeouts: TimeoutsConfig,
     #[serde(default)]
     pub upstream: UpstreamConfig,
+    /// Backlog of listeners that do not set their own.
+    #[serde(default = "default_backlog")]
+    pub backlog: u32,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+}
+
+/// Per-shard executor settings (hardware tuning; see `tuning/`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Bytes of io_uring fixed buffers per shard (locked memory).
+    pub io_memory: usize,
+    /// Submission queue entries per io_uring ring.
+    pub ring_depth: usize,
+    /// Spin this long before sleeping when a shard runs out of work: lower
+    /// wake-up latency for a core that does nothing else, at the cost of
+    /// burning it while idle.
+    #[serde(with = "humantime_serde")]
+    pub spin_before_park: Duration,
+    /// Longest a task queue runs before the executor checks for other work.
+    #[serde(with = "humantime_serde")]
+    pub preempt_timer: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            io_memory: DEFAULT_IO_MEMORY,
+            ring_depth: DEFAULT_RING_DEPTH,
+            spin_before_park: DEFAULT_SPIN_BEFORE_PARK,
+            preempt_timer: DEFAULT_PREEMPT_TIMER,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -98,6 +141,8 @@ impl Default for ServerConfig {
             limits: LimitsConfig::default(),
             timeouts: TimeoutsConfig::default(),
             upstream: UpstreamConfig::default(),
+            backlog: DEFAULT_BACKLOG,
+            runtime: RuntimeConfig::default(),
         }
     }
 }
@@ -113,8 +158,9 @@ pub struct ListenConfig {
     /// Listeners are TLS unless they say `tls = false`.
     #[serde(default = "yes")]
     pub tls: bool,
-    #[serde(default = "default_backlog")]
-    pub backlog: u32,
+    /// Defaults to `server.backlog`.
+    #[serde(default)]
+    pub backlog: Option<u32>,
 }
 
 fn yes() -> bool {

@@ -48,6 +48,16 @@ pub struct ServerSettings {
     pub timeouts: Timeouts,
     pub max_idle_per_backend: usize,
     pub upstream_idle_timeout: Duration,
+    pub runtime: Runtime,
+}
+
+/// Executor settings for each shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Runtime {
+    pub io_memory: usize,
+    pub ring_depth: usize,
+    pub spin_before_park: Duration,
+    pub preempt_timer: Duration,
 }
 
 /// A stage of an API: its integrations, indexed by route id.
@@ -189,10 +199,11 @@ impl Snapshot {
 
         let cores = match &s.shards {
             Shards::Named(n) if n == "auto" => host.cpus.clone(),
+            Shards::Named(n) if n == "physical" => host.physical_cpus(),
             Shards::Named(n) => {
                 issue(
                     "server.shards".into(),
-                    format!("`{n}` is not \"auto\", a number of shards, or a list of cores"),
+                    format!("`{n}` is not \"auto\", \"physical\", a number of shards, or a list of cores"),
                 );
                 Vec::new()
             }
@@ -250,7 +261,7 @@ impl Snapshot {
                     }
                     listeners.push(Listener {
                         addr,
-                        backlog: l.backlog,
+                        backlog: l.backlog.unwrap_or(s.backlog),
                     });
                 }
                 Err(_) => issue(
@@ -264,7 +275,7 @@ impl Snapshot {
                     "TLS listeners are not available in this build yet; set tls = false for plain HTTP".into(),
                 );
             }
-            if l.backlog == 0 {
+            if l.backlog == Some(0) {
                 issue(format!("{path}.backlog"), "must be at least 1".into());
             }
         }
@@ -342,6 +353,31 @@ impl Snapshot {
                     "must be greater than zero".into(),
                 );
             }
+        }
+        if s.backlog == 0 {
+            issue("server.backlog".into(), "must be at least 1".into());
+        }
+        let rt = &s.runtime;
+        if !(4096..=(1 << 30)).contains(&rt.io_memory) {
+            issue(
+                "server.runtime.io_memory".into(),
+                format!(
+                    "{} is outside the allowed range 4096..=1073741824 bytes",
+                    rt.io_memory
+                ),
+            );
+        }
+        if !rt.ring_depth.is_power_of_two() || !(16..=32768).contains(&rt.ring_depth) {
+            issue(
+                "server.runtime.ring_depth".into(),
+                format!("{} must be a power of two from 16 to 32768", rt.ring_depth),
+            );
+        }
+        if rt.preempt_timer.is_zero() {
+            issue(
+                "server.runtime.preempt_timer".into(),
+                "must be greater than zero".into(),
+            );
         }
         if s.upstream.idle_timeout.is_zero() {
             issue(
@@ -566,6 +602,12 @@ impl Snapshot {
                 },
                 max_idle_per_backend: s.upstream.max_idle_per_backend,
                 upstream_idle_timeout: s.upstream.idle_timeout,
+                runtime: Runtime {
+                    io_memory: rt.io_memory,
+                    ring_depth: rt.ring_depth,
+                    spin_before_park: rt.spin_before_park,
+                    preempt_timer: rt.preempt_timer,
+                },
             },
             apis,
             mounts,

@@ -1,7 +1,7 @@
 use super::*;
 
 fn host() -> Host {
-    Host { cpus: vec![0, 1] }
+    Host::with_cpus(vec![0, 1])
 }
 
 fn build(text: &str) -> Result<Snapshot, Vec<ConfigIssue>> {

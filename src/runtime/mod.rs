@@ -7,7 +7,7 @@
 
 mod preflight;
 
-pub use preflight::{preflight, PreflightError};
+pub use preflight::{memlock_limit_kib, preflight, probe_ring, PreflightError};
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -19,10 +19,6 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Snapshot;
 use crate::server::{self, Shard};
-
-/// Memory each executor registers for io_uring fixed buffers. tollgate does
-/// no DMA file I/O, so keep it small and well under the default memlock.
-const IO_MEMORY: usize = 64 << 10;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +81,9 @@ impl Stopper {
 
 /// Opens the listening sockets and starts one shard per configured core.
 pub fn start(snapshot: Arc<Snapshot>) -> Result<Gateway, StartError> {
-    preflight(snapshot.server.cores.len())?;
+    let rt = snapshot.server.runtime;
+    preflight(snapshot.server.cores.len(), rt.io_memory)?;
+    raise_nofile_limit();
     let cores = snapshot.server.cores.clone();
     let mut per_shard: Vec<Vec<std::net::TcpListener>> = cores.iter().map(|_| Vec::new()).collect();
     let mut addrs = Vec::new();
@@ -112,7 +110,10 @@ pub fn start(snapshot: Arc<Snapshot>) -> Result<Gateway, StartError> {
         let stop_flag = stop.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
             .name(&format!("tollgate-{i}"))
-            .io_memory(IO_MEMORY)
+            .io_memory(rt.io_memory)
+            .ring_depth(rt.ring_depth)
+            .spin_before_park(rt.spin_before_park)
+            .preempt_timer(rt.preempt_timer)
             .spawn(move || async move {
                 let shard = Rc::new(Shard::new(i, snap));
                 server::run_shard(shard, listeners, stop_flag, drain).await;
@@ -138,6 +139,25 @@ pub fn start(snapshot: Arc<Snapshot>) -> Result<Gateway, StartError> {
         stop,
         addrs,
     })
+}
+
+/// Raises the soft open-files limit to the hard limit: every client and
+/// backend connection is a descriptor, and the soft default (often 1024)
+/// is far below what an edge gateway holds. What the hard limit allows is
+/// the operator's decision (LimitNOFILE= in tuning/tollgate.service).
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write one rlimit struct at the
+    // pointer given, which points at `lim`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 /// A listening socket with SO_REUSEPORT and the configured backlog (glommio's

@@ -7,8 +7,6 @@
 //! kernel without io_uring (ENOSYS), and a locked-memory limit too low for
 //! the fixed buffers each shard registers.
 
-use super::IO_MEMORY;
-
 /// Why io_uring cannot be used; the message names the fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PreflightError {
@@ -24,8 +22,9 @@ pub enum PreflightError {
     Memlock { have: u64, need: u64, shards: usize },
 }
 
-/// Runs every check for `shards` executors.
-pub fn preflight(shards: usize) -> Result<(), PreflightError> {
+/// Runs every check for `shards` executors registering `io_memory` bytes
+/// of io_uring buffers each.
+pub fn preflight(shards: usize, io_memory: usize) -> Result<(), PreflightError> {
     if let Ok(text) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
         // 1 means only root / io_uring_group may create rings; the probe
         // below tells whether we are allowed.
@@ -34,11 +33,11 @@ pub fn preflight(shards: usize) -> Result<(), PreflightError> {
         }
     }
     probe_ring()?;
-    check_memlock(shards, memlock_limit_kib())
+    check_memlock(shards, io_memory, memlock_limit_kib())
 }
 
 /// Creates and closes a tiny ring.
-fn probe_ring() -> Result<(), PreflightError> {
+pub fn probe_ring() -> Result<(), PreflightError> {
     // io_uring_params is 120 bytes of plain integers; zeroed is a valid
     // request for default flags.
     let mut params = [0u8; 120];
@@ -71,7 +70,7 @@ fn probe_ring() -> Result<(), PreflightError> {
 }
 
 /// Soft RLIMIT_MEMLOCK in KiB (u64::MAX when unlimited).
-fn memlock_limit_kib() -> u64 {
+pub fn memlock_limit_kib() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -84,9 +83,13 @@ fn memlock_limit_kib() -> u64 {
     lim.rlim_cur / 1024
 }
 
-/// Each executor registers IO_MEMORY on two of its rings.
-pub(crate) fn check_memlock(shards: usize, have_kib: u64) -> Result<(), PreflightError> {
-    let need = (shards as u64) * 2 * (IO_MEMORY as u64) / 1024;
+/// Each executor registers `io_memory` on two of its rings.
+pub(crate) fn check_memlock(
+    shards: usize,
+    io_memory: usize,
+    have_kib: u64,
+) -> Result<(), PreflightError> {
+    let need = (shards as u64) * 2 * (io_memory as u64) / 1024;
     if have_kib < need {
         return Err(PreflightError::Memlock {
             have: have_kib,
@@ -103,8 +106,8 @@ mod tests {
 
     #[test]
     fn memlock_rule_names_the_fix() {
-        assert!(check_memlock(2, 8192).is_ok());
-        let e = check_memlock(128, 64).expect_err("too low");
+        assert!(check_memlock(2, 64 * 1024, 8192).is_ok());
+        let e = check_memlock(128, 64 * 1024, 64).expect_err("too low");
         let msg = e.to_string();
         assert!(msg.contains("ulimit -l"), "{msg}");
         assert!(msg.contains("128 shard"), "{msg}");
