@@ -5,7 +5,6 @@
 //! with one write when the driver would otherwise block for more input, so
 //! a batch of pipelined requests costs one `send`.
 
-use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -16,7 +15,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use super::buf::ReadBuf;
-use super::shard::{Buffers, Shard};
+use super::shard::{Buffers, IdleState, Shard};
 use crate::config::Snapshot;
 use crate::http::chunked::{Chunk, ChunkedDecoder};
 use crate::http::request::{self, HeadError, RequestHead};
@@ -100,7 +99,7 @@ pub(super) struct Conn {
     /// Reused for every backend response head.
     pub rhead: ResponseHead,
     peer: PeerIp,
-    idle: Rc<Cell<bool>>,
+    idle: Rc<IdleState>,
     /// Set when closing may leave unread request bytes: close lingering.
     pub linger: bool,
 }
@@ -116,7 +115,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         let _ = write!(cur, "{}", peer.ip());
         cur.position() as usize
     };
-    let idle = Rc::new(Cell::new(false));
+    let idle = Rc::new(IdleState::new(Instant::now()));
     let slot = shard.register(stream.as_raw_fd(), idle.clone());
     shard.stats.accepted.set(shard.stats.accepted.get() + 1);
     let mut conn = Conn {
@@ -244,14 +243,17 @@ impl Conn {
                     _ => return Ok(HeadOutcome::Timeout),
                 }
             };
-            self.idle.set(idle);
             let max = limits.max_header_bytes + 1024;
             let n = if idle {
-                self.idle_read(max, wait).await
+                // The shard's tick enforces the keep-alive deadline.
+                self.idle.deadline.set(self.shard.coarse_now() + wait);
+                self.idle.idle.set(true);
+                let n = self.idle_read(max).await;
+                self.idle.idle.set(false);
+                n
             } else {
                 read_into(&mut self.stream, &mut self.rbuf, 1024, max, wait).await
             };
-            self.idle.set(false);
             match n {
                 Ok(0) if self.rbuf.is_empty() => return Ok(HeadOutcome::Done),
                 Ok(0) => return Err(ConnError::Closed),
@@ -269,12 +271,13 @@ impl Conn {
 
     /// Waits for the next request on an idle connection without holding
     /// buffers: they go back to the shard while the socket has nothing to
-    /// read, and are taken again when it does.
-    async fn idle_read(&mut self, max_total: usize, wait: Duration) -> Result<usize, ConnError> {
+    /// read, and are taken again when it does. No timer: the shard's tick
+    /// ends the wait at the keep-alive deadline by shutting the read side.
+    async fn idle_read(&mut self, max_total: usize) -> Result<usize, ConnError> {
         use futures_lite::AsyncRead;
         use std::pin::Pin;
         use std::task::Poll;
-        let mut read = futures_lite::future::poll_fn(|cx| {
+        futures_lite::future::poll_fn(|cx| {
             self.unpark();
             let spare = self.rbuf.spare(1024, max_total);
             match Pin::new(&mut self.stream).poll_read(cx, spare) {
@@ -288,22 +291,8 @@ impl Conn {
                 }
                 Poll::Ready(Err(e)) => Poll::Ready(Err(ConnError::Io(e))),
             }
-        });
-        if let Some(r) = futures_lite::future::poll_once(&mut read).await {
-            return r;
-        }
-        match glommio::timer::timeout(wait, async {
-            read.await.map_err(|e| match e {
-                ConnError::Io(e) => glommio::GlommioError::IoError(e),
-                other => glommio::GlommioError::IoError(io::Error::other(other.to_string())),
-            })
         })
         .await
-        {
-            Ok(n) => Ok(n),
-            Err(glommio::GlommioError::TimedOut(_)) => Err(ConnError::Timeout),
-            Err(e) => Err(ConnError::Io(e.into())),
-        }
     }
 
     /// Returns this connection's buffers to the shard (nothing is pending).

@@ -47,6 +47,7 @@ pub async fn run_shard(
     let mut last_sweep = Instant::now();
     while !stop.load(Ordering::Acquire) {
         glommio::timer::sleep(TICK).await;
+        shard.expire_idle(Instant::now());
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = Instant::now();
             shard.sweep(last_sweep);

@@ -42,11 +42,30 @@ pub struct ShardStats {
     pub gateway_errors: Cell<u64>,
 }
 
-/// A connection known to the shard, for draining at shutdown.
+/// Whether a connection waits for a new request, and until when.
+///
+/// Keep-alive timeouts are enforced by the shard's tick
+/// ([`Shard::expire_idle`]) rather than a timer per wait: a busy shard would
+/// otherwise create and cancel a timer for every request.
+#[derive(Debug)]
+pub struct IdleState {
+    pub idle: Cell<bool>,
+    pub deadline: Cell<Instant>,
+}
+
+impl IdleState {
+    pub fn new(now: Instant) -> IdleState {
+        IdleState {
+            idle: Cell::new(false),
+            deadline: Cell::new(now),
+        }
+    }
+}
+
+/// A connection known to the shard, for keep-alive expiry and draining.
 struct ConnSlot {
     fd: RawFd,
-    /// True while the connection waits for a new request.
-    idle: Rc<Cell<bool>>,
+    idle: Rc<IdleState>,
 }
 
 pub struct Shard {
@@ -61,6 +80,9 @@ pub struct Shard {
     draining: Cell<bool>,
     rng: Cell<u64>,
     date_secs: Cell<u64>,
+    /// The shard's clock, advanced by its tick (25 ms resolution): good
+    /// enough for keep-alive deadlines, free to read.
+    coarse_now: Cell<Instant>,
     date: RefCell<[u8; 29]>,
     conns: RefCell<Vec<Option<ConnSlot>>>,
     free_slots: RefCell<Vec<usize>>,
@@ -84,6 +106,7 @@ impl Shard {
             draining: Cell::new(false),
             rng: Cell::new(seed | 1),
             date_secs: Cell::new(0),
+            coarse_now: Cell::new(Instant::now()),
             date: RefCell::new([b' '; 29]),
             conns: RefCell::new(Vec::new()),
             free_slots: RefCell::new(Vec::new()),
@@ -131,7 +154,7 @@ impl Shard {
     pub fn begin_drain(&self) {
         self.draining.set(true);
         for slot in self.conns.borrow().iter().flatten() {
-            if slot.idle.get() {
+            if slot.idle.idle.get() {
                 // Wake the pending read with EOF; the connection task then
                 // closes normally.
                 // SAFETY: shutdown(2) on an fd owned by a live connection
@@ -145,7 +168,7 @@ impl Shard {
     }
 
     /// Registers a connection; returns its slot for [`Shard::unregister`].
-    pub fn register(&self, fd: RawFd, idle: Rc<Cell<bool>>) -> usize {
+    pub fn register(&self, fd: RawFd, idle: Rc<IdleState>) -> usize {
         let slot = ConnSlot { fd, idle };
         let mut conns = self.conns.borrow_mut();
         let i = match self.free_slots.borrow_mut().pop() {
@@ -223,5 +246,28 @@ impl Shard {
     /// Periodic housekeeping: idle backend connections.
     pub fn sweep(&self, now: Instant) {
         self.pool.sweep(now);
+    }
+
+    /// The shard's coarse clock (see `coarse_now`).
+    #[inline]
+    pub fn coarse_now(&self) -> Instant {
+        self.coarse_now.get()
+    }
+
+    /// Advances the coarse clock and closes keep-alive connections idle past
+    /// their deadline: shutting down the read side makes their pending read
+    /// return end-of-file, and the connection task closes normally.
+    pub fn expire_idle(&self, now: Instant) {
+        self.coarse_now.set(now);
+        for slot in self.conns.borrow().iter().flatten() {
+            if slot.idle.idle.get() && slot.idle.deadline.get() <= now {
+                slot.idle.idle.set(false);
+                // SAFETY: shutdown(2) on an fd owned by a live connection
+                // task (slots are removed before the stream is dropped).
+                unsafe {
+                    libc::shutdown(slot.fd, libc::SHUT_RD);
+                }
+            }
+        }
     }
 }
