@@ -171,9 +171,16 @@ fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<std::net::TcpListener
     let sock = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     sock.set_reuse_address(true)?;
     sock.set_reuse_port(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener on Linux, so
+    // responses are never held back by Nagle and no per-connection
+    // setsockopt is needed.
+    sock.set_nodelay(true)?;
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
     }
+    // Non-blocking, so glommio's speculative accept needs no fcntl calls
+    // (vendor/glommio/TOLLGATE-PATCH.md, change 3).
+    sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     sock.listen(backlog.min(i32::MAX as u32) as i32)?;
     Ok(sock.into())

@@ -108,7 +108,6 @@ pub(super) struct Conn {
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     use std::io::Write as _;
     use std::os::fd::AsRawFd;
-    let _ = stream.set_nodelay(true);
     let mut text = [0u8; 48];
     let len = {
         let mut cur = io::Cursor::new(&mut text[..]);

@@ -8,16 +8,19 @@ use crate::sys;
 use nix::sys::socket::{MsgFlags, SockaddrLike};
 use std::{io, os::unix::io::RawFd};
 
-fn yolo_accept(fd: RawFd) -> Option<io::Result<RawFd>> {
-    let flags =
-        nix::fcntl::OFlag::from_bits(nix::fcntl::fcntl(fd, nix::fcntl::F_GETFL).unwrap()).unwrap();
-    nix::fcntl::fcntl(
-        fd,
-        nix::fcntl::F_SETFL(flags | nix::fcntl::OFlag::O_NONBLOCK),
-    )
-    .unwrap();
-    let r = sys::accept_syscall(fd);
-    nix::fcntl::fcntl(fd, nix::fcntl::F_SETFL(flags)).unwrap();
+/// tollgate patch: a listener that is already non-blocking is accepted from
+/// directly; only a blocking one gets O_NONBLOCK toggled around the call.
+fn yolo_accept(fd: RawFd, nonblocking: bool) -> Option<io::Result<RawFd>> {
+    let r = if nonblocking {
+        sys::accept_syscall(fd)
+    } else {
+        let flags = nix::fcntl::OFlag::from_bits(nix::fcntl::fcntl(fd, nix::fcntl::F_GETFL).unwrap())
+            .unwrap();
+        nix::fcntl::fcntl(fd, nix::fcntl::F_SETFL(flags | nix::fcntl::OFlag::O_NONBLOCK)).unwrap();
+        let r = sys::accept_syscall(fd);
+        nix::fcntl::fcntl(fd, nix::fcntl::F_SETFL(flags)).unwrap();
+        r
+    };
     match r {
         Ok(x) => Some(Ok(x)),
         Err(err) => match err.kind() {

@@ -75,17 +75,25 @@ type Result<T> = crate::Result<T, ()>;
 pub struct TcpListener {
     reactor: Weak<Reactor>,
     listener: net::TcpListener,
+    /// tollgate patch: whether the listening socket is O_NONBLOCK, read
+    /// once, so the speculative accept needs no fcntl calls.
+    nonblocking: bool,
 }
 
 impl FromRawFd for TcpListener {
     /// Convert an already bound and listening RawFd into a TcpListener
     unsafe fn from_raw_fd(fd: RawFd) -> Self {
+        let nonblocking = nix::fcntl::fcntl(fd, nix::fcntl::F_GETFL)
+            .ok()
+            .and_then(nix::fcntl::OFlag::from_bits)
+            .is_some_and(|f| f.contains(nix::fcntl::OFlag::O_NONBLOCK));
         let sk = Socket::from_raw_fd(fd);
         let listener = sk.into();
 
         TcpListener {
             reactor: Rc::downgrade(&crate::executor().reactor()),
             listener,
+            nonblocking,
         }
     }
 }
@@ -132,6 +140,7 @@ impl TcpListener {
         Ok(TcpListener {
             reactor: Rc::downgrade(&crate::executor().reactor()),
             listener,
+            nonblocking: false,
         })
     }
 
@@ -166,7 +175,7 @@ impl TcpListener {
     pub async fn shared_accept(&self) -> Result<AcceptedTcpStream> {
         let reactor = self.reactor.upgrade().unwrap();
         let raw_fd = self.listener.as_raw_fd();
-        if let Some(r) = yolo_accept(raw_fd) {
+        if let Some(r) = yolo_accept(raw_fd, self.nonblocking) {
             match r {
                 Ok(fd) => {
                     return Ok(AcceptedTcpStream { fd });
