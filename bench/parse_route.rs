@@ -18,6 +18,7 @@ Accept-Encoding: gzip, deflate, br\r\n\
 Accept-Language: en-US,en;q=0.9\r\n\
 Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.e30.abc\r\n\
 X-Forwarded-For: 198.51.100.7\r\n\
+Cookie: session=3f2a9c1e7b\r\n\
 Connection: keep-alive\r\n\
 \r\n";
     head.as_bytes().to_vec()
