@@ -56,10 +56,16 @@ struct Running {
 
 impl Running {
     fn start(config: &str) -> Running {
+        Running::start_with(config, &[])
+    }
+
+    /// `tollgate run CONFIG EXTRA...`, waiting until it listens.
+    fn start_with(config: &str, extra: &[&str]) -> Running {
         let cfg = write_config(&config.replace("LISTEN", "127.0.0.1:0"));
         let mut child = bin()
             .arg("run")
             .arg(&cfg.0)
+            .args(extra)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -282,32 +288,15 @@ fn tune_prints_a_profile_that_validates() {
 fn shipped_profiles_run() {
     for p in ["laptop", "edge-16c", "edge-64c-numa"] {
         let profile = format!("{}/tuning/{p}.toml", env!("CARGO_MANIFEST_DIR"));
-        let cfg = write_config(
-            &proxy_config("127.0.0.1:9".parse().expect("addr"), "")
-                .replace("LISTEN", "127.0.0.1:0"),
+        let config = proxy_config("127.0.0.1:9".parse().expect("addr"), "");
+        let mut gw = Running::start_with(&config, &["--profile", &profile]);
+        assert_eq!(
+            Client::connect(gw.addr).get("/mock").status,
+            200,
+            "profile {p}"
         );
-        let mut child = bin()
-            .arg("run")
-            .arg(&cfg.0)
-            .arg("--profile")
-            .arg(&profile)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let addr: SocketAddr = loop {
-            let line = lines.next().expect("listening line").expect("read");
-            if let Some(a) = line.strip_prefix("tollgate: listening on http://") {
-                break a.parse().expect("addr");
-            }
-        };
-        let mut c = Client::connect(addr);
-        assert_eq!(c.get("/mock").status, 200, "profile {p}");
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
-        }
-        assert!(child.wait().expect("wait").success());
+        gw.signal(libc::SIGTERM);
+        let status = gw.wait_exit(Duration::from_secs(5)).expect("exits");
+        assert!(status.success(), "profile {p}: {status:?}");
     }
 }

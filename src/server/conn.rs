@@ -67,6 +67,18 @@ impl RequestId {
     pub(super) fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
+
+    /// A new UUID-form id from the shard's generator.
+    fn generated(shard: &Shard) -> RequestId {
+        let mut uuid = [0u8; 36];
+        shard.request_id(&mut uuid);
+        let mut id = RequestId {
+            bytes: [0; MAX_REQUEST_ID],
+            len: 36,
+        };
+        id.bytes[..36].copy_from_slice(&uuid);
+        id
+    }
 }
 
 /// The facts about a request the pipeline needs after its head is consumed.
@@ -179,16 +191,11 @@ impl Conn {
                 HeadOutcome::Done => return Ok(()),
                 HeadOutcome::Reject(e) => {
                     self.linger = true;
-                    let version = Version::Http11;
-                    self.shard
-                        .stats
-                        .gateway_errors
-                        .set(self.shard.stats.gateway_errors.get() + 1);
-                    self.error_response(&snap, e.status(), version, false, false);
+                    self.error_response(&snap, e.status());
                     return Ok(());
                 }
                 HeadOutcome::Timeout => {
-                    self.error_response(&snap, 408, Version::Http11, false, false);
+                    self.error_response(&snap, 408);
                     return Ok(());
                 }
             };
@@ -444,11 +451,7 @@ impl Conn {
                 }
             }
         }
-        let mut uuid = [0u8; 36];
-        self.shard.request_id(&mut uuid);
-        id.bytes[..36].copy_from_slice(&uuid);
-        id.len = 36;
-        id
+        RequestId::generated(&self.shard)
     }
 
     fn body_buffered(&self, body: BodyKind) -> bool {
@@ -571,23 +574,13 @@ impl Conn {
         self.local_response(snap, &resp, info, rid);
     }
 
-    /// Queues an error for a request whose head could not be parsed.
-    fn error_response(
-        &mut self,
-        snap: &Snapshot,
-        status: u16,
-        version: Version,
-        keep_alive: bool,
-        head_request: bool,
-    ) {
-        let mut uuid = [0u8; 36];
-        self.shard.request_id(&mut uuid);
-        let mut rid = RequestId {
-            bytes: [0; MAX_REQUEST_ID],
-            len: 36,
-        };
-        rid.bytes[..36].copy_from_slice(&uuid);
-        self.error_with_id(snap, status, version, keep_alive, head_request, &rid);
+    /// Counts and queues an error for a request whose head could not be
+    /// parsed (or did not arrive in time): HTTP/1.1, then close.
+    fn error_response(&mut self, snap: &Snapshot, status: u16) {
+        let errors = &self.shard.stats.gateway_errors;
+        errors.set(errors.get() + 1);
+        let rid = RequestId::generated(&self.shard);
+        self.error_with_id(snap, status, Version::Http11, false, false, &rid);
     }
 
     /// Sends everything queued in the write buffer.

@@ -113,12 +113,15 @@ pub fn recommend(r: &HostReport) -> Recommendation {
         .filter(|(_, c)| !c.is_empty())
         .count()
         .max(1);
-    let (name, ring_depth, backlog, max_idle, spin) = if cpus <= 4 {
-        ("laptop", 128, 1024, 64, 0)
+    // No spinning before parking: it showed no CPU-per-request gain in
+    // bench/compare.sh, and glommio's spin loop allocates on every turn.
+    let spin = 0;
+    let (name, ring_depth, backlog, max_idle) = if cpus <= 4 {
+        ("laptop", 128, 1024, 64)
     } else if cpus <= 32 && numa == 1 {
-        ("edge-16c", 256, 4096, 256, 50)
+        ("edge-16c", 256, 4096, 256)
     } else {
-        ("edge-64c-numa", 512, 8192, 256, 50)
+        ("edge-64c-numa", 512, 8192, 256)
     };
     // On big SMT hosts one shard per physical core: two busy shards on one
     // core's hyperthreads share its execution units.
