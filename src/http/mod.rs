@@ -18,6 +18,7 @@
 pub mod chunked;
 pub mod request;
 pub mod response;
+mod target;
 pub mod write;
 
 use std::ops::Range;
