@@ -243,7 +243,7 @@ impl Conn {
             let wait = if idle {
                 server.timeouts.keepalive
             } else {
-                let start = *started.get_or_insert_with(Instant::now);
+                let start = *started.get_or_insert_with(|| self.shard.coarse_now());
                 match server.timeouts.client_header.checked_sub(start.elapsed()) {
                     Some(d) if !d.is_zero() => d,
                     _ => return Ok(HeadOutcome::Timeout),
@@ -264,8 +264,10 @@ impl Conn {
                 Ok(0) if self.rbuf.is_empty() => return Ok(HeadOutcome::Done),
                 Ok(0) => return Err(ConnError::Closed),
                 Ok(_) => {
+                    // The head's clock starts with its first bytes (the
+                    // shard's coarse clock: no clock read per request).
                     if started.is_none() {
-                        started = Some(Instant::now());
+                        started = Some(self.shard.coarse_now());
                     }
                 }
                 Err(ConnError::Timeout) if idle => return Ok(HeadOutcome::Done),

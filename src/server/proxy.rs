@@ -98,7 +98,7 @@ impl Conn {
             let pooled = if retried {
                 None
             } else {
-                pool.checkout(integ.addr, Instant::now(), retryable)
+                pool.checkout(integ.addr, shard.coarse_now(), retryable)
             };
             let mut up = match pooled {
                 Some(c) => c,
@@ -204,7 +204,7 @@ impl Conn {
         match relayed {
             Ok(()) => {
                 if self.rhead.keep_alive && up.rbuf.is_empty() {
-                    pool.checkin(up, Instant::now());
+                    pool.checkin(up, shard.coarse_now());
                 }
                 Ok(if keep_alive {
                     Next::KeepAlive
