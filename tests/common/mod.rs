@@ -51,6 +51,14 @@ impl Drop for TestGateway {
     }
 }
 
+/// The first value of header `name` (case-insensitive).
+pub fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
 /// A request as the origin received it.
 #[derive(Debug, Clone)]
 pub struct Req {
@@ -67,10 +75,7 @@ pub struct Req {
 
 impl Req {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header_value(&self.headers, name)
     }
 
     pub fn header_count(&self, name: &str) -> usize {
@@ -261,12 +266,7 @@ fn read_request(r: &mut impl BufRead, conn: usize, nth: usize) -> Option<Req> {
     let mut parts = line.split(' ');
     let method = parts.next()?.to_string();
     let target = parts.next()?.to_string();
-    let find = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.clone())
-    };
+    let find = |n: &str| header_value(&headers, n).map(str::to_string);
     let chunked = find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
     let body = if chunked {
         read_chunked(r)?
@@ -299,10 +299,7 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header_value(&self.headers, name)
     }
 
     pub fn text(&self) -> String {
@@ -341,12 +338,7 @@ impl Client {
     pub fn read_response(&mut self, head_request: bool) -> Option<Resp> {
         let (line, headers) = read_head(&mut self.reader)?;
         let status: u16 = line.split(' ').nth(1)?.parse().ok()?;
-        let find = |n: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(n))
-                .map(|(_, v)| v.clone())
-        };
+        let find = |n: &str| header_value(&headers, n).map(str::to_string);
         let chunked = find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
         let no_body =
             head_request || status == 204 || status == 304 || (100..200).contains(&status);
