@@ -8,5 +8,6 @@ pub mod integration;
 pub mod router;
 pub mod runtime;
 pub mod server;
+pub mod throttle;
 pub mod tune;
 pub mod upstream;
