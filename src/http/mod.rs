@@ -10,7 +10,7 @@
 //! * [`request`] parses and validates a request head and decides its framing;
 //! * [`response`] parses a backend's response head and decides its framing;
 //! * [`chunked`] decodes chunked bodies incrementally;
-//! * [`write`] writes heads (upstream requests, client responses, errors).
+//! * [`write`](mod@write) writes heads (upstream requests, client responses, errors).
 //!
 //! Everything here is written by hand because it is the core of the hot path
 //! (see DESIGN.md); `httparse` does the tokenising.
