@@ -438,3 +438,38 @@ fn trace_and_connect_are_refused() {
     assert_eq!(status, 405);
     assert!(origin.requests().is_empty());
 }
+
+#[test]
+fn early_backend_answer_to_an_upload_is_relayed_at_once() {
+    use std::io::{Read, Write};
+    // A raw backend: reads the request head only, refuses at once, and
+    // then neither reads the body nor closes for a while.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut b).unwrap_or(0) == 0 {
+                return;
+            }
+            head.push(b[0]);
+        }
+        let _ = s.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 12\r\n\r\nno thank you");
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let gw = TestGateway::start(&proxy_config(addr, ""));
+    let mut c = gw.connect();
+    let t = Instant::now();
+    c.send(b"POST /api/upload HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n");
+    c.send(&[b'a'; 1000]);
+    let r = c.read_response(false).expect("early response");
+    assert_eq!((r.status, r.text()), (401, "no thank you".to_string()));
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+}

@@ -8,7 +8,9 @@
 //!   idempotent request whose body was fully buffered: retried once on a
 //!   fresh connection (the backend may have closed it while idle);
 //! * a backend that stops mid-body: the client's response is cut short and
-//!   its connection closed, never left hanging.
+//!   its connection closed, never left hanging;
+//! * a backend that answers before the request body is all sent: its answer
+//!   is relayed, the connection closes after it.
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +38,9 @@ enum ReqBody {
 enum SendError {
     Client(BodyError),
     Upstream,
+    /// The backend answered before the whole body was sent (e.g. a 401 or
+    /// 413 for an upload): relay its answer, then close the client.
+    EarlyResponse,
 }
 
 /// Failure while waiting for the response head.
@@ -91,6 +96,10 @@ impl Conn {
         let pool = &shard.pool;
         let mut body = Some(body);
         let mut retried = false;
+        // Set when the backend answered before the request body was all
+        // sent: the rest of the body is not read, so the client connection
+        // closes after the response and the backend connection is dropped.
+        let mut body_cut = false;
 
         let mut up = loop {
             // A retry always goes to a fresh connection: another pooled one
@@ -141,6 +150,7 @@ impl Conn {
                         Err(SendError::Upstream) => {
                             return Ok(self.fail(snap, 502, info, false, rid))
                         }
+                        Err(SendError::EarlyResponse) => body_cut = true,
                     }
                 }
             }
@@ -177,7 +187,9 @@ impl Conn {
         }
         let framing = write::response_framing(&self.rhead, info.version, info.head_request);
         // Draining may have begun while the backend worked: tell the client.
-        let keep_alive = info.keep_alive && framing != Framing::Close && !self.shard.draining();
+        let keep_alive =
+            info.keep_alive && framing != Framing::Close && !self.shard.draining() && !body_cut;
+        self.linger |= body_cut;
         let meta = write::ResponseMeta {
             client: info.version,
             keep_alive,
@@ -203,7 +215,7 @@ impl Conn {
         };
         match relayed {
             Ok(()) => {
-                if self.rhead.keep_alive && up.rbuf.is_empty() {
+                if self.rhead.keep_alive && up.rbuf.is_empty() && !body_cut {
                     pool.checkin(up, shard.coarse_now());
                 }
                 Ok(if keep_alive {
@@ -253,14 +265,15 @@ impl Conn {
                 ReqBody::Done => return Ok(()),
                 ReqBody::Length(remaining) => {
                     if self.rbuf.is_empty() {
-                        self.read_body(client_wait)
-                            .await
-                            .map_err(SendError::Client)?;
+                        self.read_body_or_response(up, client_wait).await?;
                     }
                     let take = (self.rbuf.len() as u64).min(*remaining) as usize;
-                    write_all(&mut up.stream, &self.rbuf.filled()[..take], wait)
+                    if write_all(&mut up.stream, &self.rbuf.filled()[..take], wait)
                         .await
-                        .map_err(|_| SendError::Upstream)?;
+                        .is_err()
+                    {
+                        return Err(backend_spoke(up).await);
+                    }
                     self.rbuf.consume(take);
                     *remaining -= take as u64;
                     if *remaining == 0 {
@@ -271,19 +284,49 @@ impl Conn {
                     self.ubuf.clear();
                     let done = encode_chunks(dec, &mut self.rbuf, &mut self.ubuf, max_body)
                         .map_err(|s| SendError::Client(BodyError::Reject(s)))?;
-                    if !self.ubuf.is_empty() {
-                        write_all(&mut up.stream, &self.ubuf, wait)
-                            .await
-                            .map_err(|_| SendError::Upstream)?;
+                    if !self.ubuf.is_empty()
+                        && write_all(&mut up.stream, &self.ubuf, wait).await.is_err()
+                    {
+                        return Err(backend_spoke(up).await);
                     }
                     if done {
                         return Ok(());
                     }
-                    self.read_body(client_wait)
-                        .await
-                        .map_err(SendError::Client)?;
+                    self.read_body_or_response(up, client_wait).await?;
                 }
             }
+        }
+    }
+
+    /// Waits for more request body from the client while watching the
+    /// backend: response bytes arriving first end the upload early.
+    async fn read_body_or_response(
+        &mut self,
+        up: &mut UpConn,
+        client_wait: Duration,
+    ) -> Result<(), SendError> {
+        enum Side {
+            Client(Result<usize, ConnError>),
+            Backend(Result<usize, ConnError>),
+        }
+        self.flush()
+            .await
+            .map_err(|e| SendError::Client(BodyError::Conn(e)))?;
+        let (cs, cb) = (&mut self.stream, &mut self.rbuf);
+        let (us, ub) = (&mut up.stream, &mut up.rbuf);
+        // Readiness-based reads: the one that loses the race loses no data.
+        let side = futures_lite::future::or(
+            async { Side::Client(read_into(cs, cb, 4096, BODY_CHUNK, client_wait).await) },
+            async { Side::Backend(read_into(us, ub, 4096, BODY_CHUNK, client_wait).await) },
+        )
+        .await;
+        match side {
+            Side::Client(Ok(0)) => Err(SendError::Client(BodyError::Conn(ConnError::Closed))),
+            Side::Client(Ok(_)) => Ok(()),
+            Side::Client(Err(ConnError::Timeout)) => Err(SendError::Client(BodyError::Reject(408))),
+            Side::Client(Err(e)) => Err(SendError::Client(BodyError::Conn(e))),
+            Side::Backend(Ok(n)) if n > 0 => Err(SendError::EarlyResponse),
+            Side::Backend(_) => Err(SendError::Upstream),
         }
     }
 
@@ -467,6 +510,25 @@ fn encode_chunks(
                 return Ok(false);
             }
         }
+    }
+}
+
+/// After a failed write to the backend: did it send a response first (an
+/// early answer to an upload it refused)?
+async fn backend_spoke(up: &mut UpConn) -> SendError {
+    if !up.rbuf.is_empty() {
+        return SendError::EarlyResponse;
+    }
+    let read = read_into(
+        &mut up.stream,
+        &mut up.rbuf,
+        4096,
+        BODY_CHUNK,
+        Duration::from_millis(50),
+    );
+    match read.await {
+        Ok(n) if n > 0 => SendError::EarlyResponse,
+        _ => SendError::Upstream,
     }
 }
 
