@@ -27,8 +27,9 @@
 #              1 r/s, haproxy stick-table http_req_rate > 1/s
 #   https      TLS termination (ECDSA P-256 self-signed, keep-alive), GET
 #              /hello proxied to the origin over plain HTTP
-# tollgate has no cache, rate limiting or TLS yet: those rows say
-# "n/a (feature not available in tollgate yet)"; the peers are measured.
+# tollgate has no cache or TLS yet: those rows say "n/a (feature not
+# available in tollgate yet)"; the peers are measured. Its throttled row
+# uses a route throttle (rate 1, burst 1) on a mock route.
 #
 # Rounds are interleaved: for each round, for each scenario, every proxy
 # runs once (A B C A B C ...). Each measurement is a warm-up run followed by
@@ -450,7 +451,7 @@ for p in "${ALL_PROXIES[@]}"; do
     TGT_URL[static/$p]="$base/static"
     if [[ $p == tollgate ]]; then
         TGT_NA[cachehit/$p]=$NA_TOLLGATE
-        TGT_NA[throttled/$p]=$NA_TOLLGATE
+        TGT_URL[throttled/$p]="$base/throttled"
         TGT_NA[https/$p]=$NA_TOLLGATE
     else
         TGT_URL[cachehit/$p]="$base/cached"
@@ -680,6 +681,11 @@ cat >"$TMP/tollgate.toml" <<EOF
 [server]
 shards = [$PROXY_CORE]
 
+# The account throttle (10,000 rps by default) would cap the benchmark;
+# the throttled scenario uses a route limit instead.
+[server.throttle]
+enabled = false
+
 [[server.listen]]
 addr = "127.0.0.1:${HTTP_PORT[tollgate]}"
 tls = false
@@ -691,6 +697,11 @@ hosts = ["*"]
 [[api.route]]
 key = "GET /static"
 integration = { type = "mock", status = 200, body = "hello world\n" }
+
+[[api.route]]
+key = "GET /throttled"
+integration = { type = "mock", status = 200, body = "hello world\n" }
+throttle = { rate = 1, burst = 1 }
 
 [[api.route]]
 key = "ANY /{proxy+}"

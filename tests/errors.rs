@@ -473,3 +473,34 @@ fn early_backend_answer_to_an_upload_is_relayed_at_once() {
         t.elapsed()
     );
 }
+
+#[test]
+fn throttled_route_gets_429_with_retry_after_and_never_reaches_the_backend() {
+    let origin = Origin::ok("x");
+    let cfg = format!(
+        r#"
+[[server.listen]]
+addr = "LISTEN"
+tls = false
+[[api]]
+name = "t"
+[[api.route]]
+key = "GET /limited"
+integration = {{ type = "http", uri = "http://{}/" }}
+throttle = {{ rate = 0, burst = 0 }}
+[[api.route]]
+key = "GET /free"
+integration = {{ type = "mock", body = "free" }}
+"#,
+        origin.addr
+    );
+    let gw = TestGateway::start(&cfg);
+    let mut c = gw.connect();
+    let r = c.get("/limited");
+    assert_eq!(r.status, 429);
+    assert_eq!(r.text(), r#"{"message":"Too Many Requests"}"#);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    // Other routes are not affected; the connection stays usable.
+    assert_eq!(c.get("/free").text(), "free");
+    assert!(origin.requests().is_empty());
+}

@@ -15,7 +15,7 @@ pub use host::{parse_cpu_list, Host};
 pub use merge::merge;
 
 pub use snapshot::{
-    Api, Listener, Mount, Resolved, Runtime, ServerSettings, Snapshot, Stage, Timeouts,
+    Api, Limit, Listener, Mount, Resolved, Runtime, ServerSettings, Snapshot, Stage, Timeouts,
 };
 
 use std::fmt;

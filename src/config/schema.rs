@@ -100,6 +100,8 @@ pub struct ServerConfig {
     pub backlog: u32,
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    #[serde(default)]
+    pub throttle: ServerThrottleConfig,
 }
 
 /// Per-shard executor settings (hardware tuning; see `tuning/`).
@@ -143,6 +145,7 @@ impl Default for ServerConfig {
             upstream: UpstreamConfig::default(),
             backlog: DEFAULT_BACKLOG,
             runtime: RuntimeConfig::default(),
+            throttle: ServerThrottleConfig::default(),
         }
     }
 }
@@ -275,6 +278,48 @@ pub struct StageConfig {
     pub name: String,
     #[serde(default)]
     pub variables: BTreeMap<String, String>,
+    /// Stage-level throttle (all routes of the stage together).
+    #[serde(default)]
+    pub throttle: Option<ThrottleConfig>,
+}
+
+/// A token-bucket throttle: `rate` requests per second, `burst` bucket size.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleConfig {
+    pub rate: u64,
+    pub burst: u64,
+}
+
+/// Account-level throttle (Amazon API Gateway's per-account limit) and how
+/// shards share limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerThrottleConfig {
+    pub enabled: bool,
+    pub rate: u64,
+    pub burst: u64,
+    /// How often shards and the reconciler exchange lease tokens.
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
+}
+
+/// Account throttle: Amazon API Gateway's 10,000 requests per second...
+pub const DEFAULT_ACCOUNT_RATE: u64 = 10_000;
+/// ...with a burst of 5,000.
+pub const DEFAULT_ACCOUNT_BURST: u64 = 5_000;
+/// Lease exchange interval.
+pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(10);
+
+impl Default for ServerThrottleConfig {
+    fn default() -> Self {
+        ServerThrottleConfig {
+            enabled: true,
+            rate: DEFAULT_ACCOUNT_RATE,
+            burst: DEFAULT_ACCOUNT_BURST,
+            sync_interval: DEFAULT_SYNC_INTERVAL,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -282,6 +327,9 @@ pub struct StageConfig {
 pub struct RouteConfig {
     pub key: String,
     pub integration: IntegrationConfig,
+    /// Route-level throttle, per stage.
+    #[serde(default)]
+    pub throttle: Option<ThrottleConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

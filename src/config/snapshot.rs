@@ -65,6 +65,17 @@ pub struct Runtime {
 pub struct Stage {
     pub name: String,
     pub integrations: Vec<Integration>,
+    /// Index into [`Snapshot::limits`] of the stage's throttle.
+    pub limit: Option<u32>,
+    /// Per route id: index into [`Snapshot::limits`] of its throttle.
+    pub route_limits: Vec<Option<u32>>,
+}
+
+/// One throttle limit, shared by all shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub rate: u64,
+    pub burst: u64,
 }
 
 /// A compiled API.
@@ -147,6 +158,13 @@ pub struct Snapshot {
     pub server: ServerSettings,
     pub apis: Vec<Api>,
     mounts: Vec<Mount>,
+    /// Every throttle limit: the account limit (if enabled) first, then
+    /// stage and route limits.
+    pub limits: Vec<Limit>,
+    /// Index of the account limit in `limits`.
+    pub account_limit: Option<u32>,
+    /// How often shards exchange lease tokens with the reconciler.
+    pub sync_interval: Duration,
 }
 
 impl Snapshot {
@@ -386,6 +404,23 @@ impl Snapshot {
             );
         }
 
+        let mut limits: Vec<Limit> = Vec::new();
+        let th = &s.throttle;
+        let account_limit = if th.enabled {
+            limits.push(Limit {
+                rate: th.rate,
+                burst: th.burst,
+            });
+            Some(0)
+        } else {
+            None
+        };
+        if th.sync_interval.is_zero() || th.sync_interval > Duration::from_secs(1) {
+            issue(
+                "server.throttle.sync_interval".into(),
+                "must be between 1ms and 1s".into(),
+            );
+        }
         let mut apis = Vec::new();
         let mut mounts: Vec<Mount> = Vec::new();
         for (ai, a) in config.apis.iter().enumerate() {
@@ -452,6 +487,7 @@ impl Snapshot {
             let default_stage = [super::schema::StageConfig {
                 name: "$default".into(),
                 variables: Default::default(),
+                throttle: None,
             }];
             let stage_cfgs: &[_] = if a.stages.is_empty() {
                 &default_stage
@@ -558,9 +594,22 @@ impl Snapshot {
                         stage: si as u32,
                     });
                 }
+                let mut add_limit = |t: &Option<super::schema::ThrottleConfig>| {
+                    t.map(|t| {
+                        limits.push(Limit {
+                            rate: t.rate,
+                            burst: t.burst,
+                        });
+                        (limits.len() - 1) as u32
+                    })
+                };
+                let limit = add_limit(&st.throttle);
+                let route_limits = a.routes.iter().map(|r| add_limit(&r.throttle)).collect();
                 stages.push(Stage {
                     name: st.name.clone(),
                     integrations,
+                    limit,
+                    route_limits,
                 });
             }
             apis.push(Api {
@@ -611,6 +660,9 @@ impl Snapshot {
             },
             apis,
             mounts,
+            limits,
+            account_limit,
+            sync_interval: th.sync_interval,
         })
     }
 }

@@ -271,6 +271,7 @@ pub fn error_body(status: u16) -> &'static [u8] {
         413 => br#"{"message":"Request Entity Too Large"}"#,
         414 => br#"{"message":"URI Too Long"}"#,
         417 => br#"{"message":"Expectation Failed"}"#,
+        429 => br#"{"message":"Too Many Requests"}"#,
         431 => br#"{"message":"Request Header Fields Too Large"}"#,
         501 => br#"{"message":"Not Implemented"}"#,
         502 => br#"{"message":"Bad Gateway"}"#,
@@ -281,8 +282,14 @@ pub fn error_body(status: u16) -> &'static [u8] {
     }
 }
 
-/// The header block of every gateway error.
-pub const ERROR_HEADERS: &[u8] = b"content-type: application/json\r\n";
+/// The header block of a gateway error: JSON, and for a 429 when to retry
+/// (leases refill within a second).
+pub fn error_headers(status: u16) -> &'static [u8] {
+    match status {
+        429 => b"content-type: application/json\r\nretry-after: 1\r\n",
+        _ => b"content-type: application/json\r\n",
+    }
+}
 
 /// Canonical reason phrase for a status code.
 pub fn reason_phrase(status: u16) -> &'static str {

@@ -19,6 +19,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Snapshot;
 use crate::server::{self, Shard};
+use crate::throttle::{
+    self,
+    sync::{Coordinator, LimitSpec},
+};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +47,8 @@ pub struct Gateway {
     shards: Vec<ExecutorJoinHandle<()>>,
     stop: Arc<AtomicBool>,
     addrs: Vec<SocketAddr>,
+    /// The throttle reconciler thread; stops when the gateway is dropped.
+    _throttle: Option<Coordinator>,
 }
 
 impl Gateway {
@@ -104,8 +110,36 @@ pub fn start(snapshot: Arc<Snapshot>) -> Result<Gateway, StartError> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let drain = snapshot.server.timeouts.drain;
+    // One reconciler thread for every throttle limit, if there are any.
+    let (coordinator, mut throttles) =
+        if snapshot.limits.is_empty() {
+            (None, Vec::new())
+        } else {
+            let specs: Vec<LimitSpec> = snapshot
+                .limits
+                .iter()
+                .map(|l| LimitSpec {
+                    rate: l.rate,
+                    burst: l.burst,
+                })
+                .collect();
+            let (c, t) = throttle::sync::start(&specs, cores.len(), snapshot.sync_interval)
+                .map_err(|e| StartError::Shard {
+                    shard: 0,
+                    core: cores.first().copied().unwrap_or(0),
+                    reason: format!("cannot start the throttle reconciler: {e}"),
+                })?;
+            (Some(c), t.into_iter().map(Some).collect())
+        };
+    throttles.resize_with(cores.len(), || None);
     let mut shards = Vec::new();
-    for (i, (core, listeners)) in cores.iter().copied().zip(per_shard).enumerate() {
+    for (i, ((core, listeners), throttle)) in cores
+        .iter()
+        .copied()
+        .zip(per_shard)
+        .zip(throttles)
+        .enumerate()
+    {
         let snap = snapshot.clone();
         let stop_flag = stop.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
@@ -115,7 +149,7 @@ pub fn start(snapshot: Arc<Snapshot>) -> Result<Gateway, StartError> {
             .spin_before_park(rt.spin_before_park)
             .preempt_timer(rt.preempt_timer)
             .spawn(move || async move {
-                let shard = Rc::new(Shard::new(i, snap));
+                let shard = Rc::new(Shard::new(i, snap, throttle));
                 server::run_shard(shard, listeners, stop_flag, drain).await;
             })
             .map_err(|e| StartError::Shard {
@@ -138,6 +172,7 @@ pub fn start(snapshot: Arc<Snapshot>) -> Result<Gateway, StartError> {
         shards,
         stop,
         addrs,
+        _throttle: coordinator,
     })
 }
 

@@ -358,7 +358,27 @@ impl Conn {
         }
 
         let resolved = snap.resolve(head.host.map(|h| h.of(buf)), method, head.path(buf));
+        // Throttle levels, most specific first: route (per stage), stage,
+        // account. A refused request never reaches the integration.
+        let mut levels = [0u32; 3];
+        let mut n = 0;
+        if let Some(r) = resolved.as_ref() {
+            if let Some(&Some(l)) = r.stage.route_limits.get(r.route as usize) {
+                levels[n] = l;
+                n += 1;
+            }
+            if let Some(l) = r.stage.limit {
+                levels[n] = l;
+                n += 1;
+            }
+        }
+        if let Some(l) = snap.account_limit {
+            levels[n] = l;
+            n += 1;
+        }
+        let admitted = self.shard.admit(&levels[..n]);
         let local = match resolved.as_ref().and_then(|r| r.integration()) {
+            _ if !admitted => Local::Error(429),
             None => Local::Error(404),
             Some(Integration::Mock(m)) => Local::Mock(m),
             Some(Integration::Http(integ)) => {
@@ -561,7 +581,7 @@ impl Conn {
     ) {
         let resp = LocalResponse {
             status,
-            headers: write::ERROR_HEADERS,
+            headers: write::error_headers(status),
             body: write::error_body(status),
         };
         let info = RequestInfo {

@@ -45,8 +45,11 @@ pub async fn run_shard(
         )));
     }
     let mut last_sweep = Instant::now();
+    // The tick also carries the throttle's lease exchange.
+    let tick = TICK.min(shard.snapshot().sync_interval);
     while !stop.load(Ordering::Acquire) {
-        glommio::timer::sleep(TICK).await;
+        glommio::timer::sleep(tick).await;
+        shard.throttle_tick();
         shard.expire_idle(Instant::now());
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = Instant::now();

@@ -14,6 +14,7 @@ use bytes::BytesMut;
 use super::buf::ReadBuf;
 use crate::config::Snapshot;
 use crate::http::Header;
+use crate::throttle::sync::ShardThrottle;
 use crate::upstream::Pool;
 
 /// Working memory a connection holds only while it has a request in
@@ -40,6 +41,8 @@ pub struct ShardStats {
     pub requests: Cell<u64>,
     /// Requests answered with an error produced by the gateway itself.
     pub gateway_errors: Cell<u64>,
+    /// Requests refused with 429 by a throttle level.
+    pub throttled: Cell<u64>,
 }
 
 /// Whether a connection waits for a new request, and until when.
@@ -87,10 +90,12 @@ pub struct Shard {
     conns: RefCell<Vec<Option<ConnSlot>>>,
     free_slots: RefCell<Vec<usize>>,
     buffers: RefCell<Vec<Buffers>>,
+    /// This shard's leases of every throttle limit (None: no limits).
+    throttle: RefCell<Option<ShardThrottle>>,
 }
 
 impl Shard {
-    pub fn new(id: usize, snapshot: Arc<Snapshot>) -> Shard {
+    pub fn new(id: usize, snapshot: Arc<Snapshot>, throttle: Option<ShardThrottle>) -> Shard {
         let s = &snapshot.server;
         let pool = Pool::new(s.max_idle_per_backend, s.upstream_idle_timeout);
         let seed = SystemTime::now()
@@ -111,6 +116,33 @@ impl Shard {
             conns: RefCell::new(Vec::new()),
             free_slots: RefCell::new(Vec::new()),
             buffers: RefCell::new(Vec::new()),
+            throttle: RefCell::new(throttle),
+        }
+    }
+
+    /// Checks the throttle `levels` (most specific first); true when every
+    /// level admits the request.
+    #[inline]
+    pub fn admit(&self, levels: &[u32]) -> bool {
+        if levels.is_empty() {
+            return true;
+        }
+        match self.throttle.borrow_mut().as_mut() {
+            Some(t) => {
+                let refused = t.check(levels).is_some();
+                if refused {
+                    self.stats.throttled.set(self.stats.throttled.get() + 1);
+                }
+                !refused
+            }
+            None => true,
+        }
+    }
+
+    /// The periodic lease exchange with the reconciler.
+    pub fn throttle_tick(&self) {
+        if let Some(t) = self.throttle.borrow_mut().as_mut() {
+            t.tick();
         }
     }
 

@@ -80,6 +80,11 @@ impl ShardLease {
         r
     }
 
+    /// Requests seen since the last report.
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+
     /// Installs the lease the reconciler granted.
     pub fn grant(&mut self, lease: u64) {
         self.lease = self.lease.saturating_add(lease);

@@ -5,9 +5,12 @@
 //!   bucket, reconciled every `sync_interval`; never over-admits, with the
 //!   under-admission bound stated and simulated there.
 //!
-//! Not wired into the request pipeline yet: the throttling issue (levels,
-//! usage plans, API keys, quotas, the reconciler thread and 429s) builds on
-//! these.
+//! * [`sync`]: the reconciler thread and each shard's side of it.
+//!
+//! Wired levels: route (per stage), stage, and the server-wide "account"
+//! limit, checked in that order; a refusal is a 429. Usage plans, API keys,
+//! quotas and a per-client-IP level are not built yet.
 
 pub mod bucket;
 pub mod lease;
+pub mod sync;
