@@ -5,13 +5,13 @@
 //! `sync_interval` the shard's tick posts its reports to its [`Mailbox`]
 //! and takes the grants waiting there; the reconciler thread runs one
 //! [`Reconciler`] per limit on the same interval. A shard whose lease runs
-//! dry posts one top-up request per limit per interval and wakes the
-//! reconciler, which answers from the bucket's reserve at once. Mailboxes
-//! are touched by one shard and the reconciler only, at those moments: the
-//! request path itself takes no lock (the one exception is posting a
-//! top-up, at most once per limit per interval on an exhausted shard).
+//! dry takes a top-up from the limit's reserve at once, under that limit's
+//! lock; if the reserve is empty too, it refuses without asking again
+//! until a token can have been earned. So an admitted request with lease
+//! left takes no lock, a shard never refuses while the bucket still holds
+//! a token for it, and a flood of refused requests locks at most once per
+//! token interval per shard.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -32,17 +32,12 @@ struct MailboxInner {
     reports: Vec<Report>,
     /// Granted milli-tokens per limit, not yet taken by the shard.
     grants: Vec<u64>,
-    /// Top-up requests per limit, in milli-tokens.
-    topups: Vec<u64>,
 }
 
-/// One shard's exchange with the reconciler.
+/// One shard's exchange with the reconciler thread.
 #[derive(Debug)]
 pub struct Mailbox {
     inner: Mutex<MailboxInner>,
-    /// Set when grants are waiting, so an exhausted shard can look without
-    /// locking.
-    grants_ready: AtomicBool,
 }
 
 impl Mailbox {
@@ -51,35 +46,29 @@ impl Mailbox {
             inner: Mutex::new(MailboxInner {
                 reports: vec![Report::default(); limits],
                 grants: vec![0; limits],
-                topups: vec![0; limits],
             }),
-            grants_ready: AtomicBool::new(false),
         }
     }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, MailboxInner> {
-        // A poisoned mailbox only means a panic elsewhere; its numbers are
-        // still plain counters.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
-struct Wake {
-    flag: Mutex<bool>,
-    cond: Condvar,
+/// Locks, treating a poisoned lock as usable: what it guards is plain
+/// counters, consistent after any panic elsewhere.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+type SharedReconciler = Arc<Mutex<Reconciler>>;
 
 /// The running reconciler thread; stops when dropped.
 pub struct Coordinator {
-    stop: Arc<AtomicBool>,
-    wake: Arc<Wake>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
     handle: Option<JoinHandle<()>>,
 }
 
 impl Drop for Coordinator {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        self.wake.cond.notify_all();
+        *lock(&self.stop.0) = true;
+        self.stop.1.notify_all();
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
@@ -96,101 +85,62 @@ pub fn start(
     let mailboxes: Vec<Arc<Mailbox>> = (0..shards)
         .map(|_| Arc::new(Mailbox::new(limits.len())))
         .collect();
-    let wake = Arc::new(Wake {
-        flag: Mutex::new(false),
-        cond: Condvar::new(),
-    });
-    let stop = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
-    let ns = move || u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    let mut recs: Vec<Reconciler> = limits
+    let recs: Vec<SharedReconciler> = limits
         .iter()
-        .map(|l| Reconciler::new(l.rate, l.burst, shards, 0))
+        .map(|l| Arc::new(Mutex::new(Reconciler::new(l.rate, l.burst, shards, 0))))
         .collect();
     // First leases before any request arrives.
-    deliver(&mut recs, &mailboxes, ns(), true);
+    tick(&recs, &mailboxes, ns_since(epoch));
     let shard_sides = mailboxes
         .iter()
         .map(|m| ShardThrottle {
             leases: vec![ShardLease::default(); limits.len()],
-            asked: vec![false; limits.len()],
+            dry_until: vec![0; limits.len()],
             mailbox: m.clone(),
-            wake: wake.clone(),
+            recs: recs.clone(),
+            epoch,
         })
         .collect();
-    let (stop2, wake2) = (stop.clone(), wake.clone());
+    let stop = Arc::new((Mutex::new(false), Condvar::new()));
+    let stop2 = stop.clone();
     let handle = std::thread::Builder::new()
         .name("tollgate-throttle".into())
-        .spawn(move || {
-            let mut next_tick = ns() + interval.as_nanos() as u64;
-            while !stop2.load(Ordering::Acquire) {
-                let now = ns();
-                if now >= next_tick {
-                    deliver(&mut recs, &mailboxes, now, true);
-                    next_tick += interval.as_nanos() as u64;
-                    if next_tick < now {
-                        next_tick = now + interval.as_nanos() as u64;
-                    }
-                } else {
-                    deliver(&mut recs, &mailboxes, now, false);
-                }
-                let wait = Duration::from_nanos(next_tick.saturating_sub(ns()));
-                let guard = wake2.flag.lock().unwrap_or_else(|e| e.into_inner());
-                let (mut guard, _) = wake2
-                    .cond
-                    .wait_timeout_while(guard, wait, |woken| {
-                        !*woken && !stop2.load(Ordering::Acquire)
-                    })
-                    .unwrap_or_else(|e| e.into_inner());
-                *guard = false;
+        .spawn(move || loop {
+            let guard = lock(&stop2.0);
+            let (guard, _) = stop2
+                .1
+                .wait_timeout_while(guard, interval, |stopped| !*stopped)
+                .unwrap_or_else(|e| e.into_inner());
+            if *guard {
+                return;
             }
+            drop(guard);
+            tick(&recs, &mailboxes, ns_since(epoch));
         })?;
     Ok((
         Coordinator {
             stop,
-            wake,
             handle: Some(handle),
         },
         shard_sides,
     ))
 }
 
-/// A full tick (`tick`) or only top-ups: moves reports in and grants out.
-fn deliver(recs: &mut [Reconciler], mailboxes: &[Arc<Mailbox>], now: u64, tick: bool) {
-    if tick {
-        for (l, rec) in recs.iter_mut().enumerate() {
-            let reports: Vec<Report> = mailboxes
-                .iter()
-                .map(|m| std::mem::take(&mut m.lock().reports[l]))
-                .collect();
-            let grants = rec.tick(now, &reports);
-            for (m, g) in mailboxes.iter().zip(grants) {
-                m.lock().grants[l] += g;
-            }
-        }
-        for m in mailboxes {
-            m.grants_ready.store(true, Ordering::Release);
-        }
-    }
-    for m in mailboxes {
-        let mut inner = m.lock();
-        let mut any = false;
-        let MailboxInner { topups, grants, .. } = &mut *inner;
-        for ((rec, want), grant) in recs
-            .iter_mut()
-            .zip(topups.iter_mut())
-            .zip(grants.iter_mut())
-        {
-            let want = std::mem::take(want);
-            if want > 0 {
-                let got = rec.top_up(now, want);
-                *grant += got;
-                any |= got > 0;
-            }
-        }
-        drop(inner);
-        if any {
-            m.grants_ready.store(true, Ordering::Release);
+fn ns_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// One reconciler tick: reports in, grants out.
+fn tick(recs: &[SharedReconciler], mailboxes: &[Arc<Mailbox>], now: u64) {
+    for (l, rec) in recs.iter().enumerate() {
+        let reports: Vec<Report> = mailboxes
+            .iter()
+            .map(|m| std::mem::take(&mut lock(&m.inner).reports[l]))
+            .collect();
+        let grants = lock(rec).tick(now, &reports);
+        for (m, g) in mailboxes.iter().zip(grants) {
+            lock(&m.inner).grants[l] += g;
         }
     }
 }
@@ -198,10 +148,11 @@ fn deliver(recs: &mut [Reconciler], mailboxes: &[Arc<Mailbox>], now: u64, tick: 
 /// A shard's side of every limit.
 pub struct ShardThrottle {
     leases: Vec<ShardLease>,
-    /// Whether a top-up was requested for the limit this interval.
-    asked: Vec<bool>,
+    /// Per limit: the reserve was empty; do not ask again before this time.
+    dry_until: Vec<u64>,
     mailbox: Arc<Mailbox>,
-    wake: Arc<Wake>,
+    recs: Vec<SharedReconciler>,
+    epoch: Instant,
 }
 
 impl ShardThrottle {
@@ -215,48 +166,45 @@ impl ShardThrottle {
             let Some(lease) = self.leases.get_mut(l) else {
                 continue;
             };
-            if lease.try_admit() {
+            if lease.try_admit() || self.top_up(l) {
                 continue;
-            }
-            // Out of lease: take grants that arrived since the tick.
-            if self.mailbox.grants_ready.swap(false, Ordering::AcqRel) {
-                self.take_grants();
-                if self.leases[l].try_admit() {
-                    continue;
-                }
-            }
-            if !self.asked[l] {
-                self.asked[l] = true;
-                let want = 2 * (self.leases[l].seen() + 1) * MILLI;
-                self.mailbox.lock().topups[l] += want;
-                *self.wake.flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
-                self.wake.cond.notify_one();
             }
             return Some(pos);
         }
         None
     }
 
-    /// The shard's periodic exchange: report every lease, take grants.
-    pub fn tick(&mut self) {
-        {
-            let mut inner = self.mailbox.lock();
-            for (l, lease) in self.leases.iter_mut().enumerate() {
-                let r = lease.report();
-                let acc = &mut inner.reports[l];
-                acc.unused += r.unused;
-                acc.demand += r.demand;
-            }
+    /// An exhausted lease takes more from the limit's reserve at once (a
+    /// lock shared with the other shards, taken only here); when the
+    /// reserve is empty too, the shard does not ask again until a token
+    /// can have been earned, so a refused flood costs no locking.
+    fn top_up(&mut self, l: usize) -> bool {
+        let now = ns_since(self.epoch);
+        if now < self.dry_until[l] {
+            return false;
         }
-        self.asked.iter_mut().for_each(|a| *a = false);
-        self.mailbox.grants_ready.store(false, Ordering::Release);
-        self.take_grants();
+        let lease = &mut self.leases[l];
+        let want = 2 * (lease.seen() + 1) * MILLI;
+        let mut rec = lock(&self.recs[l]);
+        let got = rec.top_up(now, want);
+        if got < MILLI {
+            self.dry_until[l] = now.saturating_add(rec.wait_for_token_ns(now));
+        }
+        drop(rec);
+        lease.grant(got);
+        // The request that asked was counted as seen already.
+        lease.try_admit_again()
     }
 
-    fn take_grants(&mut self) {
-        let mut inner = self.mailbox.lock();
-        for (lease, g) in self.leases.iter_mut().zip(inner.grants.iter_mut()) {
-            lease.grant(std::mem::take(g));
+    /// The shard's periodic exchange: report every lease, take grants.
+    pub fn tick(&mut self) {
+        let mut inner = lock(&self.mailbox.inner);
+        for (l, lease) in self.leases.iter_mut().enumerate() {
+            let r = lease.report();
+            let acc = &mut inner.reports[l];
+            acc.unused += r.unused;
+            acc.demand += r.demand;
+            lease.grant(std::mem::take(&mut inner.grants[l]));
         }
     }
 }
@@ -309,12 +257,12 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(s.check(&[0, 1]), Some(0));
         }
-        // Level 1's first lease (half its burst: it has seen no demand yet)
-        // is untouched by the five refusals at level 0.
+        // Level 1 still has its whole burst: the five refusals at level 0
+        // charged nothing after it.
         let mut ok = 0;
-        for _ in 0..5 {
+        for _ in 0..20 {
             ok += u32::from(s.check(&[1]).is_none());
         }
-        assert_eq!(ok, 5);
+        assert_eq!(ok, 10);
     }
 }
