@@ -33,6 +33,8 @@ pub async fn run_shard(
     drain: Duration,
 ) {
     let gate = Rc::new(Gate::new());
+    // Take the first throttle leases before the first request.
+    shard.throttle_tick();
     let mut accept_tasks = Vec::new();
     for l in listeners {
         // SAFETY: the fd comes from a bound, listening std listener whose

@@ -17,6 +17,9 @@ pub struct TokenBucket {
     capacity: u64,
     /// Available, in milli-tokens.
     tokens: u64,
+    /// Lent out as shard leases and not yet settled: counted against the
+    /// capacity, so tokens plus outstanding leases never exceed one bucket.
+    lent: u64,
     /// Refill remainder below one milli-token, in milli-token-nanoseconds
     /// per second, so slow rates still refill exactly.
     carry: u128,
@@ -31,6 +34,7 @@ impl TokenBucket {
             rate,
             capacity,
             tokens: capacity,
+            lent: 0,
             carry: 0,
             last_ns: now_ns,
         }
@@ -64,8 +68,9 @@ impl TokenBucket {
         let whole = earned / NANOS_PER_SEC;
         self.carry = earned % NANOS_PER_SEC;
         let whole = u64::try_from(whole).unwrap_or(u64::MAX);
-        self.tokens = self.tokens.saturating_add(whole).min(self.capacity);
-        if self.tokens == self.capacity {
+        let room = self.capacity.saturating_sub(self.lent);
+        self.tokens = self.tokens.saturating_add(whole).min(room);
+        if self.tokens >= room {
             self.carry = 0;
         }
     }
@@ -92,7 +97,23 @@ impl TokenBucket {
     /// Returns milli-tokens taken earlier; what would overflow the
     /// capacity is dropped (never creates tokens).
     pub fn give_back(&mut self, n: u64) {
-        self.tokens = self.tokens.saturating_add(n).min(self.capacity);
+        let room = self.capacity.saturating_sub(self.lent);
+        self.tokens = self.tokens.saturating_add(n).min(room);
+    }
+
+    /// Lends up to `max` milli-tokens as a lease; they stay counted against
+    /// the capacity until [`TokenBucket::settle`].
+    pub fn lend(&mut self, now_ns: u64, max: u64) -> u64 {
+        let n = self.take_up_to(now_ns, max);
+        self.lent = self.lent.saturating_add(n);
+        n
+    }
+
+    /// Settles leases: `lent` milli-tokens were lent, `unused` of them come
+    /// back; the rest were spent.
+    pub fn settle(&mut self, lent: u64, unused: u64) {
+        self.lent = self.lent.saturating_sub(lent);
+        self.give_back(unused.min(lent));
     }
 
     /// Nanoseconds until one token is available (0 if one is now).

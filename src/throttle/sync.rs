@@ -100,6 +100,7 @@ pub fn start(
             mailbox: m.clone(),
             recs: recs.clone(),
             epoch,
+            interval_ns: u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX),
         })
         .collect();
     let stop = Arc::new((Mutex::new(false), Condvar::new()));
@@ -138,9 +139,17 @@ fn tick(recs: &[SharedReconciler], mailboxes: &[Arc<Mailbox>], now: u64) {
             .iter()
             .map(|m| std::mem::take(&mut lock(&m.inner).reports[l]))
             .collect();
-        let grants = lock(rec).tick(now, &reports);
+        let mut rec = lock(rec);
+        let grants = rec.tick(now, &reports);
         for (m, g) in mailboxes.iter().zip(grants) {
-            lock(&m.inner).grants[l] += g;
+            let mut inner = lock(&m.inner);
+            if inner.grants[l] == 0 {
+                inner.grants[l] = g;
+            } else {
+                // The shard has not taken the last grant yet (it has not
+                // ticked): do not stack another on it.
+                rec.take_back(g);
+            }
         }
     }
 }
@@ -153,6 +162,9 @@ pub struct ShardThrottle {
     mailbox: Arc<Mailbox>,
     recs: Vec<SharedReconciler>,
     epoch: Instant,
+    /// The tick returns idle shards' leases to the bucket, so an empty
+    /// bucket is looked at again after at most one interval.
+    interval_ns: u64,
 }
 
 impl ShardThrottle {
@@ -183,12 +195,21 @@ impl ShardThrottle {
         if now < self.dry_until[l] {
             return false;
         }
+        // A grant may be waiting that this shard's tick has not taken yet.
+        let waiting = std::mem::take(&mut lock(&self.mailbox.inner).grants[l]);
         let lease = &mut self.leases[l];
+        if waiting > 0 {
+            lease.grant(waiting);
+            if lease.try_admit_again() {
+                return true;
+            }
+        }
         let want = 2 * (lease.seen() + 1) * MILLI;
         let mut rec = lock(&self.recs[l]);
         let got = rec.top_up(now, want);
         if got < MILLI {
-            self.dry_until[l] = now.saturating_add(rec.wait_for_token_ns(now));
+            let wait = rec.wait_for_token_ns(now).min(self.interval_ns);
+            self.dry_until[l] = now.saturating_add(wait);
         }
         drop(rec);
         lease.grant(got);
@@ -204,6 +225,7 @@ impl ShardThrottle {
             let acc = &mut inner.reports[l];
             acc.unused += r.unused;
             acc.demand += r.demand;
+            acc.granted += r.granted;
             lease.grant(std::mem::take(&mut inner.grants[l]));
         }
     }
