@@ -172,6 +172,12 @@ impl Reconciler {
         self.bucket.lend(now_ns, want)
     }
 
+    /// Settles a shard's report at once (`granted` lent, `unused` back),
+    /// so returned tokens are in the bucket for the next top-up.
+    pub fn settle(&mut self, granted: u64, unused: u64) {
+        self.bucket.settle(granted, unused);
+    }
+
     /// Takes back a lease that was never delivered.
     pub fn take_back(&mut self, lease: u64) {
         self.bucket.settle(lease, lease);

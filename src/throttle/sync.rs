@@ -2,9 +2,11 @@
 //!
 //! Each shard owns a [`ShardThrottle`]: one [`ShardLease`] per configured
 //! limit, checked on the request path with plain field arithmetic. Every
-//! `sync_interval` the shard's tick posts its reports to its [`Mailbox`]
+//! `sync_interval` the shard's tick hands its leases back to each limit's
+//! bucket at once (under that limit's lock, so no token sits in transit
+//! where no shard can use it), posts the demand it saw to its [`Mailbox`]
 //! and takes the grants waiting there; the reconciler thread runs one
-//! [`Reconciler`] per limit on the same interval. A shard whose lease runs
+//! [`Reconciler`] per limit on the same interval and leases by demand. A shard whose lease runs
 //! dry takes a top-up from the limit's reserve at once, under that limit's
 //! lock; if the reserve is empty too, it refuses without asking again
 //! until a token can have been earned. So an admitted request with lease
@@ -217,15 +219,19 @@ impl ShardThrottle {
         lease.try_admit_again()
     }
 
-    /// The shard's periodic exchange: report every lease, take grants.
+    /// The shard's periodic exchange: hand every lease back to its bucket
+    /// at once (so no token waits in transit where no shard can use it),
+    /// post the demand seen, and take the grants waiting.
     pub fn tick(&mut self) {
+        let reports: Vec<Report> = self.leases.iter_mut().map(ShardLease::report).collect();
+        for (rec, r) in self.recs.iter().zip(&reports) {
+            if r.granted > 0 || r.unused > 0 {
+                lock(rec).settle(r.granted, r.unused);
+            }
+        }
         let mut inner = lock(&self.mailbox.inner);
-        for (l, lease) in self.leases.iter_mut().enumerate() {
-            let r = lease.report();
-            let acc = &mut inner.reports[l];
-            acc.unused += r.unused;
-            acc.demand += r.demand;
-            acc.granted += r.granted;
+        for (l, (lease, r)) in self.leases.iter_mut().zip(&reports).enumerate() {
+            inner.reports[l].demand += r.demand;
             lease.grant(std::mem::take(&mut inner.grants[l]));
         }
     }
