@@ -441,21 +441,10 @@ fn trace_and_connect_are_refused() {
 
 #[test]
 fn early_backend_answer_to_an_upload_is_relayed_at_once() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     // A raw backend: reads the request head only, refuses at once, and
     // then neither reads the body nor closes for a while.
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().expect("accept");
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if s.read(&mut b).unwrap_or(0) == 0 {
-                return;
-            }
-            head.push(b[0]);
-        }
+    let addr = raw_origin(|mut s, _head| {
         let _ = s.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 12\r\n\r\nno thank you");
         std::thread::sleep(Duration::from_secs(3));
     });

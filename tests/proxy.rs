@@ -363,20 +363,9 @@ fn two_shards_serve_many_connections() {
 fn websocket_upgrade_is_tunnelled() {
     use std::io::{Read, Write};
     // A raw origin: accepts the upgrade, then echoes bytes upper-cased.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let seen2 = seen.clone();
-    std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().expect("accept");
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if s.read(&mut b).unwrap_or(0) == 0 {
-                return;
-            }
-            head.push(b[0]);
-        }
+    let addr = raw_origin(move |mut s, head| {
         *seen2.lock().expect("lock") = String::from_utf8_lossy(&head).to_ascii_lowercase();
         let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: abc\r\n\r\nwelcome");
         let mut buf = [0u8; 1024];

@@ -432,3 +432,26 @@ impl Client {
         self.reader.read_to_end(&mut b).map(|_| b)
     }
 }
+
+/// A one-connection origin at the byte level: accepts one connection,
+/// reads the request head (through the blank line), and hands the socket
+/// and the head to `then` on its own thread.
+pub fn raw_origin(then: impl FnOnce(TcpStream, Vec<u8>) + Send + 'static) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else {
+            return;
+        };
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut b).unwrap_or(0) == 0 {
+                return;
+            }
+            head.push(b[0]);
+        }
+        then(s, head);
+    });
+    addr
+}
