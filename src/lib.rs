@@ -2,6 +2,7 @@
 //!
 //! See `docs/architecture.md` for the module map and request pipeline.
 
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod integration;

@@ -8,14 +8,17 @@
 
 mod host;
 mod merge;
+mod plans;
 pub mod schema;
 mod snapshot;
 
 pub use host::{parse_cpu_list, Host};
 pub use merge::merge;
+pub use plans::{KeyLimits, QuotaInfo};
 
 pub use snapshot::{
-    Api, Limit, Listener, Mount, Resolved, Runtime, ServerSettings, Snapshot, Stage, Timeouts,
+    Api, ClientIpLimit, Limit, Listener, Mount, Resolved, Runtime, ServerSettings, Snapshot, Stage,
+    Timeouts,
 };
 
 use std::fmt;

@@ -4,6 +4,7 @@
 //! is an error with its key path rather than a silently ignored setting.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -59,6 +60,52 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default, rename = "api")]
     pub apis: Vec<ApiConfig>,
+    /// API keys (`x-api-key`), by name.
+    #[serde(default, rename = "api_key")]
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// Usage plans: keys bound to stages with a throttle and a quota.
+    #[serde(default, rename = "usage_plan")]
+    pub usage_plans: Vec<UsagePlanConfig>,
+}
+
+/// An API key: its value in plain text or as a SHA-256 digest (hex).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub name: String,
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub value_sha256: Option<String>,
+}
+
+/// A usage plan (Amazon API Gateway's): every key listed gets its own
+/// throttle and quota, counted over all the plan's stages together.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsagePlanConfig {
+    pub name: String,
+    /// `API/STAGE` names (`$default` for an API's default stage).
+    pub stages: Vec<String>,
+    /// Names of `[[api_key]]` entries or keys from `server.api_keys_file`.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    #[serde(default)]
+    pub throttle: Option<ThrottleConfig>,
+    #[serde(default)]
+    pub quota: Option<QuotaConfig>,
+}
+
+/// `limit` requests per `period` (DAY, WEEK or MONTH, UTC).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    pub limit: u64,
+    pub period: crate::throttle::quota::Period,
+    /// Requests subtracted from the limit in the first period a key is
+    /// seen (Amazon API Gateway's `offset`).
+    #[serde(default)]
+    pub offset: u64,
 }
 
 /// `shards = "auto" | N | [cores]`.
@@ -102,6 +149,19 @@ pub struct ServerConfig {
     pub runtime: RuntimeConfig,
     #[serde(default)]
     pub throttle: ServerThrottleConfig,
+    /// A file of API keys, one `NAME VALUE` or `NAME sha256:HEX` per line.
+    #[serde(default)]
+    pub api_keys_file: Option<PathBuf>,
+    /// Where state that outlives the process (quota counters) is kept.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+/// Default state directory, relative to the working directory.
+pub const DEFAULT_STATE_DIR: &str = "tollgate-state";
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_DIR)
 }
 
 /// Per-shard executor settings (hardware tuning; see `tuning/`).
@@ -146,6 +206,8 @@ impl Default for ServerConfig {
             backlog: DEFAULT_BACKLOG,
             runtime: RuntimeConfig::default(),
             throttle: ServerThrottleConfig::default(),
+            api_keys_file: None,
+            state_dir: default_state_dir(),
         }
     }
 }
@@ -281,6 +343,9 @@ pub struct StageConfig {
     /// Stage-level throttle (all routes of the stage together).
     #[serde(default)]
     pub throttle: Option<ThrottleConfig>,
+    /// Every route of the stage requires an API key unless it says not.
+    #[serde(default)]
+    pub api_key_required: bool,
 }
 
 /// A token-bucket throttle: `rate` requests per second, `burst` bucket size.
@@ -302,7 +367,33 @@ pub struct ServerThrottleConfig {
     /// How often shards and the reconciler exchange lease tokens.
     #[serde(with = "humantime_serde")]
     pub sync_interval: Duration,
+    /// How often quota counters are written to the state directory.
+    #[serde(with = "humantime_serde")]
+    pub quota_flush_interval: Duration,
+    /// Optional per-client-IP limit (like NGINX `limit_req`).
+    pub client_ip: Option<ClientIpThrottleConfig>,
 }
+
+/// A token bucket per client IP address, in a table of bounded size.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientIpThrottleConfig {
+    pub rate: u64,
+    pub burst: u64,
+    /// Most addresses tracked at once; idle ones are evicted first.
+    #[serde(default = "default_max_clients")]
+    pub max_clients: usize,
+}
+
+/// Default size of the per-client-IP table.
+pub const DEFAULT_MAX_CLIENTS: usize = 1_000_000;
+
+fn default_max_clients() -> usize {
+    DEFAULT_MAX_CLIENTS
+}
+
+/// Quota counters are persisted at least this often.
+pub const DEFAULT_QUOTA_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Account throttle: Amazon API Gateway's 10,000 requests per second...
 pub const DEFAULT_ACCOUNT_RATE: u64 = 10_000;
@@ -318,6 +409,8 @@ impl Default for ServerThrottleConfig {
             rate: DEFAULT_ACCOUNT_RATE,
             burst: DEFAULT_ACCOUNT_BURST,
             sync_interval: DEFAULT_SYNC_INTERVAL,
+            quota_flush_interval: DEFAULT_QUOTA_FLUSH_INTERVAL,
+            client_ip: None,
         }
     }
 }
@@ -330,6 +423,9 @@ pub struct RouteConfig {
     /// Route-level throttle, per stage.
     #[serde(default)]
     pub throttle: Option<ThrottleConfig>,
+    /// Requires an API key (overrides the stage's `api_key_required`).
+    #[serde(default)]
+    pub api_key_required: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

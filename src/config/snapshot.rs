@@ -5,8 +5,13 @@
 //! request path needs (route tries, integrations per stage with stage
 //! variables substituted, mock responses rendered).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use super::plans::{KeyLimits, QuotaInfo};
+use crate::auth::api_key::{KeyId, KeyTable};
 
 use super::schema::{Config, IntegrationConfig, Shards};
 use super::{ConfigIssue, Host};
@@ -69,6 +74,21 @@ pub struct Stage {
     pub limit: Option<u32>,
     /// Per route id: index into [`Snapshot::limits`] of its throttle.
     pub route_limits: Vec<Option<u32>>,
+    /// Per route id: whether the route requires an API key.
+    pub key_required: Vec<bool>,
+    /// The keys a usage plan admits on this stage, with their limits. A
+    /// key not in this map is refused where a key is required.
+    pub key_plans: HashMap<KeyId, KeyLimits>,
+    /// Index of route 0's counters in [`Snapshot::route_counters`].
+    pub counter_base: u32,
+}
+
+/// The per-client-IP throttle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIpLimit {
+    pub rate: u64,
+    pub burst: u64,
+    pub max_clients: usize,
 }
 
 /// One throttle limit, shared by all shards.
@@ -165,6 +185,16 @@ pub struct Snapshot {
     pub account_limit: Option<u32>,
     /// How often shards exchange lease tokens with the reconciler.
     pub sync_interval: Duration,
+    /// Configured API keys.
+    pub keys: KeyTable,
+    /// Every (usage plan, key) quota; each is also a limit (rate 0).
+    pub quotas: Vec<QuotaInfo>,
+    pub quota_flush_interval: Duration,
+    pub state_dir: PathBuf,
+    pub client_ip: Option<ClientIpLimit>,
+    /// Names of per-route counters (`api/stage METHOD /path`), indexed by
+    /// a stage's `counter_base` plus the route id.
+    pub route_counters: Vec<String>,
 }
 
 impl Snapshot {
@@ -423,6 +453,7 @@ impl Snapshot {
         }
         let mut apis = Vec::new();
         let mut mounts: Vec<Mount> = Vec::new();
+        let mut route_counters: Vec<String> = Vec::new();
         for (ai, a) in config.apis.iter().enumerate() {
             let apath = format!("api[{ai}]");
             if a.name.trim().is_empty() {
@@ -488,6 +519,7 @@ impl Snapshot {
                 name: "$default".into(),
                 variables: Default::default(),
                 throttle: None,
+                api_key_required: false,
             }];
             let stage_cfgs: &[_] = if a.stages.is_empty() {
                 &default_stage
@@ -605,11 +637,25 @@ impl Snapshot {
                 };
                 let limit = add_limit(&st.throttle);
                 let route_limits = a.routes.iter().map(|r| add_limit(&r.throttle)).collect();
+                let key_required = a
+                    .routes
+                    .iter()
+                    .map(|r| r.api_key_required.unwrap_or(st.api_key_required))
+                    .collect();
+                let counter_base = route_counters.len() as u32;
+                route_counters.extend(
+                    a.routes
+                        .iter()
+                        .map(|r| format!("{}/{} {}", a.name, st.name, r.key)),
+                );
                 stages.push(Stage {
                     name: st.name.clone(),
                     integrations,
                     limit,
                     route_limits,
+                    key_required,
+                    key_plans: HashMap::new(),
+                    counter_base,
                 });
             }
             apis.push(Api {
@@ -621,6 +667,26 @@ impl Snapshot {
         }
         if config.apis.is_empty() {
             issue("api".into(), "at least one [[api]] is required".into());
+        }
+        let (keys, quotas) = super::plans::build(config, &mut apis, &mut limits, &mut issue);
+        if th.quota_flush_interval.is_zero() {
+            issue(
+                "server.throttle.quota_flush_interval".into(),
+                "must be greater than zero".into(),
+            );
+        }
+        let client_ip = th.client_ip.map(|c| ClientIpLimit {
+            rate: c.rate,
+            burst: c.burst,
+            max_clients: c.max_clients,
+        });
+        if let Some(c) = &client_ip {
+            if c.max_clients == 0 {
+                issue(
+                    "server.throttle.client_ip.max_clients".into(),
+                    "must be at least 1".into(),
+                );
+            }
         }
 
         if !issues.is_empty() {
@@ -663,6 +729,12 @@ impl Snapshot {
             limits,
             account_limit,
             sync_interval: th.sync_interval,
+            keys,
+            quotas,
+            quota_flush_interval: th.quota_flush_interval,
+            state_dir: s.state_dir.clone(),
+            client_ip,
+            route_counters,
         })
     }
 }

@@ -140,6 +140,8 @@ pub enum HeaderKind {
     XForwardedHost,
     /// The configured request-id header.
     RequestId,
+    /// `x-api-key`: the client's API key (forwarded like any header).
+    ApiKey,
     /// Named by a `Connection` header: hop-by-hop.
     NamedByConnection,
 }
@@ -170,6 +172,7 @@ impl HeaderKind {
             6 if eq("expect") => HeaderKind::Expect,
             7 if eq("trailer") => HeaderKind::Trailer,
             7 if eq("upgrade") => HeaderKind::Upgrade,
+            9 if eq("x-api-key") => HeaderKind::ApiKey,
             10 if eq("connection") => HeaderKind::Connection,
             10 if eq("keep-alive") => HeaderKind::KeepAlive,
             14 if eq("content-length") => HeaderKind::ContentLength,

@@ -261,6 +261,10 @@ pub fn local_response(
     }
 }
 
+/// Body of a 429 for an exhausted usage-plan quota (Amazon API Gateway's
+/// `QUOTA_EXCEEDED`).
+pub const QUOTA_EXCEEDED_BODY: &[u8] = br#"{"message":"Limit Exceeded"}"#;
+
 /// Body of a gateway error in Amazon API Gateway's style.
 pub fn error_body(status: u16) -> &'static [u8] {
     match status {

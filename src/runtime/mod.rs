@@ -18,10 +18,13 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Snapshot;
-use crate::server::{self, Shard};
+use crate::server::{self, shard::Guards, Shard};
 use crate::throttle::{
     self,
-    sync::{Coordinator, LimitSpec},
+    client_ip::ClientIpTable,
+    counters::{Counters, Level},
+    store::QuotaStore,
+    sync::{Coordinator, LimitSpec, Persistence, QuotaSpec, QuotaUsage, ShardThrottle},
 };
 
 /// Why the gateway could not start.
@@ -34,6 +37,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Throttle(#[from] throttle::sync::StartError),
     #[error("cannot start shard {shard} on core {core}: {reason}")]
     Shard {
         shard: usize,
@@ -48,7 +53,18 @@ pub struct Gateway {
     stop: Arc<AtomicBool>,
     addrs: Vec<SocketAddr>,
     /// The throttle reconciler thread; stops when the gateway is dropped.
-    _throttle: Option<Coordinator>,
+    throttle: Option<Coordinator>,
+    counters: Vec<Arc<Counters>>,
+    snapshot: Arc<Snapshot>,
+}
+
+/// Requests refused by the guards, summed over shards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusals {
+    /// Per level, in [`Level::ALL`] order.
+    pub by_level: Vec<(Level, u64)>,
+    /// Per route (`api/stage METHOD /path`), routes with refusals only.
+    pub by_route: Vec<(String, u64)>,
 }
 
 impl Gateway {
@@ -65,6 +81,31 @@ impl Gateway {
     /// Asks every shard to stop accepting and drain.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
+    }
+
+    /// Refusals so far, by level and by route.
+    pub fn refusals(&self) -> Refusals {
+        let by_level = Level::ALL
+            .iter()
+            .map(|&l| (l, self.counters.iter().map(|c| c.level(l)).sum()))
+            .collect();
+        let by_route = self
+            .snapshot
+            .route_counters
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.clone(), self.counters.iter().map(|c| c.route(i)).sum()))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        Refusals { by_level, by_route }
+    }
+
+    /// Every usage-plan quota: used and remaining this period, per key.
+    pub fn quota_usage(&self) -> Vec<QuotaUsage> {
+        self.throttle
+            .as_ref()
+            .map(Coordinator::quota_usage)
+            .unwrap_or_default()
     }
 
     /// Waits until every shard has finished.
@@ -111,27 +152,18 @@ pub fn start(snapshot: Arc<Snapshot>) -> Result<Gateway, StartError> {
     let stop = Arc::new(AtomicBool::new(false));
     let drain = snapshot.server.timeouts.drain;
     // One reconciler thread for every throttle limit, if there are any.
-    let (coordinator, mut throttles) =
-        if snapshot.limits.is_empty() {
-            (None, Vec::new())
-        } else {
-            let specs: Vec<LimitSpec> = snapshot
-                .limits
-                .iter()
-                .map(|l| LimitSpec {
-                    rate: l.rate,
-                    burst: l.burst,
-                })
-                .collect();
-            let (c, t) = throttle::sync::start(&specs, cores.len(), snapshot.sync_interval)
-                .map_err(|e| StartError::Shard {
-                    shard: 0,
-                    core: cores.first().copied().unwrap_or(0),
-                    reason: format!("cannot start the throttle reconciler: {e}"),
-                })?;
-            (Some(c), t.into_iter().map(Some).collect())
-        };
+    let (coordinator, mut throttles) = start_reconciler(&snapshot, cores.len())?;
     throttles.resize_with(cores.len(), || None);
+    let client_ip = snapshot.client_ip.map(|c| {
+        (
+            Arc::new(ClientIpTable::new(c.rate, c.burst, c.max_clients)),
+            std::time::Instant::now(),
+        )
+    });
+    let counters: Vec<Arc<Counters>> = cores
+        .iter()
+        .map(|_| Arc::new(Counters::new(snapshot.route_counters.len())))
+        .collect();
     let mut shards = Vec::new();
     for (i, ((core, listeners), throttle)) in cores
         .iter()
@@ -141,6 +173,11 @@ pub fn start(snapshot: Arc<Snapshot>) -> Result<Gateway, StartError> {
         .enumerate()
     {
         let snap = snapshot.clone();
+        let guards = Guards {
+            throttle,
+            client_ip: client_ip.clone(),
+            counters: counters[i].clone(),
+        };
         let stop_flag = stop.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
             .name(&format!("tollgate-{i}"))
@@ -149,7 +186,7 @@ pub fn start(snapshot: Arc<Snapshot>) -> Result<Gateway, StartError> {
             .spin_before_park(rt.spin_before_park)
             .preempt_timer(rt.preempt_timer)
             .spawn(move || async move {
-                let shard = Rc::new(Shard::new(i, snap, throttle));
+                let shard = Rc::new(Shard::new(i, snap, guards));
                 server::run_shard(shard, listeners, stop_flag, drain).await;
             })
             .map_err(|e| StartError::Shard {
@@ -172,8 +209,50 @@ pub fn start(snapshot: Arc<Snapshot>) -> Result<Gateway, StartError> {
         shards,
         stop,
         addrs,
-        _throttle: coordinator,
+        throttle: coordinator,
+        counters,
+        snapshot,
     })
+}
+
+/// Starts the throttle reconciler for the snapshot's limits (none: no
+/// thread), opening the quota store if there are quotas.
+#[allow(clippy::type_complexity)]
+fn start_reconciler(
+    snapshot: &Snapshot,
+    shards: usize,
+) -> Result<(Option<Coordinator>, Vec<Option<ShardThrottle>>), StartError> {
+    if snapshot.limits.is_empty() {
+        return Ok((None, Vec::new()));
+    }
+    let mut specs: Vec<LimitSpec> = snapshot
+        .limits
+        .iter()
+        .map(|l| LimitSpec {
+            rate: l.rate,
+            burst: l.burst,
+            quota: None,
+        })
+        .collect();
+    for q in &snapshot.quotas {
+        specs[q.limit as usize].quota = Some(QuotaSpec {
+            name: q.name.clone(),
+            period: q.period,
+            offset: q.offset,
+        });
+    }
+    let persistence = if snapshot.quotas.is_empty() {
+        None
+    } else {
+        let store =
+            QuotaStore::open(&snapshot.state_dir).map_err(|e| StartError::Throttle(e.into()))?;
+        Some(Persistence {
+            store,
+            flush_interval: snapshot.quota_flush_interval,
+        })
+    };
+    let (c, t) = throttle::sync::start(&specs, shards, snapshot.sync_interval, persistence)?;
+    Ok((Some(c), t.into_iter().map(Some).collect()))
 }
 
 /// Raises the soft open-files limit to the hard limit: every client and

@@ -23,6 +23,7 @@ use crate::http::response::ResponseHead;
 use crate::http::write::{self, LocalResponse};
 use crate::http::{BodyKind, HeaderKind, Version};
 use crate::integration::Integration;
+use crate::throttle::counters::Level;
 
 /// Largest read while streaming a body.
 pub(super) const BODY_CHUNK: usize = 64 * 1024;
@@ -94,8 +95,9 @@ pub(super) struct RequestInfo {
     pub upgrade: bool,
 }
 
-/// Textual client address, for X-Forwarded-For.
+/// The client address, and as text for X-Forwarded-For.
 struct PeerIp {
+    ip: std::net::IpAddr,
     text: [u8; 48],
     len: usize,
 }
@@ -137,7 +139,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         ubuf: BytesMut::new(),
         head: RequestHead::default(),
         rhead: ResponseHead::default(),
-        peer: PeerIp { text, len },
+        peer: PeerIp {
+            ip: peer.ip(),
+            text,
+            len,
+        },
         idle,
         linger: false,
     };
@@ -358,30 +364,15 @@ impl Conn {
         }
 
         let resolved = snap.resolve(head.host.map(|h| h.of(buf)), method, head.path(buf));
-        // Throttle levels, most specific first: route (per stage), stage,
-        // account. A refused request never reaches the integration.
-        let mut levels = [0u32; 3];
-        let mut n = 0;
-        if let Some(r) = resolved.as_ref() {
-            if let Some(&Some(l)) = r.stage.route_limits.get(r.route as usize) {
-                levels[n] = l;
-                n += 1;
-            }
-            if let Some(l) = r.stage.limit {
-                levels[n] = l;
-                n += 1;
-            }
-        }
-        if let Some(l) = snap.account_limit {
-            levels[n] = l;
-            n += 1;
-        }
-        let admitted = self.shard.admit(&levels[..n]);
-        let local = match resolved.as_ref().and_then(|r| r.integration()) {
-            _ if !admitted => Local::Error(429),
-            None => Local::Error(404),
-            Some(Integration::Mock(m)) => Local::Mock(m),
-            Some(Integration::Http(integ)) => {
+        let api_key = head.header(HeaderKind::ApiKey).map(|h| h.value.of(buf));
+        let verdict = self
+            .shard
+            .guard(snap, resolved.as_ref(), api_key, self.peer.ip);
+        let local = match (verdict, resolved.as_ref().and_then(|r| r.integration())) {
+            (Err(level), _) => Local::Refused(level),
+            (Ok(()), None) => Local::Error(404),
+            (Ok(()), Some(Integration::Mock(m))) => Local::Mock(m),
+            (Ok(()), Some(Integration::Http(integ))) => {
                 let r = resolved.as_ref().map(|r| (r.path, &r.params));
                 if let Some((path, params)) = r {
                     self.ubuf.clear();
@@ -445,6 +436,19 @@ impl Conn {
                 self.local_response(snap, &resp, info, &rid);
             }
             Local::Error(status) => self.gateway_error(snap, status, info, info.keep_alive, &rid),
+            Local::Refused(level) => {
+                let (status, body) = match level {
+                    Level::Forbidden => (403, write::error_body(403)),
+                    Level::Quota => (429, write::QUOTA_EXCEEDED_BODY),
+                    _ => (429, write::error_body(429)),
+                };
+                let resp = LocalResponse {
+                    status,
+                    headers: write::error_headers(status),
+                    body,
+                };
+                self.local_response(snap, &resp, info, &rid);
+            }
         }
         Ok(if info.keep_alive {
             Next::KeepAlive
@@ -620,6 +624,8 @@ impl Conn {
 enum Local<'a> {
     Mock(&'a crate::integration::MockIntegration),
     Error(u16),
+    /// Refused by a guard: 403, or 429 (quota: `Limit Exceeded`).
+    Refused(Level),
 }
 
 /// A request body could not be read.

@@ -12,8 +12,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 
 use super::buf::ReadBuf;
+use crate::config::Resolved;
 use crate::config::Snapshot;
 use crate::http::Header;
+use crate::throttle::client_ip::ClientIpTable;
+use crate::throttle::counters::{Counters, Level};
 use crate::throttle::sync::ShardThrottle;
 use crate::upstream::Pool;
 
@@ -41,8 +44,29 @@ pub struct ShardStats {
     pub requests: Cell<u64>,
     /// Requests answered with an error produced by the gateway itself.
     pub gateway_errors: Cell<u64>,
-    /// Requests refused with 429 by a throttle level.
+    /// Requests refused with 429 by a throttle level or quota.
     pub throttled: Cell<u64>,
+}
+
+/// The shard's part of the gateway-wide request guards.
+pub struct Guards {
+    /// This shard's leases of every limit (None: no limits).
+    pub throttle: Option<ShardThrottle>,
+    /// The shared per-client-IP table and the epoch its clock counts from.
+    pub client_ip: Option<(Arc<ClientIpTable>, Instant)>,
+    /// This shard's refusal counters (read by other threads).
+    pub counters: Arc<Counters>,
+}
+
+impl Guards {
+    /// No limits at all (tests, or a configuration without any).
+    pub fn none(routes: usize) -> Guards {
+        Guards {
+            throttle: None,
+            client_ip: None,
+            counters: Arc::new(Counters::new(routes)),
+        }
+    }
 }
 
 /// Whether a connection waits for a new request, and until when.
@@ -92,10 +116,12 @@ pub struct Shard {
     buffers: RefCell<Vec<Buffers>>,
     /// This shard's leases of every throttle limit (None: no limits).
     throttle: RefCell<Option<ShardThrottle>>,
+    client_ip: Option<(Arc<ClientIpTable>, Instant)>,
+    pub counters: Arc<Counters>,
 }
 
 impl Shard {
-    pub fn new(id: usize, snapshot: Arc<Snapshot>, throttle: Option<ShardThrottle>) -> Shard {
+    pub fn new(id: usize, snapshot: Arc<Snapshot>, guards: Guards) -> Shard {
         let s = &snapshot.server;
         let pool = Pool::new(s.max_idle_per_backend, s.upstream_idle_timeout);
         let seed = SystemTime::now()
@@ -116,26 +142,86 @@ impl Shard {
             conns: RefCell::new(Vec::new()),
             free_slots: RefCell::new(Vec::new()),
             buffers: RefCell::new(Vec::new()),
-            throttle: RefCell::new(throttle),
+            throttle: RefCell::new(guards.throttle),
+            client_ip: guards.client_ip,
+            counters: guards.counters,
         }
     }
 
-    /// Checks the throttle `levels` (most specific first); true when every
-    /// level admits the request.
+    /// Every guard in front of the integration, in order: the client-IP
+    /// limit; the API key where the route requires one (403 when missing,
+    /// unknown or in no usage plan for the stage); then the throttles,
+    /// most specific first — the key's plan, the route, the stage, the
+    /// account — and last the key's quota, so a throttled request spends
+    /// no quota. A request refused at one level spends nothing at the
+    /// levels after it. Returns the refusing level, counted.
     #[inline]
-    pub fn admit(&self, levels: &[u32]) -> bool {
-        if levels.is_empty() {
-            return true;
-        }
-        match self.throttle.borrow_mut().as_mut() {
-            Some(t) => {
-                let refused = t.check(levels).is_some();
-                if refused {
-                    self.stats.throttled.set(self.stats.throttled.get() + 1);
-                }
-                !refused
+    pub fn guard(
+        &self,
+        snap: &Snapshot,
+        resolved: Option<&Resolved<'_, '_>>,
+        api_key: Option<&[u8]>,
+        client: std::net::IpAddr,
+    ) -> Result<(), Level> {
+        let route = resolved.map(|r| r.stage.counter_base + r.route);
+        let refuse = |level| {
+            self.counters.refused(level, route);
+            if level != Level::Forbidden {
+                self.stats.throttled.set(self.stats.throttled.get() + 1);
             }
-            None => true,
+            Err(level)
+        };
+        if let Some((table, epoch)) = &self.client_ip {
+            let now = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            if !table.check(client, now) {
+                return refuse(Level::ClientIp);
+            }
+        }
+        // Levels as limit indexes, with what each is.
+        let mut levels = [0u32; 5];
+        let mut kinds = [Level::Account; 5];
+        let mut n = 0;
+        let mut push = |l: Option<u32>, kind: Level| {
+            if let Some(l) = l {
+                levels[n] = l;
+                kinds[n] = kind;
+                n += 1;
+            }
+        };
+        let mut quota = None;
+        if let Some(r) = resolved {
+            if r.stage.key_required.get(r.route as usize) == Some(&true) {
+                let plan = api_key
+                    .and_then(|k| snap.keys.lookup(k))
+                    .and_then(|id| r.stage.key_plans.get(&id));
+                let Some(plan) = plan else {
+                    return refuse(Level::Forbidden);
+                };
+                push(plan.throttle, Level::Key);
+                quota = plan.quota;
+            }
+            push(
+                r.stage
+                    .route_limits
+                    .get(r.route as usize)
+                    .copied()
+                    .flatten(),
+                Level::Route,
+            );
+            push(r.stage.limit, Level::Stage);
+        }
+        push(snap.account_limit, Level::Account);
+        push(quota, Level::Quota);
+        if n == 0 {
+            return Ok(());
+        }
+        let refused = match self.throttle.borrow_mut().as_mut() {
+            Some(t) => t.check(&levels[..n]),
+            None => None,
+        };
+        match refused {
+            Some(pos) => refuse(kinds[pos]),
+            None => Ok(()),
         }
     }
 

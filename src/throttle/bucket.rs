@@ -40,6 +40,21 @@ impl TokenBucket {
         }
     }
 
+    /// A bucket holding `tokens` milli-tokens (at most its capacity): a
+    /// quota restored with part of its period already used.
+    pub fn with_tokens(rate: u64, burst: u64, tokens: u64, now_ns: u64) -> TokenBucket {
+        let mut b = TokenBucket::new(rate, burst, now_ns);
+        b.tokens = tokens.min(b.capacity);
+        b
+    }
+
+    /// Refills to capacity at once (a quota's new period); tokens still
+    /// lent stay counted against it.
+    pub fn fill(&mut self) {
+        self.tokens = self.capacity.saturating_sub(self.lent);
+        self.carry = 0;
+    }
+
     /// Tokens per second.
     pub fn rate(&self) -> u64 {
         self.rate

@@ -119,6 +119,9 @@ impl ShardLease {
 pub struct Reconciler {
     bucket: TokenBucket,
     demand: Vec<f64>,
+    /// Milli-tokens shards reported spent (lent and not returned) since
+    /// creation or the last [`Reconciler::reset`]: a quota's usage.
+    spent: u64,
 }
 
 impl Reconciler {
@@ -127,7 +130,39 @@ impl Reconciler {
         Reconciler {
             bucket: TokenBucket::new(rate, burst, now_ns),
             demand: vec![DEMAND_FLOOR; shards],
+            spent: 0,
         }
+    }
+
+    /// A quota: `limit` requests that do not refill with time, of which
+    /// `used` are already spent this period.
+    pub fn quota(limit: u64, used: u64, shards: usize, now_ns: u64) -> Reconciler {
+        let tokens = limit.saturating_sub(used).saturating_mul(MILLI);
+        Reconciler {
+            bucket: TokenBucket::with_tokens(0, limit, tokens, now_ns),
+            demand: vec![DEMAND_FLOOR; shards],
+            spent: used.saturating_mul(MILLI),
+        }
+    }
+
+    /// Requests reported spent so far (settled leases only: what shards
+    /// still hold is counted at their next tick).
+    pub fn spent(&self) -> u64 {
+        self.spent / MILLI
+    }
+
+    /// Starts a new quota period: the bucket is full again and nothing is
+    /// spent.
+    pub fn reset(&mut self) {
+        self.bucket.fill();
+        self.spent = 0;
+    }
+
+    fn settle_one(&mut self, granted: u64, unused: u64) {
+        self.spent = self
+            .spent
+            .saturating_add(granted.saturating_sub(unused.min(granted)));
+        self.bucket.settle(granted, unused);
     }
 
     /// One tick: takes every shard's report (`reports[i]` from shard `i`)
@@ -136,8 +171,9 @@ impl Reconciler {
         // Weights move only when there was traffic: an idle gap keeps the
         // last split, so a shard whose bursts recur finds its share waiting.
         let busy = reports.iter().any(|r| r.demand > 0);
-        for (d, r) in self.demand.iter_mut().zip(reports) {
-            self.bucket.settle(r.granted, r.unused);
+        for (i, r) in reports.iter().enumerate() {
+            self.settle_one(r.granted, r.unused);
+            let d = &mut self.demand[i];
             if busy {
                 *d = (DEMAND_ALPHA * r.demand as f64 + (1.0 - DEMAND_ALPHA) * *d).max(DEMAND_FLOOR);
             }
@@ -175,7 +211,7 @@ impl Reconciler {
     /// Settles a shard's report at once (`granted` lent, `unused` back),
     /// so returned tokens are in the bucket for the next top-up.
     pub fn settle(&mut self, granted: u64, unused: u64) {
-        self.bucket.settle(granted, unused);
+        self.settle_one(granted, unused);
     }
 
     /// Takes back a lease that was never delivered.

@@ -12,5 +12,9 @@
 //! quotas and a per-client-IP level are not built yet.
 
 pub mod bucket;
+pub mod client_ip;
+pub mod counters;
 pub mod lease;
+pub mod quota;
+pub mod store;
 pub mod sync;

@@ -20,12 +20,53 @@ use std::time::{Duration, Instant};
 
 use super::bucket::MILLI;
 use super::lease::{Reconciler, Report, ShardLease};
+use super::quota::{Period, PeriodClock};
+use super::store::{QuotaStore, StoreError, Stored};
 
-/// A limit: requests per second and burst.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A limit: requests per second and burst; a quota has rate 0, its
+/// allowance as burst, and says how it resets and where it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitSpec {
     pub rate: u64,
     pub burst: u64,
+    pub quota: Option<QuotaSpec>,
+}
+
+/// How a quota limit resets and persists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaSpec {
+    /// The name its counter is stored under (`plan/key`).
+    pub name: String,
+    pub period: Period,
+    /// Subtracted from the allowance in the first period ever seen.
+    pub offset: u64,
+}
+
+/// A quota's state as the reconciler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaUsage {
+    pub name: String,
+    pub limit: u64,
+    /// Requests counted this period (leases settled so far).
+    pub used: u64,
+    pub remaining: u64,
+    /// When the period ends, Unix seconds.
+    pub resets_at: u64,
+}
+
+/// Where and how often quotas are persisted.
+pub struct Persistence {
+    pub store: QuotaStore,
+    pub flush_interval: Duration,
+}
+
+/// Wall-clock seconds since the Unix epoch (quota periods are calendar
+/// periods).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[derive(Debug, Default)]
@@ -61,10 +102,84 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 type SharedReconciler = Arc<Mutex<Reconciler>>;
 
-/// The running reconciler thread; stops when dropped.
+/// One quota limit tracked by the reconciler thread.
+struct QuotaTrack {
+    limit: usize,
+    name: String,
+    allowance: u64,
+    clock: PeriodClock,
+}
+
+/// Quota limits, their store, and their period clocks.
+struct Quotas {
+    tracks: Mutex<Vec<QuotaTrack>>,
+    persistence: Option<Persistence>,
+}
+
+impl Quotas {
+    /// Starts new periods that have begun by `unix`.
+    fn roll(&self, recs: &[SharedReconciler], unix: u64) {
+        for t in lock(&self.tracks).iter_mut() {
+            if t.clock.roll(unix) {
+                lock(&recs[t.limit]).reset();
+            }
+        }
+    }
+
+    fn usage(&self, recs: &[SharedReconciler]) -> Vec<QuotaUsage> {
+        lock(&self.tracks)
+            .iter()
+            .map(|t| {
+                let used = lock(&recs[t.limit]).spent();
+                QuotaUsage {
+                    name: t.name.clone(),
+                    limit: t.allowance,
+                    used,
+                    remaining: t.allowance.saturating_sub(used),
+                    resets_at: t.clock.next_start(),
+                }
+            })
+            .collect()
+    }
+
+    /// Writes every counter to the store.
+    fn flush(&self, recs: &[SharedReconciler]) -> Result<(), StoreError> {
+        let Some(p) = &self.persistence else {
+            return Ok(());
+        };
+        let tracks = lock(&self.tracks);
+        let rows: Vec<(&str, Stored)> = tracks
+            .iter()
+            .map(|t| {
+                let used = lock(&recs[t.limit]).spent();
+                (
+                    t.name.as_str(),
+                    Stored {
+                        period_start: t.clock.start(),
+                        used,
+                    },
+                )
+            })
+            .collect();
+        p.store.save(rows)
+    }
+}
+
+/// The running reconciler thread; stops when dropped, after a last flush
+/// of the quota counters.
 pub struct Coordinator {
     stop: Arc<(Mutex<bool>, Condvar)>,
     handle: Option<JoinHandle<()>>,
+    recs: Vec<SharedReconciler>,
+    quotas: Arc<Quotas>,
+}
+
+impl Coordinator {
+    /// Every quota's usage (what shards hold in leases is counted at
+    /// their next tick).
+    pub fn quota_usage(&self) -> Vec<QuotaUsage> {
+        self.quotas.usage(&self.recs)
+    }
 }
 
 impl Drop for Coordinator {
@@ -74,26 +189,64 @@ impl Drop for Coordinator {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
+        if let Err(e) = self.quotas.flush(&self.recs) {
+            eprintln!("tollgate: {e}");
+        }
     }
 }
 
 /// Starts the reconciler for `limits` shared by `shards`; returns it and
-/// one shard-side throttle per shard.
+/// one shard-side throttle per shard. Quota limits start from the counts
+/// in `persistence`'s store, and are written back there.
 pub fn start(
     limits: &[LimitSpec],
     shards: usize,
     interval: Duration,
-) -> std::io::Result<(Coordinator, Vec<ShardThrottle>)> {
+    persistence: Option<Persistence>,
+) -> Result<(Coordinator, Vec<ShardThrottle>), StartError> {
     let mailboxes: Vec<Arc<Mailbox>> = (0..shards)
         .map(|_| Arc::new(Mailbox::new(limits.len())))
         .collect();
     let epoch = Instant::now();
+    let stored = match &persistence {
+        Some(p) => p.store.load()?,
+        None => Default::default(),
+    };
+    let unix = unix_now();
+    let mut tracks = Vec::new();
     let recs: Vec<SharedReconciler> = limits
         .iter()
-        .map(|l| Arc::new(Mutex::new(Reconciler::new(l.rate, l.burst, shards, 0))))
+        .enumerate()
+        .map(|(i, l)| {
+            let rec = match &l.quota {
+                None => Reconciler::new(l.rate, l.burst, shards, 0),
+                Some(q) => {
+                    let clock = PeriodClock::new(q.period, unix);
+                    let used = match stored.get(&q.name) {
+                        Some(s) if s.period_start == clock.start() => s.used,
+                        Some(_) => 0,
+                        None => q.offset,
+                    };
+                    tracks.push(QuotaTrack {
+                        limit: i,
+                        name: q.name.clone(),
+                        allowance: l.burst,
+                        clock,
+                    });
+                    Reconciler::quota(l.burst, used, shards, 0)
+                }
+            };
+            Arc::new(Mutex::new(rec))
+        })
         .collect();
+    let quotas = Arc::new(Quotas {
+        tracks: Mutex::new(tracks),
+        persistence,
+    });
+    // Record where every quota stands (a first period, an offset) at once.
+    quotas.flush(&recs)?;
     // First leases before any request arrives.
-    tick(&recs, &mailboxes, ns_since(epoch));
+    tick(&recs, &mailboxes, ns_since(epoch), true);
     let shard_sides = mailboxes
         .iter()
         .map(|m| ShardThrottle {
@@ -107,51 +260,107 @@ pub fn start(
         .collect();
     let stop = Arc::new((Mutex::new(false), Condvar::new()));
     let stop2 = stop.clone();
+    let (recs2, quotas2) = (recs.clone(), quotas.clone());
+    let flush_every = quotas
+        .persistence
+        .as_ref()
+        .map(|p| p.flush_interval)
+        .unwrap_or(Duration::MAX);
     let handle = std::thread::Builder::new()
         .name("tollgate-throttle".into())
-        .spawn(move || loop {
-            let guard = lock(&stop2.0);
-            let (guard, _) = stop2
-                .1
-                .wait_timeout_while(guard, interval, |stopped| !*stopped)
-                .unwrap_or_else(|e| e.into_inner());
-            if *guard {
-                return;
+        .spawn(move || {
+            let mut last_flush = Instant::now();
+            loop {
+                let guard = lock(&stop2.0);
+                let (guard, _) = stop2
+                    .1
+                    .wait_timeout_while(guard, interval, |stopped| !*stopped)
+                    .unwrap_or_else(|e| e.into_inner());
+                if *guard {
+                    return;
+                }
+                drop(guard);
+                quotas2.roll(&recs2, unix_now());
+                tick(&recs2, &mailboxes, ns_since(epoch), false);
+                if last_flush.elapsed() >= flush_every {
+                    last_flush = Instant::now();
+                    if let Err(e) = quotas2.flush(&recs2) {
+                        eprintln!("tollgate: {e}");
+                    }
+                }
             }
-            drop(guard);
-            tick(&recs, &mailboxes, ns_since(epoch));
-        })?;
+        })
+        .map_err(StartError::Thread)?;
     Ok((
         Coordinator {
             stop,
             handle: Some(handle),
+            recs,
+            quotas,
         },
         shard_sides,
     ))
+}
+
+/// Why the reconciler could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot start the throttle reconciler thread: {0}")]
+    Thread(std::io::Error),
 }
 
 fn ns_since(epoch: Instant) -> u64 {
     u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// One reconciler tick: reports in, grants out.
-fn tick(recs: &[SharedReconciler], mailboxes: &[Arc<Mailbox>], now: u64) {
-    for (l, rec) in recs.iter().enumerate() {
-        let reports: Vec<Report> = mailboxes
-            .iter()
-            .map(|m| std::mem::take(&mut lock(&m.inner).reports[l]))
-            .collect();
-        let mut rec = lock(rec);
-        let grants = rec.tick(now, &reports);
-        for (m, g) in mailboxes.iter().zip(grants) {
+/// One reconciler tick: reports in, grants out. Each mailbox is locked
+/// once to take its reports and once to post its grants. A limit no shard
+/// asked for since the last tick is skipped (`all` overrides): it gets no
+/// new leases, so with thousands of idle per-key limits a tick costs a
+/// scan, and the first request after a quiet spell takes a top-up.
+fn tick(recs: &[SharedReconciler], mailboxes: &[Arc<Mailbox>], now: u64, all: bool) {
+    let taken: Vec<Vec<Report>> = mailboxes
+        .iter()
+        .map(|m| {
             let mut inner = lock(&m.inner);
-            if inner.grants[l] == 0 {
-                inner.grants[l] = g;
-            } else {
-                // The shard has not taken the last grant yet (it has not
-                // ticked): do not stack another on it.
-                rec.take_back(g);
+            let fresh = vec![Report::default(); inner.reports.len()];
+            std::mem::replace(&mut inner.reports, fresh)
+        })
+        .collect();
+    let mut grants: Vec<Vec<u64>> = vec![vec![0; recs.len()]; mailboxes.len()];
+    let mut column = Vec::with_capacity(mailboxes.len());
+    for (l, rec) in recs.iter().enumerate() {
+        column.clear();
+        column.extend(taken.iter().map(|r| r[l]));
+        if !all && column.iter().all(|r| r.demand == 0) {
+            continue;
+        }
+        let leases = lock(rec).tick(now, &column);
+        for (g, lease) in grants.iter_mut().zip(leases) {
+            g[l] = lease;
+        }
+    }
+    for (m, g) in mailboxes.iter().zip(grants) {
+        let mut undelivered = Vec::new();
+        {
+            let mut inner = lock(&m.inner);
+            for (l, lease) in g.into_iter().enumerate() {
+                if lease == 0 {
+                    continue;
+                }
+                if inner.grants[l] == 0 {
+                    inner.grants[l] = lease;
+                } else {
+                    // The shard has not taken the last grant yet (it has
+                    // not ticked): do not stack another on it.
+                    undelivered.push((l, lease));
+                }
             }
+        }
+        for (l, lease) in undelivered {
+            lock(&recs[l]).take_back(lease);
         }
     }
 }
@@ -246,8 +455,9 @@ mod tests {
         let limits = [LimitSpec {
             rate: 100,
             burst: 50,
+            quota: None,
         }];
-        let (coord, mut shards) = start(&limits, 2, Duration::from_millis(5)).expect("start");
+        let (coord, mut shards) = start(&limits, 2, Duration::from_millis(5), None).expect("start");
         let t0 = Instant::now();
         let mut admitted = 0u64;
         // Offer far more than the limit from both shards for 300 ms.
@@ -276,10 +486,19 @@ mod tests {
     #[test]
     fn a_refusal_does_not_charge_later_levels() {
         let limits = [
-            LimitSpec { rate: 0, burst: 0 },
-            LimitSpec { rate: 0, burst: 10 },
+            LimitSpec {
+                rate: 0,
+                burst: 0,
+                quota: None,
+            },
+            LimitSpec {
+                rate: 0,
+                burst: 10,
+                quota: None,
+            },
         ];
-        let (_coord, mut shards) = start(&limits, 1, Duration::from_millis(5)).expect("start");
+        let (_coord, mut shards) =
+            start(&limits, 1, Duration::from_millis(5), None).expect("start");
         let s = &mut shards[0];
         s.tick();
         for _ in 0..5 {
