@@ -25,6 +25,10 @@
 #              haproxy cache (checked: X-Cache-Status: HIT, origin not hit)
 #   throttled  rate limiter rejecting ~all requests with 429: nginx limit_req
 #              1 r/s, haproxy stick-table http_req_rate > 1/s
+#   mixed      one global limit of 10,000 r/s (burst 1,000) in front of the
+#              origin: at full load most requests (~90%) are answered 429,
+#              the rest proxied (tollgate route throttle, nginx limit_req
+#              keyed on $server_name, haproxy stick-table on a constant key)
 #   https      TLS termination (ECDSA P-256 self-signed, keep-alive), GET
 #              /hello proxied to the origin over plain HTTP
 # tollgate has no cache or TLS yet: those rows say "n/a (feature not
@@ -47,7 +51,7 @@
 #   WARMUP        warm-up run before each measured run           (default 2s)
 #   ROUNDS        number of interleaved rounds                   (default 3)
 #   SCENARIOS     comma list (default all):
-#                 proxy,newconn,large,static,cachehit,throttled,https
+#                 proxy,newconn,large,static,cachehit,throttled,mixed,https
 #   PROXIES       comma list (default tollgate,nginx,haproxy)
 #   SKIP_BUILD    1 = do not run `cargo build --release`         (default 0)
 #   TOLLGATE_BIN  tollgate binary to run (default target/release/tollgate)
@@ -65,11 +69,11 @@ set -euo pipefail
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 ROUNDS=${ROUNDS:-3}
-SCENARIOS=${SCENARIOS:-proxy,newconn,large,static,cachehit,throttled,https}
+SCENARIOS=${SCENARIOS:-proxy,newconn,large,static,cachehit,throttled,mixed,https}
 PROXIES=${PROXIES:-tollgate,nginx,haproxy}
 SKIP_BUILD=${SKIP_BUILD:-0}
 
-ALL_SCENARIOS=(proxy newconn large static cachehit throttled https)
+ALL_SCENARIOS=(proxy newconn large static cachehit throttled mixed https)
 ALL_PROXIES=(tollgate nginx haproxy)
 
 LOAD_CORE=0    # wrk + origin
@@ -79,7 +83,8 @@ ORIGIN_PORT=19000
 declare -A HTTP_PORT=([tollgate]=18080 [nginx]=18081 [haproxy]=18082)
 declare -A HTTPS_PORT=([nginx]=18443 [haproxy]=18444)
 
-SMALL_CONNS=64        # proxy, newconn, static, cachehit, throttled, https
+SMALL_CONNS=64        # proxy, newconn, static, cachehit, throttled, mixed, https
+MIXED_RATE=10000      # mixed: the global limit, requests per second
 LARGE_CONNS=16        # large
 LARGE_BYTES=1048576   # size of the origin's /large file (1 MiB)
 
@@ -434,6 +439,7 @@ SCEN_DESC[large]="$LARGE_CONNS keep-alive connections, GET /large proxied to the
 SCEN_DESC[static]="the proxy answers itself (tollgate mock route, nginx \`return 200\`, haproxy \`http-request return\`); the floor for a cache hit"
 SCEN_DESC[cachehit]="$SMALL_CONNS keep-alive connections, GET /cached served from the proxy's cache (nginx proxy_cache, haproxy cache); verified before the runs"
 SCEN_DESC[throttled]="$SMALL_CONNS keep-alive connections, GET /throttled, rate limit 1 r/s per client address: ~all answered 429 (nginx limit_req, haproxy stick-table http_req_rate)"
+SCEN_DESC[mixed]="$SMALL_CONNS keep-alive connections, GET /mixed proxied to the origin behind one global limit of $MIXED_RATE r/s (burst 1,000): most answered 429, the rest proxied"
 SCEN_DESC[https]="$SMALL_CONNS keep-alive TLS connections (ECDSA P-256 self-signed), GET /hello proxied to the origin over plain HTTP"
 
 for s in "${ALL_SCENARIOS[@]}"; do
@@ -449,6 +455,7 @@ for p in "${ALL_PROXIES[@]}"; do
     TGT_URL[newconn/$p]="$base/hello"
     TGT_URL[large/$p]="$base/large"
     TGT_URL[static/$p]="$base/static"
+    TGT_URL[mixed/$p]="$base/mixed"
     if [[ $p == tollgate ]]; then
         TGT_NA[cachehit/$p]=$NA_TOLLGATE
         TGT_URL[throttled/$p]="$base/throttled"
@@ -571,6 +578,7 @@ $(nginx_temp_paths "$TMP/nginx-temp")
     keepalive_timeout 75s;
     proxy_cache_path $TMP/nginx-cache levels=1:2 keys_zone=bench:1m max_size=16m inactive=1d use_temp_path=off;
     limit_req_zone \$binary_remote_addr zone=throttle:1m rate=1r/s;
+    limit_req_zone \$server_name zone=global:1m rate=${MIXED_RATE}r/s;
     upstream origin {
         server 127.0.0.1:$ORIGIN_PORT;
         keepalive 128;
@@ -616,6 +624,12 @@ EOF
             limit_req_log_level info;
             proxy_pass http://origin;
         }
+        location = /mixed {
+            limit_req zone=global burst=1000 nodelay;
+            limit_req_status 429;
+            limit_req_log_level info;
+            proxy_pass http://origin/hello;
+        }
     }
 }
 EOF
@@ -655,6 +669,7 @@ EOF
     http-request return status 200 content-type text/plain string "hello world\n" if { path /static }
     use_backend be_cached if { path /cached }
     use_backend be_throttled if { path /throttled }
+    use_backend be_mixed if { path /mixed }
     default_backend be_origin
 
 backend be_origin
@@ -671,6 +686,13 @@ backend be_throttled
     stick-table type ip size 1k expire 10s store http_req_rate(1s)
     http-request track-sc0 src
     http-request deny deny_status 429 if { sc_http_req_rate(0) gt 1 }
+    server origin 127.0.0.1:$ORIGIN_PORT
+
+backend be_mixed
+    stick-table type integer size 1 expire 10s store http_req_rate(1s)
+    http-request track-sc0 int(1)
+    http-request deny deny_status 429 if { sc_http_req_rate(0) gt $MIXED_RATE }
+    http-request set-path /hello
     server origin 127.0.0.1:$ORIGIN_PORT
 EOF
 } >"$TMP/haproxy.cfg"
@@ -702,6 +724,11 @@ integration = { type = "mock", status = 200, body = "hello world\n" }
 key = "GET /throttled"
 integration = { type = "mock", status = 200, body = "hello world\n" }
 throttle = { rate = 1, burst = 1 }
+
+[[api.route]]
+key = "GET /mixed"
+integration = { type = "http", uri = "http://127.0.0.1:$ORIGIN_PORT/hello" }
+throttle = { rate = $MIXED_RATE, burst = 1000 }
 
 [[api.route]]
 key = "ANY /{proxy+}"
@@ -862,6 +889,10 @@ check_target() {
             for i in 1 2 3; do fetch "$url"; done
             [[ $C_STATUS == 429 ]] || { ok=0; why="expected 429 on the 3rd request in a row"; }
             ;;
+        mixed)
+            fetch "$url"
+            [[ $C_STATUS == 200 && $(cat "$C_BODY") == "hello world" ]] || { ok=0; why="expected 200 \"hello world\" below the limit"; }
+            ;;
     esac
     if ((!ok)); then
         log "check of $s on $p ($url): $why; got status $C_STATUS"
@@ -911,7 +942,7 @@ run_wrk() {
     local s=$1 url=$2 dur=$3 secs=$4 out=$5 rc=0
     local -a args=(-t1 -c"${SCEN_CONNS[$s]}" -d"$dur" --latency)
     [[ -n ${SCEN_HEADER[$s]} ]] && args+=(-H "${SCEN_HEADER[$s]}")
-    [[ $s == throttled ]] && args+=(-s "$TMP/status.lua")
+    [[ $s == throttled || $s == mixed ]] && args+=(-s "$TMP/status.lua")
     # Hard bound in case wrk hangs: duration + 30 s, then SIGKILL 5 s later.
     timeout --foreground -k 5 $((secs + 30)) \
         taskset -c "$LOAD_CORE" wrk "${args[@]}" "$url" >"$out" 2>&1 || rc=$?
@@ -1004,7 +1035,7 @@ measure() {
     core1_task=$(core_busy_pct "$k1_0" "$k1_1" task)
     # Errors: socket errors + unexpected statuses. For throttled, 429 is the
     # expected answer; the Lua script counts the others.
-    if [[ $s == throttled ]]; then
+    if [[ $s == throttled || $s == mixed ]]; then
         bad=$(sed -nE 's/^STATUS_BAD ([0-9]+)$/\1/p' "$out")
         bad=${bad:-0}
     else
@@ -1110,13 +1141,21 @@ report() {
     done
     echo
     echo "errors: wrk socket errors (connect, read, write, timeout) + responses other than 2xx/3xx" \
-        "(for \`throttled\`, + responses other than 2xx/3xx/429)."
+        "(for \`throttled\` and \`mixed\`, + responses other than 2xx/3xx/429)."
     if want_scen throttled; then
         for p in "${PROXS[@]}"; do
             k=throttled/$p
             available throttled "$p" || continue
             echo "throttled/$p: $(awk -v a="${N429[$k]:-0}" -v n="${REQS[$k]:-0}" \
                 'BEGIN { if (n > 0) printf "%.4f%%", 100 * a / n; else print "n/a" }') of ${REQS[$k]:-0} responses were 429."
+        done
+    fi
+    if want_scen mixed; then
+        for p in "${PROXS[@]}"; do
+            k=mixed/$p
+            available mixed "$p" || continue
+            echo "mixed/$p: $(awk -v a="${N429[$k]:-0}" -v n="${REQS[$k]:-0}" -v r="$ROUNDS" -v d="$DURATION_S" \
+                'BEGIN { if (n > 0) printf "%.1f%% of %d responses refused with 429; admitted (proxied) %.0f/s against a limit of", 100 * a / n, n, (n - a) / (r * d); else print "n/a" }') $MIXED_RATE/s (burst 1,000)."
         done
     fi
     echo
@@ -1160,7 +1199,7 @@ report() {
         "wall time of the run (100 = one full core). core busy %: the whole core, every process on it and" \
         "softirq (loopback packet processing); (processes): user+system time only, the figure the (!) check uses." \
         "core$LOAD_CORE near 100 means wrk + origin may cap req/s; CPU-µs/req does not depend on that." \
-        "non-2xx/3xx includes the expected 429s of \`throttled\`."
+        "non-2xx/3xx includes the expected 429s of \`throttled\` and \`mixed\`."
     if ((NOISY)); then
         echo
         echo "(!) another job used the proxy's core during that run: its figures are not trustworthy; rerun on an idle machine."

@@ -221,3 +221,142 @@ integration = { type = "mock", status = 202 }
     // Prefixes match whole segments only.
     assert_eq!(r("x.example.com", "/v1production/pets/1"), None);
 }
+
+const PLANS: &str = r#"
+[[server.listen]]
+addr = "127.0.0.1:8080"
+tls = false
+
+[[api]]
+name = "pets"
+[[api.stage]]
+name = "prod"
+api_key_required = true
+[[api.route]]
+key = "GET /pets"
+integration = { type = "mock", body = "hi" }
+[[api.route]]
+key = "GET /open"
+api_key_required = false
+integration = { type = "mock", body = "hi" }
+"#;
+
+#[test]
+fn keys_and_plans_compile_into_stage_limits() {
+    let text = format!(
+        r#"{PLANS}
+[[api_key]]
+name = "alice"
+value = "alice-key-0123456789abcdef"
+[[usage_plan]]
+name = "gold"
+stages = ["pets/prod"]
+keys = ["alice"]
+throttle = {{ rate = 5, burst = 10 }}
+quota = {{ limit = 1000, period = "MONTH", offset = 10 }}
+"#
+    );
+    let snap = build(&text).expect("valid");
+    let stage = &snap.apis[0].stages[0];
+    assert_eq!(stage.key_required, vec![true, false]);
+    let alice = snap.keys.id_of("alice").expect("alice");
+    let limits = stage.key_plans[&alice];
+    let t = limits.throttle.expect("throttle") as usize;
+    let q = limits.quota.expect("quota") as usize;
+    assert_eq!((snap.limits[t].rate, snap.limits[t].burst), (5, 10));
+    assert_eq!((snap.limits[q].rate, snap.limits[q].burst), (0, 1000));
+    assert_eq!(snap.quotas.len(), 1);
+    assert_eq!(snap.quotas[0].name, "gold/alice");
+    assert_eq!(snap.quotas[0].offset, 10);
+    assert_eq!(
+        snap.route_counters,
+        vec!["pets/prod GET /pets", "pets/prod GET /open"]
+    );
+}
+
+#[test]
+fn bad_keys_and_plans_are_reported_with_their_paths() {
+    let text = format!(
+        r#"{PLANS}
+[[api_key]]
+name = "short"
+value = "too-short"
+[[api_key]]
+name = "both"
+value = "both-key-0123456789abcdefg"
+value_sha256 = "00"
+[[api_key]]
+name = "hashed"
+value_sha256 = "not-hex"
+[[api_key]]
+name = "alice"
+value = "alice-key-0123456789abcdef"
+[[api_key]]
+name = "alice"
+value = "alice-key-0123456789abcdXX"
+[[usage_plan]]
+name = "a"
+stages = ["pets/prod", "pets/nope", "nope"]
+keys = ["alice", "ghost"]
+quota = {{ limit = 5, period = "DAY", offset = 5 }}
+[[usage_plan]]
+name = "b"
+stages = ["pets/prod"]
+keys = ["alice"]
+"#
+    );
+    let got = paths(&text);
+    for want in [
+        "api_key[0].value",
+        "api_key[1]",
+        "api_key[2].value_sha256",
+        "api_key[4].name",
+        "usage_plan[0].stages[1]",
+        "usage_plan[0].stages[2]",
+        "usage_plan[0].keys[1]",
+        "usage_plan[0].quota.offset",
+        "usage_plan[1].keys[0]",
+    ] {
+        assert!(got.iter().any(|p| p == want), "{want} missing from {got:?}");
+    }
+    let bad_period = format!(
+        "{PLANS}\n[[usage_plan]]\nname = \"x\"\nstages = [\"pets/prod\"]\nquota = {{ limit = 5, period = \"YEAR\" }}\n"
+    );
+    assert_eq!(paths(&bad_period), vec!["usage_plan[0].quota.period"]);
+}
+
+#[test]
+fn a_missing_key_file_is_an_error_on_its_field() {
+    let text = PLANS.replace(
+        "[[server.listen]]",
+        "[server]\napi_keys_file = \"/nonexistent/keys.txt\"\n[[server.listen]]",
+    );
+    assert_eq!(paths(&text), vec!["server.api_keys_file"]);
+}
+
+#[test]
+fn keys_load_from_a_key_file() {
+    let file = std::env::temp_dir().join(format!("tollgate-keys-{}.txt", std::process::id()));
+    std::fs::write(
+        &file,
+        format!(
+            "# name value\nfile-alice file-key-0123456789abcdef\nfile-bob sha256:{}\n",
+            "ab".repeat(32)
+        ),
+    )
+    .expect("write");
+    let text = PLANS.replace(
+        "[[server.listen]]",
+        &format!(
+            "[server]\napi_keys_file = \"{}\"\n[[server.listen]]",
+            file.display()
+        ),
+    ) + "[[usage_plan]]\nname = \"p\"\nstages = [\"pets/prod\"]\nkeys = [\"file-alice\", \"file-bob\"]\n";
+    let snap = build(&text).expect("valid");
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(snap.keys.len(), 2);
+    assert_eq!(
+        snap.keys.lookup(b"file-key-0123456789abcdef"),
+        snap.keys.id_of("file-alice")
+    );
+}

@@ -66,7 +66,7 @@ pub fn forward_request_headers(
     let mut xff_written = false;
     for h in &head.headers {
         match h.kind {
-            HeaderKind::Other => {
+            HeaderKind::Other | HeaderKind::ApiKey => {
                 header(out, h.name.of(buf), h.value.of(buf));
             }
             HeaderKind::Upgrade if head.websocket_upgrade => {

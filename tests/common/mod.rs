@@ -40,6 +40,11 @@ impl TestGateway {
     pub fn connect(&self) -> Client {
         Client::connect(self.addr)
     }
+
+    /// The running gateway (counters, quota usage).
+    pub fn gateway(&self) -> &Gateway {
+        self.gw.as_ref().expect("running")
+    }
 }
 
 impl Drop for TestGateway {
