@@ -28,7 +28,8 @@
 #   mixed      one global limit of 10,000 r/s (burst 1,000) in front of the
 #              origin: at full load most requests (~90%) are answered 429,
 #              the rest proxied (tollgate route throttle, nginx limit_req
-#              keyed on $server_name, haproxy stick-table on a constant key)
+#              keyed on $server_port, haproxy stick-table on a constant key
+#              counting admitted requests in gpc0)
 #   https      TLS termination (ECDSA P-256 self-signed, keep-alive), GET
 #              /hello proxied to the origin over plain HTTP
 # tollgate has no cache or TLS yet: those rows say "n/a (feature not
@@ -578,7 +579,8 @@ $(nginx_temp_paths "$TMP/nginx-temp")
     keepalive_timeout 75s;
     proxy_cache_path $TMP/nginx-cache levels=1:2 keys_zone=bench:1m max_size=16m inactive=1d use_temp_path=off;
     limit_req_zone \$binary_remote_addr zone=throttle:1m rate=1r/s;
-    limit_req_zone \$server_name zone=global:1m rate=${MIXED_RATE}r/s;
+    # One key for every request (an empty key would not be limited at all).
+    limit_req_zone \$server_port zone=global:1m rate=${MIXED_RATE}r/s;
     upstream origin {
         server 127.0.0.1:$ORIGIN_PORT;
         keepalive 128;
@@ -688,10 +690,14 @@ backend be_throttled
     http-request deny deny_status 429 if { sc_http_req_rate(0) gt 1 }
     server origin 127.0.0.1:$ORIGIN_PORT
 
+# One entry for every request. Only admitted requests increment gpc0, so
+# its rate is the admitted rate (http_req_rate would count refused ones
+# too, and refuse everything once exceeded).
 backend be_mixed
-    stick-table type integer size 1 expire 10s store http_req_rate(1s)
+    stick-table type integer size 1 expire 10s store gpc0,gpc0_rate(1s)
     http-request track-sc0 int(1)
-    http-request deny deny_status 429 if { sc_http_req_rate(0) gt $MIXED_RATE }
+    http-request deny deny_status 429 if { sc_gpc0_rate(0) ge $MIXED_RATE }
+    http-request sc-inc-gpc0(0)
     http-request set-path /hello
     server origin 127.0.0.1:$ORIGIN_PORT
 EOF

@@ -5,11 +5,18 @@
 //!   bucket, reconciled every `sync_interval`; never over-admits, with the
 //!   under-admission bound stated and simulated there.
 //!
-//! * [`sync`]: the reconciler thread and each shard's side of it.
+//! * [`sync`]: the reconciler thread and each shard's side of it; quota
+//!   periods and persistence.
+//! * [`quota`]: calendar periods (UTC) of usage-plan quotas.
+//! * [`store`]: quota counters in a redb file.
+//! * [`client_ip`]: the per-client-IP level, a striped shared table with a
+//!   stated memory bound.
+//! * [`counters`]: refusals per level and per route, per shard.
 //!
-//! Wired levels: route (per stage), stage, and the server-wide "account"
-//! limit, checked in that order; a refusal is a 429. Usage plans, API keys,
-//! quotas and a per-client-IP level are not built yet.
+//! Levels, in the order `server::shard::Shard::guard` checks them: client
+//! IP, API key (403), usage-plan key throttle, route (per stage), stage,
+//! the server-wide "account" limit, usage-plan quota; a refusal is a 429
+//! (`Limit Exceeded` for a quota).
 
 pub mod bucket;
 pub mod client_ip;
