@@ -84,7 +84,7 @@ fn benches(c: &mut Criterion) {
     let mut calls = 0u32;
     let mut check = |levels: &[u32]| {
         calls += 1;
-        if calls % 1000 == 0 {
+        if calls.is_multiple_of(1000) {
             shard.tick();
         }
         shard.check(levels)

@@ -302,42 +302,8 @@ fn shipped_profiles_run() {
     }
 }
 
-/// A key-guarded mock route with a quota of 5 per day, its counters kept
-/// in `state`.
-fn quota_config(state: &std::path::Path) -> String {
-    format!(
-        r#"
-[server]
-shards = 2
-state_dir = "{}"
-[[server.listen]]
-addr = "LISTEN"
-tls = false
-[[api_key]]
-name = "alice"
-value = "alice-key-0123456789abcdef"
-[[api]]
-name = "q"
-[[api.stage]]
-name = "prod"
-api_key_required = true
-[[api.route]]
-key = "GET /x"
-integration = {{ type = "mock", body = "ok" }}
-[[usage_plan]]
-name = "p"
-stages = ["q/prod"]
-keys = ["alice"]
-quota = {{ limit = 5, period = "DAY" }}
-"#,
-        state.display()
-    )
-}
-
-fn keyed_get(addr: SocketAddr) -> u16 {
-    let mut c = Client::connect(addr);
-    c.send(b"GET /prod/x HTTP/1.1\r\nHost: t\r\nx-api-key: alice-key-0123456789abcdef\r\n\r\n");
-    c.read_response(false).expect("response").status
+fn keyed_status(addr: SocketAddr) -> u16 {
+    keyed_get(addr).status
 }
 
 #[test]
@@ -345,11 +311,11 @@ fn quota_counts_survive_kill_9_after_a_flush() {
     let state = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("state-kill9-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
-    let cfg = quota_config(&state);
+    let cfg = quota_config(&state, 2, 5, "DAY");
     {
         let mut gw = Running::start(&cfg);
         for _ in 0..3 {
-            assert_eq!(keyed_get(gw.addr), 200);
+            assert_eq!(keyed_status(gw.addr), 200);
         }
         // The default flush interval is 1 s; a crash after it loses nothing.
         std::thread::sleep(Duration::from_millis(1500));
@@ -357,7 +323,7 @@ fn quota_counts_survive_kill_9_after_a_flush() {
         assert!(gw.wait_exit(Duration::from_secs(5)).is_some());
     }
     let gw = Running::start(&cfg);
-    let statuses: Vec<u16> = (0..4).map(|_| keyed_get(gw.addr)).collect();
+    let statuses: Vec<u16> = (0..4).map(|_| keyed_status(gw.addr)).collect();
     assert_eq!(statuses, [200, 200, 429, 429]);
     drop(gw);
     let _ = std::fs::remove_dir_all(&state);
@@ -368,11 +334,11 @@ fn quota_counts_survive_sigterm_at_once() {
     let state = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("state-term-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
-    let cfg = quota_config(&state);
+    let cfg = quota_config(&state, 2, 5, "DAY");
     {
         let mut gw = Running::start(&cfg);
         for _ in 0..4 {
-            assert_eq!(keyed_get(gw.addr), 200);
+            assert_eq!(keyed_status(gw.addr), 200);
         }
         // No wait for a periodic flush: shutdown writes the counters.
         gw.signal(libc::SIGTERM);
@@ -381,7 +347,7 @@ fn quota_counts_survive_sigterm_at_once() {
             .is_some_and(|s| s.success()));
     }
     let gw = Running::start(&cfg);
-    let statuses: Vec<u16> = (0..2).map(|_| keyed_get(gw.addr)).collect();
+    let statuses: Vec<u16> = (0..2).map(|_| keyed_status(gw.addr)).collect();
     assert_eq!(statuses, [200, 429]);
     drop(gw);
     let _ = std::fs::remove_dir_all(&state);

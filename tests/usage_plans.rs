@@ -228,33 +228,7 @@ quota = { limit = 5, period = "MONTH", offset = 3 }
 #[test]
 fn a_quota_holds_exactly_across_two_shards() {
     let state = state_dir("quota-shards");
-    let text = format!(
-        r#"
-[server]
-shards = 2
-state_dir = "{}"
-[[server.listen]]
-addr = "LISTEN"
-tls = false
-[[api_key]]
-name = "alice"
-value = "{ALICE}"
-[[api]]
-name = "q"
-[[api.stage]]
-name = "prod"
-api_key_required = true
-[[api.route]]
-key = "GET /x"
-integration = {{ type = "mock", body = "ok" }}
-[[usage_plan]]
-name = "p"
-stages = ["q/prod"]
-keys = ["alice"]
-quota = {{ limit = 300, period = "WEEK" }}
-"#,
-        state.display()
-    );
+    let text = common::quota_config(&state, 2, 300, "WEEK");
     let gw = TestGateway::start(&text);
     let addr = gw.addr;
     // Many connections, so both shards serve some.
@@ -264,7 +238,7 @@ quota = {{ limit = 300, period = "WEEK" }}
                 let mut c = Client::connect(addr);
                 let mut ok = 0u64;
                 for _ in 0..100 {
-                    let r = get(&mut c, "/prod/x", Some(ALICE));
+                    let r = get(&mut c, "/prod/x", Some(common::QUOTA_KEY));
                     match r.status {
                         200 => ok += 1,
                         429 => assert_eq!(r.text(), r#"{"message":"Limit Exceeded"}"#),

@@ -460,3 +460,46 @@ pub fn raw_origin(then: impl FnOnce(TcpStream, Vec<u8>) + Send + 'static) -> Soc
     });
     addr
 }
+
+/// The API key the quota configs below accept.
+pub const QUOTA_KEY: &str = "alice-key-0123456789abcdef";
+
+/// One mock route `GET /prod/x` that requires an API key (`QUOTA_KEY`,
+/// named `alice`), in a usage plan `p` with a quota of `limit` per
+/// `period`; counters kept in `state`.
+pub fn quota_config(state: &std::path::Path, shards: usize, limit: u64, period: &str) -> String {
+    format!(
+        r#"
+[server]
+shards = {shards}
+state_dir = "{}"
+[[server.listen]]
+addr = "LISTEN"
+tls = false
+[[api_key]]
+name = "alice"
+value = "{QUOTA_KEY}"
+[[api]]
+name = "q"
+[[api.stage]]
+name = "prod"
+api_key_required = true
+[[api.route]]
+key = "GET /x"
+integration = {{ type = "mock", body = "ok" }}
+[[usage_plan]]
+name = "p"
+stages = ["q/prod"]
+keys = ["alice"]
+quota = {{ limit = {limit}, period = "{period}" }}
+"#,
+        state.display()
+    )
+}
+
+/// `GET /prod/x` with `QUOTA_KEY` on a connection of its own.
+pub fn keyed_get(addr: SocketAddr) -> Resp {
+    let mut c = Client::connect(addr);
+    c.send(format!("GET /prod/x HTTP/1.1\r\nHost: t\r\nx-api-key: {QUOTA_KEY}\r\n\r\n").as_bytes());
+    c.read_response(false).expect("response")
+}
