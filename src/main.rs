@@ -106,6 +106,9 @@ fn run(path: &Path, profile: Option<&Path>) -> ExitCode {
         }
     };
     let cores = snap.server.cores.clone();
+    // Handlers first: a signal that arrives once "listening" is printed
+    // must drain, not kill the process with the default action.
+    let signals = Signals::new([SIGTERM, SIGINT]);
     let gateway = match runtime::start(snap) {
         Ok(g) => g,
         Err(e) => {
@@ -113,13 +116,8 @@ fn run(path: &Path, profile: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    for addr in gateway.addrs() {
-        eprintln!("tollgate: listening on http://{addr}");
-    }
-    eprintln!("tollgate: {} shard(s) on cores {cores:?}", cores.len());
-
     let stopper = gateway.stopper();
-    match Signals::new([SIGTERM, SIGINT]) {
+    match signals {
         Ok(mut signals) => {
             std::thread::spawn(move || {
                 let mut first = true;
@@ -137,6 +135,10 @@ fn run(path: &Path, profile: Option<&Path>) -> ExitCode {
         }
         Err(e) => eprintln!("tollgate: cannot install signal handlers: {e}"),
     }
+    for addr in gateway.addrs() {
+        eprintln!("tollgate: listening on http://{addr}");
+    }
+    eprintln!("tollgate: {} shard(s) on cores {cores:?}", cores.len());
     gateway.join();
     eprintln!("tollgate: stopped");
     ExitCode::SUCCESS

@@ -118,10 +118,15 @@ keys = ["alice", "bob"]
     assert_eq!(r.text(), "pets");
     // Bob's key is configured only by its SHA-256 digest.
     assert_eq!(get(&mut c, "/prod/pets", Some(BOB)).status, 200);
-    // A route that opts out needs no key.
+    // A route that opts out needs no key; a key sent there is not
+    // checked (Amazon API Gateway's behaviour), so even an unknown one passes.
     assert_eq!(get(&mut c, "/prod/open", None).status, 200);
+    assert_eq!(
+        get(&mut c, "/prod/open", Some("unknown-key-0123456789abc")).status,
+        200
+    );
     assert_eq!(get(&mut c, "/beta/open", None).status, 200);
-    assert_eq!(origin.requests().len(), 4);
+    assert_eq!(origin.requests().len(), 5);
     // The key reaches the backend like any header.
     assert_eq!(origin.requests()[0].header("x-api-key"), Some(ALICE));
 
@@ -209,6 +214,12 @@ quota = { limit = 5, period = "MONTH", offset = 3 }
     let r = get(&mut c, "/beta/pets", Some(ALICE));
     assert_eq!(r.status, 429);
     assert_eq!(r.text(), r#"{"message":"Limit Exceeded"}"#);
+    // Retry when the day ends (UTC), not in a second.
+    let retry: u64 = r
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("retry-after");
+    assert!((1..=86_400).contains(&retry), "retry-after {retry}");
     assert_eq!(get(&mut c, "/prod/pets", Some(ALICE)).status, 429);
     // 5 - offset 3 = 2 in the first period.
     assert_eq!(get(&mut c, "/prod/pets", Some(BOB)).status, 200);
@@ -232,12 +243,12 @@ fn a_quota_holds_exactly_across_two_shards() {
     let gw = TestGateway::start(&text);
     let addr = gw.addr;
     // Many connections, so both shards serve some.
-    let clients: Vec<_> = (0..8)
+    let clients: Vec<_> = (0..16)
         .map(|_| {
             std::thread::spawn(move || {
                 let mut c = Client::connect(addr);
                 let mut ok = 0u64;
-                for _ in 0..100 {
+                for _ in 0..50 {
                     let r = get(&mut c, "/prod/x", Some(common::QUOTA_KEY));
                     match r.status {
                         200 => ok += 1,
@@ -254,6 +265,10 @@ fn a_quota_holds_exactly_across_two_shards() {
     std::thread::sleep(Duration::from_millis(100));
     let usage = gw.gateway().quota_usage();
     assert_eq!((usage[0].used, usage[0].remaining), (300, 0), "{usage:?}");
+    // Both shards served (and refused) some: the quota was shared.
+    let per_shard = gw.gateway().refusals_by_shard(Level::Quota);
+    assert_eq!(per_shard.iter().sum::<u64>(), 500);
+    assert!(per_shard.iter().all(|&n| n > 0), "{per_shard:?}");
 }
 
 #[test]
@@ -312,4 +327,38 @@ fn the_client_ip_level_limits_each_address_and_comes_first() {
         .map(|(_, n)| *n);
     assert_eq!(ip, Some(3));
     assert_eq!(origin.requests().len(), 3);
+}
+
+#[test]
+fn a_request_refused_by_its_quota_spends_nothing_at_shared_levels() {
+    let origin = Origin::ok("pets");
+    let state = state_dir("refund");
+    let plans = r#"
+[[usage_plan]]
+name = "tiny"
+stages = ["pets/prod"]
+keys = ["alice"]
+quota = { limit = 2, period = "DAY" }
+[[usage_plan]]
+name = "open"
+stages = ["pets/prod"]
+keys = ["bob"]
+"#;
+    // The stage admits 5 requests in all (rate 0: no refill).
+    let text = config(origin.addr, plans, "", &state).replace(
+        "name = \"prod\"\napi_key_required = true",
+        "name = \"prod\"\napi_key_required = true\nthrottle = { rate = 0, burst = 5 }",
+    );
+    let gw = TestGateway::start(&text);
+    let mut c = gw.connect();
+    assert_eq!(get(&mut c, "/prod/pets", Some(ALICE)).status, 200);
+    assert_eq!(get(&mut c, "/prod/pets", Some(ALICE)).status, 200);
+    // Alice's quota is used up: her refusals do not drain the stage.
+    for _ in 0..10 {
+        assert_eq!(get(&mut c, "/prod/pets", Some(ALICE)).status, 429);
+    }
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| get(&mut c, "/prod/pets", Some(BOB)).status)
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 429]);
 }

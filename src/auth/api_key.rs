@@ -30,9 +30,9 @@ pub enum KeyError {
     Characters,
     #[error("must be 64 hexadecimal digits (a SHA-256 digest)")]
     Digest,
-    #[error("`{0}` is used twice")]
+    #[error("key name `{0}` is used twice")]
     DuplicateName(String),
-    #[error("has the same value as key `{0}`")]
+    #[error("the key has the same value as key `{0}`")]
     DuplicateValue(String),
     #[error("line {line}: {reason}")]
     File { line: usize, reason: String },
@@ -65,6 +65,8 @@ fn digest(bytes: &[u8]) -> KeyDigest {
 pub struct FileKey {
     pub name: String,
     pub digest: KeyDigest,
+    /// Line number in the file.
+    pub line: usize,
 }
 
 /// Parses a key file: one key per line, `NAME VALUE` or
@@ -92,6 +94,7 @@ pub fn parse_key_file(text: &str) -> Result<Vec<FileKey>, KeyError> {
         keys.push(FileKey {
             name: name.to_string(),
             digest,
+            line: i + 1,
         });
     }
     Ok(keys)
@@ -102,12 +105,13 @@ pub fn parse_key_file(text: &str) -> Result<Vec<FileKey>, KeyError> {
 pub struct KeyTable {
     by_digest: HashMap<KeyDigest, KeyId>,
     names: Vec<String>,
+    by_name: HashMap<String, KeyId>,
 }
 
 impl KeyTable {
     /// Adds a key; names and values must be unique.
     pub fn insert(&mut self, name: &str, digest: KeyDigest) -> Result<KeyId, KeyError> {
-        if self.names.iter().any(|n| n == name) {
+        if self.by_name.contains_key(name) {
             return Err(KeyError::DuplicateName(name.to_string()));
         }
         if let Some(&other) = self.by_digest.get(&digest) {
@@ -116,6 +120,7 @@ impl KeyTable {
         let id = self.names.len() as KeyId;
         self.by_digest.insert(digest, id);
         self.names.push(name.to_string());
+        self.by_name.insert(name.to_string(), id);
         Ok(id)
     }
 

@@ -14,6 +14,8 @@ use crate::throttle::quota::Period;
 pub struct KeyLimits {
     pub throttle: Option<u32>,
     pub quota: Option<u32>,
+    /// The quota's period (for `Retry-After` when it is used up).
+    pub period: Option<Period>,
 }
 
 /// One (usage plan, key) quota.
@@ -171,13 +173,68 @@ pub(super) fn build(
                     continue;
                 }
                 bound.insert((a, s, key), pi);
-                apis[a].stages[s]
-                    .key_plans
-                    .insert(key, KeyLimits { throttle, quota });
+                apis[a].stages[s].key_plans.insert(
+                    key,
+                    KeyLimits {
+                        throttle,
+                        quota,
+                        period: plan.quota.map(|q| q.period),
+                    },
+                );
             }
         }
     }
     (keys, quotas)
+}
+
+/// Checks every throttle in the configuration: a bucket of size 0 admits
+/// nothing, so `burst = 0` is allowed only with `rate = 0` (the documented
+/// way to block); and the client-IP table needs one entry per stripe.
+pub(super) fn check_limits(config: &Config, issue: &mut impl FnMut(String, String)) {
+    let mut check = |path: String, rate: u64, burst: u64| {
+        if burst == 0 && rate > 0 {
+            issue(
+                format!("{path}.burst"),
+                format!("0 admits nothing (burst is the bucket size): use at least 1 with rate {rate}, or rate = 0 to block"),
+            );
+        }
+    };
+    let th = &config.server.throttle;
+    if th.enabled {
+        check("server.throttle".into(), th.rate, th.burst);
+    }
+    if let Some(c) = &th.client_ip {
+        check("server.throttle.client_ip".into(), c.rate, c.burst);
+    }
+    for (ai, a) in config.apis.iter().enumerate() {
+        for (si, st) in a.stages.iter().enumerate() {
+            if let Some(t) = st.throttle {
+                check(format!("api[{ai}].stage[{si}].throttle"), t.rate, t.burst);
+            }
+        }
+        for (ri, r) in a.routes.iter().enumerate() {
+            if let Some(t) = r.throttle {
+                check(format!("api[{ai}].route[{ri}].throttle"), t.rate, t.burst);
+            }
+        }
+    }
+    for (pi, p) in config.usage_plans.iter().enumerate() {
+        if let Some(t) = p.throttle {
+            check(format!("usage_plan[{pi}].throttle"), t.rate, t.burst);
+        }
+    }
+    if let Some(c) = &th.client_ip {
+        let min = crate::throttle::client_ip::STRIPES;
+        if c.max_clients < min {
+            issue(
+                "server.throttle.client_ip.max_clients".into(),
+                format!(
+                    "{} is below the minimum {min} (one entry per table stripe)",
+                    c.max_clients
+                ),
+            );
+        }
+    }
 }
 
 /// `API/STAGE` → (api index, stage index).

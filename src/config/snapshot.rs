@@ -680,14 +680,7 @@ impl Snapshot {
             burst: c.burst,
             max_clients: c.max_clients,
         });
-        if let Some(c) = &client_ip {
-            if c.max_clients == 0 {
-                issue(
-                    "server.throttle.client_ip.max_clients".into(),
-                    "must be at least 1".into(),
-                );
-            }
-        }
+        super::plans::check_limits(config, &mut issue);
 
         if !issues.is_empty() {
             return Err(issues);

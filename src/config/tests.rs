@@ -360,3 +360,31 @@ fn keys_load_from_a_key_file() {
         snap.keys.id_of("file-alice")
     );
 }
+
+#[test]
+fn a_zero_burst_with_a_rate_and_a_tiny_client_table_are_rejected() {
+    let text = PLANS
+        .replace(
+            "[[server.listen]]",
+            "[server.throttle.client_ip]\nrate = 5\nburst = 0\nmax_clients = 10\n[[server.listen]]",
+        )
+        .replace(
+            "api_key_required = true\n",
+            "api_key_required = true\nthrottle = { rate = 10, burst = 0 }\n",
+        );
+    let got = paths(&text);
+    assert_eq!(
+        got,
+        vec![
+            "server.throttle.client_ip.burst",
+            "api[0].stage[0].throttle.burst",
+            "server.throttle.client_ip.max_clients",
+        ]
+    );
+    // rate 0, burst 0 is the way to block: accepted.
+    let block = PLANS.replace(
+        "api_key_required = true\n",
+        "api_key_required = true\nthrottle = { rate = 0, burst = 0 }\n",
+    );
+    assert!(build(&block).is_ok());
+}

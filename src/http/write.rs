@@ -295,6 +295,19 @@ pub fn error_headers(status: u16) -> &'static [u8] {
     }
 }
 
+/// The header block of a 429 that says to retry after `secs` seconds,
+/// written into `buf`.
+pub fn retry_after_headers(buf: &mut [u8; 80], secs: u64) -> &[u8] {
+    const HEAD: &[u8] = b"content-type: application/json\r\nretry-after: ";
+    let mut n = itoa::Buffer::new();
+    let digits = n.format(secs).as_bytes();
+    let len = HEAD.len() + digits.len() + 2;
+    buf[..HEAD.len()].copy_from_slice(HEAD);
+    buf[HEAD.len()..len - 2].copy_from_slice(digits);
+    buf[len - 2..len].copy_from_slice(b"\r\n");
+    &buf[..len]
+}
+
 /// Canonical reason phrase for a status code.
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {

@@ -100,6 +100,11 @@ impl Gateway {
         Refusals { by_level, by_route }
     }
 
+    /// Refusals at `level`, per shard.
+    pub fn refusals_by_shard(&self, level: Level) -> Vec<u64> {
+        self.counters.iter().map(|c| c.level(level)).collect()
+    }
+
     /// Every usage-plan quota: used and remaining this period, per key.
     pub fn quota_usage(&self) -> Vec<QuotaUsage> {
         self.throttle

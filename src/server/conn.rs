@@ -15,7 +15,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use super::buf::ReadBuf;
-use super::shard::{Buffers, IdleState, Shard};
+use super::shard::{Buffers, IdleState, Refusal, Shard};
 use crate::config::Snapshot;
 use crate::http::chunked::{Chunk, ChunkedDecoder};
 use crate::http::request::{self, HeadError, RequestHead};
@@ -369,7 +369,7 @@ impl Conn {
             .shard
             .guard(snap, resolved.as_ref(), api_key, self.peer.ip);
         let local = match (verdict, resolved.as_ref().and_then(|r| r.integration())) {
-            (Err(level), _) => Local::Refused(level),
+            (Err(refusal), _) => Local::Refused(refusal),
             (Ok(()), None) => Local::Error(404),
             (Ok(()), Some(Integration::Mock(m))) => Local::Mock(m),
             (Ok(()), Some(Integration::Http(integ))) => {
@@ -436,15 +436,21 @@ impl Conn {
                 self.local_response(snap, &resp, info, &rid);
             }
             Local::Error(status) => self.gateway_error(snap, status, info, info.keep_alive, &rid),
-            Local::Refused(level) => {
-                let (status, body) = match level {
+            Local::Refused(refusal) => {
+                let (status, body) = match refusal.level {
                     Level::Forbidden => (403, write::error_body(403)),
                     Level::Quota => (429, write::QUOTA_EXCEEDED_BODY),
                     _ => (429, write::error_body(429)),
                 };
+                let mut headers = [0u8; 80];
+                let headers = if status == 429 {
+                    write::retry_after_headers(&mut headers, refusal.retry_after)
+                } else {
+                    write::error_headers(status)
+                };
                 let resp = LocalResponse {
                     status,
-                    headers: write::error_headers(status),
+                    headers,
                     body,
                 };
                 self.local_response(snap, &resp, info, &rid);
@@ -625,7 +631,7 @@ enum Local<'a> {
     Mock(&'a crate::integration::MockIntegration),
     Error(u16),
     /// Refused by a guard: 403, or 429 (quota: `Limit Exceeded`).
-    Refused(Level),
+    Refused(Refusal),
 }
 
 /// A request body could not be read.

@@ -17,6 +17,7 @@ use crate::config::Snapshot;
 use crate::http::Header;
 use crate::throttle::client_ip::ClientIpTable;
 use crate::throttle::counters::{Counters, Level};
+use crate::throttle::quota::Period;
 use crate::throttle::sync::ShardThrottle;
 use crate::upstream::Pool;
 
@@ -46,6 +47,23 @@ pub struct ShardStats {
     pub gateway_errors: Cell<u64>,
     /// Requests refused with 429 by a throttle level or quota.
     pub throttled: Cell<u64>,
+}
+
+/// Why a guard refused a request, and when the client may retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub level: Level,
+    /// Seconds, for `Retry-After` on a 429: 1 for a throttle (tokens
+    /// refill within a second), the time to the next period for a quota.
+    pub retry_after: u64,
+}
+
+/// Seconds from now until `period`'s next start (at least 1).
+fn seconds_until_next(period: Period) -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    period.next_start(now).saturating_sub(now).max(1)
 }
 
 /// The shard's part of the gateway-wide request guards.
@@ -162,14 +180,17 @@ impl Shard {
         resolved: Option<&Resolved<'_, '_>>,
         api_key: Option<&[u8]>,
         client: std::net::IpAddr,
-    ) -> Result<(), Level> {
+    ) -> Result<(), Refusal> {
         let route = resolved.map(|r| r.stage.counter_base + r.route);
         let refuse = |level| {
             self.counters.refused(level, route);
             if level != Level::Forbidden {
                 self.stats.throttled.set(self.stats.throttled.get() + 1);
             }
-            Err(level)
+            Err(Refusal {
+                level,
+                retry_after: 1,
+            })
         };
         if let Some((table, epoch)) = &self.client_ip {
             let now = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -189,6 +210,7 @@ impl Shard {
             }
         };
         let mut quota = None;
+        let mut period = None;
         if let Some(r) = resolved {
             if r.stage.key_required.get(r.route as usize) == Some(&true) {
                 let plan = api_key
@@ -199,6 +221,7 @@ impl Shard {
                 };
                 push(plan.throttle, Level::Key);
                 quota = plan.quota;
+                period = plan.period;
             }
             push(
                 r.stage
@@ -220,6 +243,10 @@ impl Shard {
             None => None,
         };
         match refused {
+            Some(pos) if kinds[pos] == Level::Quota => refuse(Level::Quota).map_err(|r| Refusal {
+                retry_after: period.map_or(r.retry_after, seconds_until_next),
+                ..r
+            }),
             Some(pos) => refuse(kinds[pos]),
             None => Ok(()),
         }

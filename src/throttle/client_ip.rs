@@ -94,20 +94,31 @@ impl ClientIpTable {
         }
     }
 
-    /// Refills `e` to `now_ns`.
+    /// Refills `e` to `now_ns`. The clock advances only by the time the
+    /// earned milli-tokens cost, so the remainder of a milli-token carries
+    /// over to the next refill (no rate lost to rounding).
     fn refill(&self, e: &mut Entry, now_ns: u64) {
         if now_ns <= e.last_ns {
             return;
         }
-        let elapsed = u128::from(now_ns - e.last_ns);
-        let earned = elapsed * u128::from(self.rate) * u128::from(MILLI) / 1_000_000_000;
-        // Keep the old timestamp until at least one milli-token is earned,
-        // so slow rates still accumulate.
-        if earned > 0 || e.tokens >= self.capacity {
+        if e.tokens >= self.capacity || self.rate == 0 {
             e.last_ns = now_ns;
+            return;
         }
-        let earned = u64::try_from(earned).unwrap_or(u64::MAX);
-        e.tokens = e.tokens.saturating_add(earned).min(self.capacity);
+        let per_sec = u128::from(self.rate) * u128::from(MILLI);
+        let elapsed = u128::from(now_ns - e.last_ns);
+        let earned = elapsed * per_sec / 1_000_000_000;
+        let room = u128::from(self.capacity - e.tokens);
+        if earned >= room {
+            e.tokens = self.capacity;
+            e.last_ns = now_ns;
+        } else {
+            // earned < room ≤ capacity, so it fits in u64; the time it cost
+            // is at most `elapsed`.
+            e.tokens += earned as u64;
+            // Rounded up: never credits time that earned nothing.
+            e.last_ns += (earned * 1_000_000_000).div_ceil(per_sec) as u64;
+        }
     }
 
     /// Admits one request from `ip` at `now_ns` if its bucket has a token.
@@ -199,6 +210,25 @@ mod tests {
     }
 
     #[test]
+    fn frequent_checks_lose_no_rate_to_rounding() {
+        // 100 per second checked every 9 µs for 10 s: 100 × 10 + burst 1.
+        for (rate, step_ns) in [(100, 9_000), (10, 99_000), (7, 1_234)] {
+            let t = ClientIpTable::new(rate, 1, 10);
+            let a = ip(3);
+            let mut ok = 0;
+            let mut now = 0;
+            while now <= 10_000 * MS {
+                ok += u64::from(t.check(a, now));
+                now += step_ns;
+            }
+            assert!(
+                (rate * 10..=rate * 10 + 1).contains(&ok),
+                "rate {rate} every {step_ns} ns: {ok} admitted"
+            );
+        }
+    }
+
+    #[test]
     fn slow_rates_accumulate_and_zero_blocks() {
         let t = ClientIpTable::new(1, 1, 10);
         let a = ip(7);
@@ -233,19 +263,44 @@ mod tests {
 
     #[test]
     fn idle_entries_are_evicted_before_active_ones() {
-        let t = ClientIpTable::new(1000, 2, STRIPES);
-        // One slot per stripe. An active client (bucket not full)...
-        let active = ip(1);
-        assert!(t.check(active, 0));
-        assert!(t.check(active, 0));
-        assert!(!t.check(active, 0));
-        // ...survives other addresses arriving at the same instant only if
-        // its stripe has room, but an idle one is always dropped first:
-        // after 10 ms every bucket has refilled, so all are idle and a
-        // newcomer evicts them, and the table never exceeds its bound.
-        for n in 2..10_000 {
-            t.check(ip(n), 10 * MS);
-            assert!(t.len() <= STRIPES);
+        let mut t = ClientIpTable::new(1, 2, 100_000);
+        t.per_stripe = 8;
+        let mut stripe = Stripe::default();
+        let now = 10_000 * MS;
+        // Six active clients (buckets not full at `now`), two idle ones.
+        for k in 0..6u128 {
+            stripe.map.insert(
+                k,
+                Entry {
+                    tokens: 0,
+                    last_ns: now,
+                },
+            );
         }
+        for k in 6..8u128 {
+            stripe.map.insert(
+                k,
+                Entry {
+                    tokens: MILLI,
+                    last_ns: 0,
+                },
+            );
+        }
+        t.make_room(&mut stripe, now);
+        let mut kept: Vec<u128> = stripe.map.keys().copied().collect();
+        kept.sort_unstable();
+        assert_eq!(kept, (0..6).collect::<Vec<_>>(), "only the idle went");
+        // All active: arbitrary ones go until an eighth is free.
+        for k in 10..12u128 {
+            stripe.map.insert(
+                k,
+                Entry {
+                    tokens: 0,
+                    last_ns: now,
+                },
+            );
+        }
+        t.make_room(&mut stripe, now);
+        assert_eq!(stripe.map.len(), 7);
     }
 }

@@ -102,6 +102,12 @@ impl ShardLease {
         }
     }
 
+    /// Gives back the token an admitted request took, when a later level
+    /// refused that request.
+    pub fn refund(&mut self) {
+        self.lease += MILLI;
+    }
+
     /// Requests seen since the last report.
     pub fn seen(&self) -> u64 {
         self.seen

@@ -147,13 +147,13 @@ impl Quotas {
         let Some(p) = &self.persistence else {
             return Ok(());
         };
-        let tracks = lock(&self.tracks);
-        let rows: Vec<(&str, Stored)> = tracks
+        // Read under the locks, write (fsync) without them.
+        let rows: Vec<(String, Stored)> = lock(&self.tracks)
             .iter()
             .map(|t| {
                 let used = lock(&recs[t.limit]).spent();
                 (
-                    t.name.as_str(),
+                    t.name.clone(),
                     Stored {
                         period_start: t.clock.start(),
                         used,
@@ -161,7 +161,26 @@ impl Quotas {
                 )
             })
             .collect();
-        p.store.save(rows)
+        p.store.save(rows.iter().map(|(n, s)| (n.as_str(), *s)))
+    }
+}
+
+/// Where a quota stands at start: its period and what is used of it,
+/// from its stored counter. A counter of the current period continues; an
+/// older one means a new period began while stopped (nothing used); no
+/// counter means the first period ever (the plan's `offset` counts as
+/// used). A stored period *later* than the clock's means the clock went
+/// back (a host booting with a stale clock before NTP): the stored period
+/// and count are kept rather than starting a fresh allowance.
+fn restore(q: &QuotaSpec, unix: u64, stored: Option<Stored>) -> (PeriodClock, u64) {
+    let clock = PeriodClock::new(q.period, unix);
+    match stored {
+        Some(s) if s.period_start == clock.start() => (clock, s.used),
+        Some(s) if s.period_start > clock.start() => {
+            (PeriodClock::new(q.period, s.period_start), s.used)
+        }
+        Some(_) => (clock, 0),
+        None => (clock, q.offset),
     }
 }
 
@@ -169,7 +188,9 @@ impl Quotas {
 /// of the quota counters.
 pub struct Coordinator {
     stop: Arc<(Mutex<bool>, Condvar)>,
-    handle: Option<JoinHandle<()>>,
+    /// The reconciler thread, and the quota flusher thread if quotas are
+    /// persisted (its fsyncs never delay a tick).
+    handles: Vec<JoinHandle<()>>,
     recs: Vec<SharedReconciler>,
     quotas: Arc<Quotas>,
 }
@@ -186,7 +207,7 @@ impl Drop for Coordinator {
     fn drop(&mut self) {
         *lock(&self.stop.0) = true;
         self.stop.1.notify_all();
-        if let Some(h) = self.handle.take() {
+        for h in self.handles.drain(..) {
             let _ = h.join();
         }
         if let Err(e) = self.quotas.flush(&self.recs) {
@@ -221,12 +242,7 @@ pub fn start(
             let rec = match &l.quota {
                 None => Reconciler::new(l.rate, l.burst, shards, 0),
                 Some(q) => {
-                    let clock = PeriodClock::new(q.period, unix);
-                    let used = match stored.get(&q.name) {
-                        Some(s) if s.period_start == clock.start() => s.used,
-                        Some(_) => 0,
-                        None => q.offset,
-                    };
+                    let (clock, used) = restore(q, unix, stored.get(&q.name).copied());
                     tracks.push(QuotaTrack {
                         limit: i,
                         name: q.name.clone(),
@@ -259,47 +275,63 @@ pub fn start(
         })
         .collect();
     let stop = Arc::new((Mutex::new(false), Condvar::new()));
-    let stop2 = stop.clone();
-    let (recs2, quotas2) = (recs.clone(), quotas.clone());
-    let flush_every = quotas
-        .persistence
-        .as_ref()
-        .map(|p| p.flush_interval)
-        .unwrap_or(Duration::MAX);
-    let handle = std::thread::Builder::new()
-        .name("tollgate-throttle".into())
-        .spawn(move || {
-            let mut last_flush = Instant::now();
-            loop {
-                let guard = lock(&stop2.0);
-                let (guard, _) = stop2
-                    .1
-                    .wait_timeout_while(guard, interval, |stopped| !*stopped)
-                    .unwrap_or_else(|e| e.into_inner());
-                if *guard {
-                    return;
+    let mut handles = Vec::new();
+    let (recs2, quotas2, stop2) = (recs.clone(), quotas.clone(), stop.clone());
+    handles.push(
+        std::thread::Builder::new()
+            .name("tollgate-throttle".into())
+            .spawn(move || {
+                while !wait_stop(&stop2, interval) {
+                    quotas2.roll(&recs2, unix_now());
+                    tick(&recs2, &mailboxes, ns_since(epoch), false);
                 }
-                drop(guard);
-                quotas2.roll(&recs2, unix_now());
-                tick(&recs2, &mailboxes, ns_since(epoch), false);
-                if last_flush.elapsed() >= flush_every {
-                    last_flush = Instant::now();
+            })
+            .map_err(StartError::Thread)?,
+    );
+    if let Some(every) = quotas.persistence.as_ref().map(|p| p.flush_interval) {
+        let (recs2, quotas2, stop2) = (recs.clone(), quotas.clone(), stop.clone());
+        let flusher = std::thread::Builder::new()
+            .name("tollgate-quota".into())
+            .spawn(move || {
+                while !wait_stop(&stop2, every) {
                     if let Err(e) = quotas2.flush(&recs2) {
                         eprintln!("tollgate: {e}");
                     }
                 }
+            });
+        match flusher {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                // Stop the reconciler thread before failing.
+                drop(Coordinator {
+                    stop,
+                    handles,
+                    recs,
+                    quotas,
+                });
+                return Err(StartError::Thread(e));
             }
-        })
-        .map_err(StartError::Thread)?;
+        }
+    }
     Ok((
         Coordinator {
             stop,
-            handle: Some(handle),
+            handles,
             recs,
             quotas,
         },
         shard_sides,
     ))
+}
+
+/// Waits up to `d` for the stop flag; true once it is set.
+fn wait_stop(stop: &(Mutex<bool>, Condvar), d: Duration) -> bool {
+    let guard = lock(&stop.0);
+    let (guard, _) = stop
+        .1
+        .wait_timeout_while(guard, d, |stopped| !*stopped)
+        .unwrap_or_else(|e| e.into_inner());
+    *guard
 }
 
 /// Why the reconciler could not start.
@@ -381,8 +413,9 @@ pub struct ShardThrottle {
 impl ShardThrottle {
     /// Checks `levels` (indexes into the configured limits), most specific
     /// first. Returns the position in `levels` of the one that refused, or
-    /// `None` when every level admitted. Levels after a refusing one are
-    /// not charged.
+    /// `None` when every level admitted. A refused request is charged at no
+    /// level: those after the refusing one are not asked, those before it
+    /// get their token back.
     pub fn check(&mut self, levels: &[u32]) -> Option<usize> {
         for (pos, &l) in levels.iter().enumerate() {
             let l = l as usize;
@@ -391,6 +424,14 @@ impl ShardThrottle {
             };
             if lease.try_admit() || self.top_up(l) {
                 continue;
+            }
+            // Refused: the levels before this one get their token back
+            // (still counted as lent, so this is exact), so a client
+            // refused by its quota does not drain the shared limits.
+            for &earlier in &levels[..pos] {
+                if let Some(lease) = self.leases.get_mut(earlier as usize) {
+                    lease.refund();
+                }
             }
             return Some(pos);
         }
@@ -481,6 +522,64 @@ mod tests {
             "admitted {admitted} of {ceiling:.0}"
         );
         drop(coord);
+    }
+
+    #[test]
+    fn quotas_restore_by_period() {
+        use crate::throttle::quota::Period;
+        let q = QuotaSpec {
+            name: "p/k".into(),
+            period: Period::Day,
+            offset: 10,
+        };
+        let day = 86_400;
+        let now = 1_795_624_800; // 2026-11-25 16:40 UTC
+        let today = now - now % day;
+        let at = |period_start, used| Some(Stored { period_start, used });
+        // Same period: the count continues, the offset is not applied again.
+        let (c, used) = restore(&q, now, at(today, 42));
+        assert_eq!((c.start(), used), (today, 42));
+        // An older period: a new one began while stopped.
+        assert_eq!(restore(&q, now, at(today - day, 42)).1, 0);
+        // Never seen: the offset counts as used in the first period.
+        assert_eq!(restore(&q, now, None).1, 10);
+        // The clock went back a day: keep the stored period and count, and
+        // roll only when the clock reaches that period's end.
+        let (mut c, used) = restore(&q, now - day, at(today, 42));
+        assert_eq!((c.start(), used), (today, 42));
+        assert!(!c.roll(now - day));
+        assert!(!c.roll(now));
+        assert!(c.roll(today + day));
+    }
+
+    #[test]
+    fn a_refusal_refunds_earlier_levels() {
+        let limits = [
+            LimitSpec {
+                rate: 0,
+                burst: 3,
+                quota: None,
+            },
+            LimitSpec {
+                rate: 0,
+                burst: 0,
+                quota: None,
+            },
+        ];
+        let (_coord, mut shards) =
+            start(&limits, 1, Duration::from_millis(5), None).expect("start");
+        let s = &mut shards[0];
+        s.tick();
+        // Level 1 refuses every request; level 0 is asked first each time
+        // but keeps its three tokens.
+        for _ in 0..10 {
+            assert_eq!(s.check(&[0, 1]), Some(1));
+        }
+        let mut ok = 0;
+        for _ in 0..10 {
+            ok += u32::from(s.check(&[0]).is_none());
+        }
+        assert_eq!(ok, 3);
     }
 
     #[test]
