@@ -3,9 +3,11 @@
 //! See `docs/architecture.md` for the module map and request pipeline.
 
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod http;
 pub mod integration;
+pub mod observe;
 pub mod router;
 pub mod runtime;
 pub mod server;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{Client, Origin, TestGateway};
-use tollgate::throttle::counters::Level;
+use tollgate::observe::counters::Level;
 
 const ALICE: &str = "alice-key-0123456789abcdef";
 const BOB: &str = "bob-key-0123456789abcdefgh";

@@ -6,12 +6,14 @@
 //! user fixes a file in one pass. Syntax and type errors come from the TOML
 //! parser and carry the key path and the line.
 
+mod caching;
 mod host;
 mod merge;
 mod plans;
 pub mod schema;
 mod snapshot;
 
+pub use caching::{CacheSpec, RouteCache, StageCache};
 pub use host::{parse_cpu_list, Host};
 pub use merge::merge;
 pub use plans::{KeyLimits, QuotaInfo};

@@ -155,6 +155,151 @@ pub struct ServerConfig {
     /// Where state that outlives the process (quota counters) is kept.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// The response cache shared by all shards and stages.
+    #[serde(default)]
+    pub cache: ServerCacheConfig,
+}
+
+/// The response cache's size and invalidation credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerCacheConfig {
+    /// Amazon API Gateway's tiers ("0.5GB", "1.6GB", "6.1GB", "13.5GB",
+    /// "28.4GB", "58.2GB", "118GB", "237GB") or any size ("64MiB", bytes).
+    pub capacity: ByteSize,
+    /// Larger responses are passed through, never stored.
+    pub max_entry_bytes: ByteSize,
+    /// Independently locked segments (a power of two).
+    pub segments: usize,
+    /// A client sending `Cache-Control: max-age=0` with this token in
+    /// `x-cache-invalidate-token` may refresh an entry (plain or as a
+    /// SHA-256 hex digest).
+    pub invalidation_token: Option<String>,
+    pub invalidation_token_sha256: Option<String>,
+}
+
+/// Default cache capacity: Amazon API Gateway's smallest tier.
+pub const DEFAULT_CACHE_CAPACITY: u64 = 500_000_000;
+/// Default largest cached response: Amazon API Gateway's 1,048,576 bytes.
+pub const DEFAULT_CACHE_MAX_ENTRY: u64 = 1_048_576;
+/// Default segment count.
+pub const DEFAULT_CACHE_SEGMENTS: usize = 64;
+
+impl Default for ServerCacheConfig {
+    fn default() -> Self {
+        ServerCacheConfig {
+            capacity: ByteSize(DEFAULT_CACHE_CAPACITY),
+            max_entry_bytes: ByteSize(DEFAULT_CACHE_MAX_ENTRY),
+            segments: DEFAULT_CACHE_SEGMENTS,
+            invalidation_token: None,
+            invalidation_token_sha256: None,
+        }
+    }
+}
+
+/// A size in bytes: a number, or a string with a unit (`B`, `KB`, `MB`,
+/// `GB` decimal; `KiB`, `MiB`, `GiB` binary), e.g. `"0.5GB"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => parse_size(&s).map(ByteSize).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "`{s}` is not a size: a number with B, KB, MB, GB, KiB, MiB or GiB (e.g. \"0.5GB\")"
+                ))
+            }),
+        }
+    }
+}
+
+/// Parses `"0.5GB"`, `"64MiB"`, `"1024"`.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let n: f64 = num.parse().ok()?;
+    let bytes = n * mult;
+    (0.0..1.8e19).contains(&bytes).then_some(bytes as u64)
+}
+
+/// A stage's cache settings (Amazon API Gateway's stage cache).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageCacheConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Time to live: 300 s by default, at most 3600 s, 0 disables.
+    #[serde(default = "default_cache_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Ignore the backend's Cache-Control (store whatever the TTL says),
+    /// as Amazon API Gateway does.
+    #[serde(default)]
+    pub ignore_backend_cache_control: bool,
+    /// Honour a client's `Cache-Control: max-age=0` only with the
+    /// invalidation token.
+    #[serde(default = "yes")]
+    pub require_authorization: bool,
+    /// What an unauthorized `max-age=0` gets.
+    #[serde(default)]
+    pub unauthorized: UnauthorizedInvalidation,
+}
+
+/// Default cache TTL: Amazon API Gateway's 300 s.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
+/// Longest cache TTL: Amazon API Gateway's 3600 s.
+pub const MAX_CACHE_TTL: Duration = Duration::from_secs(3600);
+
+fn default_cache_ttl() -> Duration {
+    DEFAULT_CACHE_TTL
+}
+
+/// Amazon API Gateway's "handle unauthorized requests" choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UnauthorizedInvalidation {
+    /// 403 `{"message":"Forbidden"}`.
+    Fail,
+    /// Serve from the cache and say so in a `warning` header.
+    #[default]
+    IgnoreWithHeader,
+    /// Serve from the cache silently.
+    Ignore,
+}
+
+/// A route's cache overrides.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RouteCacheConfig {
+    pub enabled: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    pub ttl: Option<Duration>,
+    /// `path.NAME`, `query.NAME`, `header.NAME`; empty: the whole URL.
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// Statuses stored (default 200).
+    #[serde(default)]
+    pub statuses: Vec<u16>,
 }
 
 /// Default state directory, relative to the working directory.
@@ -208,6 +353,7 @@ impl Default for ServerConfig {
             throttle: ServerThrottleConfig::default(),
             api_keys_file: None,
             state_dir: default_state_dir(),
+            cache: ServerCacheConfig::default(),
         }
     }
 }
@@ -346,6 +492,9 @@ pub struct StageConfig {
     /// Every route of the stage requires an API key unless it says not.
     #[serde(default)]
     pub api_key_required: bool,
+    /// Response cache for the stage's GET and HEAD routes.
+    #[serde(default)]
+    pub cache: Option<StageCacheConfig>,
 }
 
 /// A token-bucket throttle: `rate` requests per second, `burst` bucket size.
@@ -426,6 +575,9 @@ pub struct RouteConfig {
     /// Requires an API key (overrides the stage's `api_key_required`).
     #[serde(default)]
     pub api_key_required: Option<bool>,
+    /// Cache overrides (the stage's `cache` enables caching).
+    #[serde(default)]
+    pub cache: Option<RouteCacheConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::caching::{CacheSpec, RouteCache, StageCache};
 use super::plans::{KeyLimits, QuotaInfo};
 use crate::auth::api_key::{KeyId, KeyTable};
 
@@ -81,6 +82,10 @@ pub struct Stage {
     pub key_plans: HashMap<KeyId, KeyLimits>,
     /// Index of route 0's counters in [`Snapshot::route_counters`].
     pub counter_base: u32,
+    /// The stage's cache settings, if it caches.
+    pub cache: Option<StageCache>,
+    /// Per route id: its cache, where it is cached.
+    pub route_cache: Vec<Option<RouteCache>>,
 }
 
 /// The per-client-IP throttle.
@@ -195,6 +200,8 @@ pub struct Snapshot {
     /// Names of per-route counters (`api/stage METHOD /path`), indexed by
     /// a stage's `counter_base` plus the route id.
     pub route_counters: Vec<String>,
+    /// The shared response cache, if any stage caches.
+    pub cache: Option<CacheSpec>,
 }
 
 impl Snapshot {
@@ -454,6 +461,7 @@ impl Snapshot {
         let mut apis = Vec::new();
         let mut mounts: Vec<Mount> = Vec::new();
         let mut route_counters: Vec<String> = Vec::new();
+        let mut cache_used = false;
         for (ai, a) in config.apis.iter().enumerate() {
             let apath = format!("api[{ai}]");
             if a.name.trim().is_empty() {
@@ -520,6 +528,7 @@ impl Snapshot {
                 variables: Default::default(),
                 throttle: None,
                 api_key_required: false,
+                cache: None,
             }];
             let stage_cfgs: &[_] = if a.stages.is_empty() {
                 &default_stage
@@ -642,6 +651,17 @@ impl Snapshot {
                     .iter()
                     .map(|r| r.api_key_required.unwrap_or(st.api_key_required))
                     .collect();
+                let param_names: Vec<Vec<String>> = keys
+                    .iter()
+                    .map(|k| {
+                        k.as_ref()
+                            .map(|k| k.param_names().into_iter().map(String::from).collect())
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                let (cache, route_cache) =
+                    super::caching::compile_stage(a, &apath, st, &spath, &param_names, &mut issue);
+                cache_used |= route_cache.iter().any(Option::is_some);
                 let counter_base = route_counters.len() as u32;
                 route_counters.extend(
                     a.routes
@@ -656,6 +676,8 @@ impl Snapshot {
                     key_required,
                     key_plans: HashMap::new(),
                     counter_base,
+                    cache,
+                    route_cache,
                 });
             }
             apis.push(Api {
@@ -681,6 +703,7 @@ impl Snapshot {
             max_clients: c.max_clients,
         });
         super::plans::check_limits(config, &mut issue);
+        let cache = super::caching::compile_server(config, cache_used, &mut issue);
 
         if !issues.is_empty() {
             return Err(issues);
@@ -728,6 +751,7 @@ impl Snapshot {
             state_dir: s.state_dir.clone(),
             client_ip,
             route_counters,
+            cache,
         })
     }
 }

@@ -388,3 +388,55 @@ fn a_zero_burst_with_a_rate_and_a_tiny_client_table_are_rejected() {
     );
     assert!(build(&block).is_ok());
 }
+
+#[test]
+fn cache_settings_compile_and_bad_ones_are_reported() {
+    let base = r#"
+[server.cache]
+capacity = "0.5GB"
+[[server.listen]]
+addr = "127.0.0.1:8080"
+tls = false
+[[api]]
+name = "c"
+[[api.stage]]
+name = "prod"
+cache = { ttl = "60s" }
+[[api.route]]
+key = "GET /pets/{id}"
+integration = { type = "http", uri = "http://127.0.0.1:9/pets/{id}" }
+cache = { key = ["path.id", "query.type"], statuses = [200, 203] }
+[[api.route]]
+key = "GET /mock"
+integration = { type = "mock", body = "hi" }
+"#;
+    let snap = build(base).expect("valid");
+    assert_eq!(snap.cache.as_ref().map(|c| c.capacity), Some(500_000_000));
+    let stage = &snap.apis[0].stages[0];
+    let rc = stage.route_cache[0].as_ref().expect("cached");
+    assert_eq!(rc.ttl, std::time::Duration::from_secs(60));
+    assert_eq!(rc.statuses, vec![200, 203]);
+    assert_eq!(rc.key.len(), 2);
+    assert!(stage.route_cache[1].is_none(), "mock routes are not cached");
+
+    let bad = base
+        .replace("capacity = \"0.5GB\"", "capacity = \"lots\"")
+        .replace("ttl = \"60s\"", "ttl = \"2h\"");
+    assert_eq!(paths(&bad), vec!["server.cache.capacity"]);
+    let bad = base
+        .replace("ttl = \"60s\"", "ttl = \"2h\"")
+        .replace("\"path.id\"", "\"path.nope\"")
+        .replace("203", "42");
+    let got = paths(&bad);
+    for want in [
+        "api[0].stage[0].cache.ttl",
+        "api[0].route[0].cache.key[0]",
+        "api[0].route[0].cache.statuses[1]",
+    ] {
+        assert!(got.iter().any(|p| p == want), "{want} missing from {got:?}");
+    }
+    assert_eq!(schema::parse_size("1.6GB"), Some(1_600_000_000));
+    assert_eq!(schema::parse_size("64MiB"), Some(64 << 20));
+    assert_eq!(schema::parse_size("512"), Some(512));
+    assert_eq!(schema::parse_size("5 parsecs"), None);
+}

@@ -17,12 +17,13 @@ use std::sync::Arc;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::cache::Cache;
 use crate::config::Snapshot;
+use crate::observe::counters::{Counters, Level};
 use crate::server::{self, shard::Guards, Shard};
 use crate::throttle::{
     self,
     client_ip::ClientIpTable,
-    counters::{Counters, Level},
     store::QuotaStore,
     sync::{Coordinator, LimitSpec, Persistence, QuotaSpec, QuotaUsage, ShardThrottle},
 };
@@ -56,6 +57,7 @@ pub struct Gateway {
     throttle: Option<Coordinator>,
     counters: Vec<Arc<Counters>>,
     snapshot: Arc<Snapshot>,
+    cache: Option<Arc<Cache>>,
 }
 
 /// Requests refused by the guards, summed over shards.
@@ -103,6 +105,31 @@ impl Gateway {
     /// Refusals at `level`, per shard.
     pub fn refusals_by_shard(&self, level: Level) -> Vec<u64> {
         self.counters.iter().map(|c| c.level(level)).collect()
+    }
+
+    /// The shared response cache (flush it, read its size), if any
+    /// stage caches.
+    pub fn cache(&self) -> Option<&Cache> {
+        self.cache.as_deref()
+    }
+
+    /// Cache hits and misses per route (`api/stage METHOD /path`), routes
+    /// with lookups only.
+    pub fn cache_counts(&self) -> Vec<(String, u64, u64)> {
+        self.snapshot
+            .route_counters
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let (h, m) = self
+                    .counters
+                    .iter()
+                    .map(|c| c.cache(i))
+                    .fold((0, 0), |(a, b), (h, m)| (a + h, b + m));
+                (name.clone(), h, m)
+            })
+            .filter(|(_, h, m)| h + m > 0)
+            .collect()
     }
 
     /// Every usage-plan quota: used and remaining this period, per key.
@@ -165,6 +192,10 @@ pub fn start(snapshot: Arc<Snapshot>) -> Result<Gateway, StartError> {
             std::time::Instant::now(),
         )
     });
+    let cache = snapshot
+        .cache
+        .as_ref()
+        .map(|c| Cache::new(c.capacity, c.max_entry, c.segments, c.token));
     let counters: Vec<Arc<Counters>> = cores
         .iter()
         .map(|_| Arc::new(Counters::new(snapshot.route_counters.len())))
@@ -182,6 +213,7 @@ pub fn start(snapshot: Arc<Snapshot>) -> Result<Gateway, StartError> {
             throttle,
             client_ip: client_ip.clone(),
             counters: counters[i].clone(),
+            cache: cache.clone(),
         };
         let stop_flag = stop.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
@@ -217,6 +249,7 @@ pub fn start(snapshot: Arc<Snapshot>) -> Result<Gateway, StartError> {
         throttle: coordinator,
         counters,
         snapshot,
+        cache,
     })
 }
 

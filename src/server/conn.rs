@@ -15,7 +15,9 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use super::buf::ReadBuf;
+use super::caching::{self, CacheStep, Capture};
 use super::shard::{Buffers, IdleState, Refusal, Shard};
+use crate::cache::store::CachedResponse;
 use crate::config::Snapshot;
 use crate::http::chunked::{Chunk, ChunkedDecoder};
 use crate::http::request::{self, HeadError, RequestHead};
@@ -23,7 +25,7 @@ use crate::http::response::ResponseHead;
 use crate::http::write::{self, LocalResponse};
 use crate::http::{BodyKind, HeaderKind, Version};
 use crate::integration::Integration;
-use crate::throttle::counters::Level;
+use crate::observe::counters::Level;
 
 /// Largest read while streaming a body.
 pub(super) const BODY_CHUNK: usize = 64 * 1024;
@@ -95,6 +97,10 @@ pub(super) struct RequestInfo {
     pub upgrade: bool,
 }
 
+/// Added to a cache hit served despite an unauthorized `max-age=0`.
+const CACHE_WARNING: &[u8] =
+    b"warning: 199 tollgate \"Cache-Control max-age=0 ignored: not authorized\"\r\n";
+
 /// The client address, and as text for X-Forwarded-For.
 struct PeerIp {
     ip: std::net::IpAddr,
@@ -116,6 +122,10 @@ pub(super) struct Conn {
     idle: Rc<IdleState>,
     /// Set when closing may leave unread request bytes: close lingering.
     pub linger: bool,
+    /// Scratch for cache keys.
+    kbuf: Vec<u8>,
+    /// A backend response being captured for the cache.
+    pub capture: Option<Capture>,
 }
 
 /// Serves one accepted client connection until it closes.
@@ -146,6 +156,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         },
         idle,
         linger: false,
+        kbuf: Vec::new(),
+        capture: None,
     };
     let _ = conn.run().await;
     shard.unregister(slot);
@@ -373,37 +385,80 @@ impl Conn {
             (Ok(()), None) => Local::Error(404),
             (Ok(()), Some(Integration::Mock(m))) => Local::Mock(m),
             (Ok(()), Some(Integration::Http(integ))) => {
-                let r = resolved.as_ref().map(|r| (r.path, &r.params));
-                if let Some((path, params)) = r {
-                    self.ubuf.clear();
-                    integ.write_request_line(
-                        &mut self.ubuf,
-                        method,
-                        path,
-                        params,
-                        head.query.map(|q| q.of(buf)),
-                    );
-                    let client_host = head.host.map(|h| h.of(buf));
-                    let backend_host = match client_host {
-                        Some(h) if integ.preserve_host => h,
-                        _ => &integ.host_header,
-                    };
-                    let framing = match info.body {
-                        BodyKind::Length(n) => write::Framing::Length(n),
-                        BodyKind::Chunked => write::Framing::Chunked,
-                        BodyKind::None | BodyKind::UntilClose => write::Framing::Empty,
-                    };
-                    let fwd = write::Forwarded {
-                        backend_host,
-                        client_ip: &self.peer.text[..self.peer.len],
-                        proto: b"http",
-                        request_id_header: &server.request_id_header,
-                        request_id: rid.as_bytes(),
-                    };
-                    write::forward_request_headers(&mut self.ubuf, buf, head, &fwd, framing);
+                let mut fill = None;
+                let cached = match (&self.shard.cache, resolved.as_ref()) {
+                    (Some(cache), Some(r)) if method == b"GET" || method == b"HEAD" => r
+                        .stage
+                        .cache
+                        .as_ref()
+                        .zip(
+                            r.stage
+                                .route_cache
+                                .get(r.route as usize)
+                                .and_then(Option::as_ref),
+                        )
+                        .map(|(stage, rc)| {
+                            caching::lookup(
+                                cache,
+                                &self.shard.counters,
+                                r,
+                                stage,
+                                rc,
+                                head,
+                                buf,
+                                method == b"GET",
+                                &mut self.kbuf,
+                            )
+                        }),
+                    _ => None,
+                };
+                let local = match cached {
+                    Some(CacheStep::Hit { entry, warn }) => Some(Local::Cached(entry, warn)),
+                    Some(CacheStep::Forbidden) => Some(Local::Refused(Refusal {
+                        level: Level::Forbidden,
+                        retry_after: 1,
+                    })),
+                    Some(CacheStep::Miss(f)) => {
+                        fill = f;
+                        None
+                    }
+                    None => None,
+                };
+                if let Some(local) = local {
+                    local
+                } else {
+                    let r = resolved.as_ref().map(|r| (r.path, &r.params));
+                    if let Some((path, params)) = r {
+                        self.ubuf.clear();
+                        integ.write_request_line(
+                            &mut self.ubuf,
+                            method,
+                            path,
+                            params,
+                            head.query.map(|q| q.of(buf)),
+                        );
+                        let client_host = head.host.map(|h| h.of(buf));
+                        let backend_host = match client_host {
+                            Some(h) if integ.preserve_host => h,
+                            _ => &integ.host_header,
+                        };
+                        let framing = match info.body {
+                            BodyKind::Length(n) => write::Framing::Length(n),
+                            BodyKind::Chunked => write::Framing::Chunked,
+                            BodyKind::None | BodyKind::UntilClose => write::Framing::Empty,
+                        };
+                        let fwd = write::Forwarded {
+                            backend_host,
+                            client_ip: &self.peer.text[..self.peer.len],
+                            proto: b"http",
+                            request_id_header: &server.request_id_header,
+                            request_id: rid.as_bytes(),
+                        };
+                        write::forward_request_headers(&mut self.ubuf, buf, head, &fwd, framing);
+                    }
+                    self.rbuf.consume(head_len);
+                    return self.forward(snap, integ, info, &rid, fill).await;
                 }
-                self.rbuf.consume(head_len);
-                return self.forward(snap, integ, info, &rid).await;
             }
         };
         self.rbuf.consume(head_len);
@@ -436,6 +491,22 @@ impl Conn {
                 self.local_response(snap, &resp, info, &rid);
             }
             Local::Error(status) => self.gateway_error(snap, status, info, info.keep_alive, &rid),
+            Local::Cached(entry, warn) => {
+                let mut with_warning;
+                let headers: &[u8] = if warn {
+                    with_warning = entry.headers.to_vec();
+                    with_warning.extend_from_slice(CACHE_WARNING);
+                    &with_warning
+                } else {
+                    &entry.headers
+                };
+                let resp = LocalResponse {
+                    status: entry.status,
+                    headers,
+                    body: &entry.body,
+                };
+                self.local_response(snap, &resp, info, &rid);
+            }
             Local::Refused(refusal) => {
                 let (status, body) = match refusal.level {
                     Level::Forbidden => (403, write::error_body(403)),
@@ -629,6 +700,8 @@ impl Conn {
 
 enum Local<'a> {
     Mock(&'a crate::integration::MockIntegration),
+    /// A cache hit; `true` adds a warning that `max-age=0` was ignored.
+    Cached(std::sync::Arc<CachedResponse>, bool),
     Error(u16),
     /// Refused by a guard: 403, or 429 (quota: `Limit Exceeded`).
     Refused(Refusal),

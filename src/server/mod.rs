@@ -2,6 +2,7 @@
 //! proxy's I/O, and the shard's drain at shutdown.
 
 pub mod buf;
+mod caching;
 mod conn;
 mod proxy;
 pub mod shard;

@@ -15,6 +15,7 @@
 use std::time::{Duration, Instant};
 
 use super::buf::ReadBuf;
+use super::caching::{self, Fill};
 use super::conn::{
     read_into, write_all, BodyError, Conn, ConnError, Next, RequestId, RequestInfo, BODY_CHUNK,
     COALESCE_LIMIT,
@@ -67,6 +68,7 @@ impl Conn {
         integ: &HttpIntegration,
         info: RequestInfo,
         rid: &RequestId,
+        fill: Option<Fill>,
     ) -> Result<Next, ConnError> {
         let max_body = snap.server.limits.max_body_bytes;
         let body = match info.body {
@@ -203,6 +205,11 @@ impl Conn {
             framing,
             &meta,
         );
+        let shard_cache = shard.cache.clone();
+        self.capture = match (fill, &shard_cache) {
+            (Some(f), Some(c)) => caching::start(f, up.rbuf.filled(), &self.rhead, c.max_entry),
+            _ => None,
+        };
         up.rbuf.consume(self.rhead.head_len);
         let relayed = match self.rhead.body {
             BodyKind::None => Ok(()),
@@ -213,8 +220,12 @@ impl Conn {
                     .await
             }
         };
+        let capture = self.capture.take();
         match relayed {
             Ok(()) => {
+                if let (Some(c), Some(cache)) = (capture, &shard_cache) {
+                    c.finish(cache);
+                }
                 if self.rhead.keep_alive && up.rbuf.is_empty() && !body_cut {
                     pool.checkin(up, shard.coarse_now());
                 }
@@ -338,6 +349,7 @@ impl Conn {
     ) -> Result<(), RelayError> {
         let mut remaining = n;
         let take = (up.rbuf.len() as u64).min(remaining) as usize;
+        self.capture(&up.rbuf.filled()[..take]);
         if self.wbuf.len() + take <= COALESCE_LIMIT {
             self.wbuf.extend_from_slice(&up.rbuf.filled()[..take]);
         } else {
@@ -350,6 +362,7 @@ impl Conn {
             self.flush().await.map_err(RelayError::Client)?;
             read_upstream(up, wait).await?;
             let take = (up.rbuf.len() as u64).min(remaining) as usize;
+            self.capture(&up.rbuf.filled()[..take]);
             self.send(&up.rbuf.filled()[..take]).await?;
             up.rbuf.consume(take);
             remaining -= take as u64;
@@ -370,6 +383,7 @@ impl Conn {
                 .map_err(|_| RelayError::Upstream)?;
             match chunk {
                 Some(Chunk::Data(r)) => {
+                    self.capture(&up.rbuf.filled()[r.clone()]);
                     queue_body(&mut self.wbuf, &up.rbuf.filled()[r], framing);
                     up.rbuf.consume(n);
                     if self.wbuf.len() >= BODY_CHUNK {
@@ -401,6 +415,7 @@ impl Conn {
         loop {
             let data = up.rbuf.filled();
             if !data.is_empty() {
+                self.capture(data);
                 queue_body(&mut self.wbuf, data, framing);
                 let n = data.len();
                 up.rbuf.consume(n);

@@ -12,11 +12,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 
 use super::buf::ReadBuf;
+use crate::cache::Cache;
 use crate::config::Resolved;
 use crate::config::Snapshot;
 use crate::http::Header;
+use crate::observe::counters::{Counters, Level};
 use crate::throttle::client_ip::ClientIpTable;
-use crate::throttle::counters::{Counters, Level};
 use crate::throttle::quota::Period;
 use crate::throttle::sync::ShardThrottle;
 use crate::upstream::Pool;
@@ -74,6 +75,8 @@ pub struct Guards {
     pub client_ip: Option<(Arc<ClientIpTable>, Instant)>,
     /// This shard's refusal counters (read by other threads).
     pub counters: Arc<Counters>,
+    /// The shared response cache, if any stage caches.
+    pub cache: Option<Arc<Cache>>,
 }
 
 impl Guards {
@@ -83,6 +86,7 @@ impl Guards {
             throttle: None,
             client_ip: None,
             counters: Arc::new(Counters::new(routes)),
+            cache: None,
         }
     }
 }
@@ -136,6 +140,7 @@ pub struct Shard {
     throttle: RefCell<Option<ShardThrottle>>,
     client_ip: Option<(Arc<ClientIpTable>, Instant)>,
     pub counters: Arc<Counters>,
+    pub cache: Option<Arc<Cache>>,
 }
 
 impl Shard {
@@ -163,6 +168,7 @@ impl Shard {
             throttle: RefCell::new(guards.throttle),
             client_ip: guards.client_ip,
             counters: guards.counters,
+            cache: guards.cache,
         }
     }
 

@@ -11,7 +11,8 @@
 //! * [`store`]: quota counters in a redb file.
 //! * [`client_ip`]: the per-client-IP level, a striped shared table with a
 //!   stated memory bound.
-//! * [`counters`]: refusals per level and per route, per shard.
+//!
+//! Refusals are counted in `observe::counters`.
 //!
 //! Levels, in the order `server::shard::Shard::guard` checks them: client
 //! IP, API key (403), usage-plan key throttle, route (per stage), stage,
@@ -20,7 +21,6 @@
 
 pub mod bucket;
 pub mod client_ip;
-pub mod counters;
 pub mod lease;
 pub mod quota;
 pub mod store;

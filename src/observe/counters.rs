@@ -1,4 +1,5 @@
-//! Refusal counters of one shard, readable from other threads.
+//! Counters of one shard, readable from other threads: refusals by level
+//! and by route, cache hits and misses by route.
 //!
 //! Only the owning shard writes its counters, so an increment is a plain
 //! load and store (no read-modify-write, no lock, no contended cache
@@ -48,12 +49,16 @@ impl Level {
     }
 }
 
-/// One shard's refusals, by level and by route.
+/// One shard's refusals (by level and by route) and cache lookups.
 #[derive(Debug)]
 pub struct Counters {
     by_level: [AtomicU64; Level::ALL.len()],
     /// Indexed like [`crate::config::Snapshot::route_counters`].
     by_route: Box<[AtomicU64]>,
+    /// Cache hits and misses per route (Amazon API Gateway's
+    /// CacheHitCount / CacheMissCount), indexed like `by_route`.
+    cache_hits: Box<[AtomicU64]>,
+    cache_misses: Box<[AtomicU64]>,
 }
 
 fn bump(c: &AtomicU64) {
@@ -63,9 +68,12 @@ fn bump(c: &AtomicU64) {
 
 impl Counters {
     pub fn new(routes: usize) -> Counters {
+        let zeros = || (0..routes).map(|_| AtomicU64::new(0)).collect();
         Counters {
             by_level: Default::default(),
-            by_route: (0..routes).map(|_| AtomicU64::new(0)).collect(),
+            by_route: zeros(),
+            cache_hits: zeros(),
+            cache_misses: zeros(),
         }
     }
 
@@ -76,6 +84,24 @@ impl Counters {
         if let Some(c) = route.and_then(|r| self.by_route.get(r as usize)) {
             bump(c);
         }
+    }
+
+    /// Counts a cache lookup of route counter `route`.
+    pub fn cache_lookup(&self, route: u32, hit: bool) {
+        let side = if hit {
+            &self.cache_hits
+        } else {
+            &self.cache_misses
+        };
+        if let Some(c) = side.get(route as usize) {
+            bump(c);
+        }
+    }
+
+    /// Cache hits and misses of route counter `route`.
+    pub fn cache(&self, route: usize) -> (u64, u64) {
+        let read = |v: &[AtomicU64]| v.get(route).map_or(0, |c| c.load(Ordering::Relaxed));
+        (read(&self.cache_hits), read(&self.cache_misses))
     }
 
     pub fn level(&self, level: Level) -> u64 {
@@ -109,5 +135,11 @@ mod tests {
         assert_eq!(c.route(1), 2);
         assert_eq!(c.route(0), 1);
         assert_eq!(c.route(9), 0);
+        c.cache_lookup(1, true);
+        c.cache_lookup(1, true);
+        c.cache_lookup(1, false);
+        c.cache_lookup(7, true);
+        assert_eq!(c.cache(1), (2, 1));
+        assert_eq!(c.cache(0), (0, 0));
     }
 }

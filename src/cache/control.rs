@@ -1,0 +1,105 @@
+//! `Cache-Control` as the cache reads it: what a backend response allows
+//! to be stored and for how long, and whether a client asks for a fresh
+//! answer. Directive names are case-insensitive (RFC 9111 §5.2).
+
+use crate::http::tokens;
+
+/// What a backend response's headers allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Storable {
+    /// `no-store`, `private`, `no-cache`, a `Set-Cookie` or a `Vary`: not
+    /// stored. (`Vary` entries are not supported yet: never stored rather
+    /// than served to the wrong client.)
+    pub forbidden: bool,
+    /// `s-maxage`, else `max-age`, in seconds.
+    pub max_age: Option<u64>,
+}
+
+impl Storable {
+    /// Reads one `Cache-Control` header value into `self`.
+    pub fn add_cache_control(&mut self, value: &[u8]) {
+        let mut s_maxage = None;
+        for t in tokens(value) {
+            let (name, arg) = match memchr::memchr(b'=', t) {
+                Some(i) => (&t[..i], Some(&t[i + 1..])),
+                None => (t, None),
+            };
+            let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+            if is("no-store") || is("private") || is("no-cache") {
+                self.forbidden = true;
+            } else if is("max-age") {
+                if let Some(v) = arg.and_then(seconds) {
+                    self.max_age = Some(self.max_age.map_or(v, |m: u64| m.min(v)));
+                }
+            } else if is("s-maxage") {
+                s_maxage = arg.and_then(seconds);
+            }
+        }
+        if s_maxage.is_some() {
+            self.max_age = s_maxage;
+        }
+    }
+}
+
+fn seconds(v: &[u8]) -> Option<u64> {
+    let v = v.strip_prefix(b"\"").unwrap_or(v);
+    let v = v.strip_suffix(b"\"").unwrap_or(v);
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // Larger than any TTL: saturate.
+    Some(std::str::from_utf8(v).ok()?.parse().unwrap_or(u64::MAX))
+}
+
+/// True when a request's `Cache-Control` asks for a fresh answer
+/// (`max-age=0` or `no-cache`).
+pub fn wants_fresh(value: &[u8]) -> bool {
+    tokens(value).any(|t| {
+        t.eq_ignore_ascii_case(b"no-cache")
+            || (t.len() > 8
+                && t[..8].eq_ignore_ascii_case(b"max-age=")
+                && seconds(&t[8..]) == Some(0))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(v: &str) -> Storable {
+        let mut s = Storable::default();
+        s.add_cache_control(v.as_bytes());
+        s
+    }
+
+    #[test]
+    fn backend_directives() {
+        assert!(read("no-store").forbidden);
+        assert!(read("Private, max-age=60").forbidden);
+        assert!(read("no-cache").forbidden);
+        assert_eq!(
+            read("public, max-age=60"),
+            Storable {
+                forbidden: false,
+                max_age: Some(60)
+            }
+        );
+        assert_eq!(read("max-age=60, s-maxage=10").max_age, Some(10));
+        assert_eq!(read("max-age=\"30\"").max_age, Some(30));
+        assert_eq!(read("max-age=abc").max_age, None);
+        assert_eq!(
+            read("max-age=99999999999999999999999").max_age,
+            Some(u64::MAX)
+        );
+    }
+
+    #[test]
+    fn client_asks_for_fresh() {
+        assert!(wants_fresh(b"max-age=0"));
+        assert!(wants_fresh(b"No-Cache"));
+        assert!(wants_fresh(b"foo, max-age=0"));
+        assert!(!wants_fresh(b"max-age=10"));
+        assert!(!wants_fresh(b"max-age=00x"));
+        assert!(!wants_fresh(b""));
+    }
+}

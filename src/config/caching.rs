@@ -1,0 +1,184 @@
+//! Response-cache settings: validated and compiled per stage and route.
+
+use std::time::Duration;
+
+use super::schema::{
+    ApiConfig, Config, IntegrationConfig, StageConfig, UnauthorizedInvalidation, MAX_CACHE_TTL,
+};
+use crate::auth::api_key::{self, KeyDigest};
+use crate::cache::key::KeyParam;
+
+/// A stage's cache behaviour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageCache {
+    /// Every key of the stage starts with this (`api/stage` NUL).
+    pub prefix: Box<[u8]>,
+    pub ignore_backend_cache_control: bool,
+    pub require_authorization: bool,
+    pub unauthorized: UnauthorizedInvalidation,
+}
+
+/// A cached route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteCache {
+    pub ttl: Duration,
+    /// Empty: the whole URL.
+    pub key: Vec<KeyParam>,
+    /// Statuses stored.
+    pub statuses: Vec<u16>,
+}
+
+/// The shared cache's size and credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSpec {
+    pub capacity: u64,
+    pub max_entry: u64,
+    pub segments: usize,
+    pub token: Option<KeyDigest>,
+}
+
+/// Compiles stage `st` of API `a`: its cache settings and, per route, the
+/// route's cache (None where caching is off or the route is not proxied).
+pub(super) fn compile_stage(
+    a: &ApiConfig,
+    apath: &str,
+    st: &StageConfig,
+    spath: &str,
+    param_names: &[Vec<String>],
+    issue: &mut impl FnMut(String, String),
+) -> (Option<StageCache>, Vec<Option<RouteCache>>) {
+    let none = || a.routes.iter().map(|_| None).collect();
+    let Some(sc) = &st.cache else {
+        for (ri, r) in a.routes.iter().enumerate() {
+            if r.cache.as_ref().is_some_and(|c| c.enabled == Some(true)) {
+                issue(
+                    format!("{apath}.route[{ri}].cache.enabled"),
+                    format!(
+                        "stage `{}` has no cache: add `cache = {{ enabled = true }}` to it",
+                        st.name
+                    ),
+                );
+            }
+        }
+        return (None, none());
+    };
+    if sc.ttl > MAX_CACHE_TTL {
+        issue(
+            format!("{spath}.cache.ttl"),
+            format!("{:?} is above the maximum of 3600s", sc.ttl),
+        );
+    }
+    let stage = StageCache {
+        prefix: crate::cache::stage_prefix(&a.name, &st.name).into(),
+        ignore_backend_cache_control: sc.ignore_backend_cache_control,
+        require_authorization: sc.require_authorization,
+        unauthorized: sc.unauthorized,
+    };
+    let routes = a
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(ri, r)| {
+            let rc = r.cache.clone().unwrap_or_default();
+            let rpath = format!("{apath}.route[{ri}].cache");
+            let ttl = rc.ttl.unwrap_or(sc.ttl);
+            if ttl > MAX_CACHE_TTL {
+                issue(
+                    format!("{rpath}.ttl"),
+                    format!("{ttl:?} is above the maximum of 3600s"),
+                );
+            }
+            let names = param_names.get(ri).map(Vec::as_slice).unwrap_or_default();
+            let mut key = Vec::new();
+            for (ki, k) in rc.key.iter().enumerate() {
+                match KeyParam::parse(k, names) {
+                    Ok(p) => key.push(p),
+                    Err(e) => issue(format!("{rpath}.key[{ki}]"), e.to_string()),
+                }
+            }
+            for (si, s) in rc.statuses.iter().enumerate() {
+                if !(200..=599).contains(s) {
+                    issue(
+                        format!("{rpath}.statuses[{si}]"),
+                        format!("{s} is not a response status"),
+                    );
+                }
+            }
+            let proxied = matches!(r.integration, IntegrationConfig::Http { .. });
+            let on = rc.enabled.unwrap_or(sc.enabled) && !ttl.is_zero() && proxied;
+            on.then(|| RouteCache {
+                ttl,
+                key,
+                statuses: if rc.statuses.is_empty() {
+                    vec![200]
+                } else {
+                    rc.statuses.clone()
+                },
+            })
+        })
+        .collect();
+    (Some(stage), routes)
+}
+
+/// The shared cache, when some stage caches.
+pub(super) fn compile_server(
+    config: &Config,
+    used: bool,
+    issue: &mut impl FnMut(String, String),
+) -> Option<CacheSpec> {
+    let c = &config.server.cache;
+    if c.max_entry_bytes.0 == 0 {
+        issue(
+            "server.cache.max_entry_bytes".into(),
+            "must be at least 1".into(),
+        );
+    }
+    if c.capacity.0 < c.max_entry_bytes.0.saturating_mul(2) {
+        issue(
+            "server.cache.capacity".into(),
+            format!(
+                "{} bytes cannot hold two entries of max_entry_bytes ({})",
+                c.capacity.0, c.max_entry_bytes.0
+            ),
+        );
+    }
+    if c.segments == 0 || !c.segments.is_power_of_two() || c.segments > 4096 {
+        issue(
+            "server.cache.segments".into(),
+            format!("{} must be a power of two from 1 to 4096", c.segments),
+        );
+    }
+    let token = match (&c.invalidation_token, &c.invalidation_token_sha256) {
+        (Some(_), Some(_)) => {
+            issue(
+                "server.cache".into(),
+                "set at most one of `invalidation_token` and `invalidation_token_sha256`".into(),
+            );
+            None
+        }
+        (Some(t), None) => match api_key::digest_of_value(t) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                issue("server.cache.invalidation_token".into(), e.to_string());
+                None
+            }
+        },
+        (None, Some(h)) => match api_key::parse_digest(h) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                issue(
+                    "server.cache.invalidation_token_sha256".into(),
+                    e.to_string(),
+                );
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    used.then_some(CacheSpec {
+        capacity: c.capacity.0,
+        max_entry: c.max_entry_bytes.0,
+        segments: c.segments,
+        token,
+    })
+}

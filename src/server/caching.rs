@@ -1,0 +1,220 @@
+//! The cache step of the pipeline: look a proxied GET/HEAD up, serve a
+//! hit, and capture a storable miss while it is relayed.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::conn::Conn;
+use crate::cache::control::{wants_fresh, Storable};
+use crate::cache::key::{self, KeyInput};
+use crate::cache::store::{CachedResponse, Lookup};
+use crate::cache::{Cache, TOKEN_HEADER};
+use crate::config::schema::UnauthorizedInvalidation;
+use crate::config::{Resolved, RouteCache, StageCache};
+use crate::http::request::RequestHead;
+use crate::http::response::ResponseHead;
+use crate::http::{BodyKind, HeaderKind};
+use crate::observe::counters::Counters;
+
+/// What the cache decided for a request.
+pub(super) enum CacheStep {
+    /// Serve this; `warn` adds a `warning` header (an unauthorized
+    /// `max-age=0` was ignored).
+    Hit {
+        entry: Arc<CachedResponse>,
+        warn: bool,
+    },
+    /// Go to the backend; store the answer if `fill` is set.
+    Miss(Option<Fill>),
+    /// An unauthorized `max-age=0` where the stage says fail: 403.
+    Forbidden,
+}
+
+/// How to store the response to a miss.
+pub(super) struct Fill {
+    hash: u64,
+    key: Box<[u8]>,
+    ttl_ns: u64,
+    statuses: Vec<u16>,
+    ignore_backend: bool,
+}
+
+/// A response being captured for the cache while it is relayed.
+pub(super) struct Capture {
+    fill: Fill,
+    status: u16,
+    headers: Bytes,
+    body: BytesMut,
+    ttl_ns: u64,
+    max: usize,
+}
+
+/// Looks a request up (`method` GET or HEAD) for route `r` with cache
+/// settings `stage` / `rc`; `kbuf` is scratch for the key.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn lookup(
+    cache: &Cache,
+    counters: &Counters,
+    r: &Resolved<'_, '_>,
+    stage: &StageCache,
+    rc: &RouteCache,
+    head: &RequestHead,
+    buf: &[u8],
+    is_get: bool,
+    kbuf: &mut Vec<u8>,
+) -> CacheStep {
+    let header = |name: &str| {
+        head.headers
+            .iter()
+            .find(|h| h.name.of(buf).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|h| h.value.of(buf))
+    };
+    let param = |i: usize| r.params.get(i).map(|range| &r.path[range]);
+    let input = KeyInput {
+        route: r.route,
+        path: r.path,
+        query: head.query.map(|q| q.of(buf)),
+        param: &param,
+        header: &header,
+    };
+    // A shared cache stores nothing for a request with credentials
+    // (RFC 9111 §3.5) unless the stage ignores HTTP caching rules as
+    // Amazon API Gateway does: one user's answer is not another's.
+    if !stage.ignore_backend_cache_control && header("authorization").is_some() {
+        return CacheStep::Miss(None);
+    }
+    key::build(kbuf, &stage.prefix, &rc.key, &input);
+    let hash = cache.hasher.hash(kbuf);
+    let counter = r.stage.counter_base + r.route;
+
+    let mut refresh = false;
+    let mut warn = false;
+    if header("cache-control").is_some_and(wants_fresh) {
+        if !stage.require_authorization || cache.authorized(header(TOKEN_HEADER)) {
+            refresh = true;
+        } else {
+            match stage.unauthorized {
+                UnauthorizedInvalidation::Fail => return CacheStep::Forbidden,
+                UnauthorizedInvalidation::IgnoreWithHeader => warn = true,
+                UnauthorizedInvalidation::Ignore => {}
+            }
+        }
+    }
+    if !refresh {
+        if let Lookup::Fresh(entry) = cache.store.get(hash, kbuf, cache.now_ns()) {
+            counters.cache_lookup(counter, true);
+            return CacheStep::Hit { entry, warn };
+        }
+    }
+    counters.cache_lookup(counter, false);
+    // A HEAD answer has no body to store; the next GET fills the entry.
+    CacheStep::Miss(is_get.then(|| Fill {
+        hash,
+        key: kbuf.as_slice().into(),
+        ttl_ns: u64::try_from(rc.ttl.as_nanos()).unwrap_or(u64::MAX),
+        statuses: rc.statuses.clone(),
+        ignore_backend: stage.ignore_backend_cache_control,
+    }))
+}
+
+/// Headers a stored response keeps: end-to-end ones, without framing,
+/// Date (written fresh on every hit) or the request id.
+fn stored_headers(buf: &[u8], resp: &ResponseHead) -> Bytes {
+    let mut out = BytesMut::new();
+    for h in &resp.headers {
+        let keep = match h.kind {
+            HeaderKind::ContentLength | HeaderKind::RequestId => false,
+            k if k.is_hop_by_hop() => false,
+            _ => !h.name.of(buf).eq_ignore_ascii_case(b"date"),
+        };
+        if keep {
+            out.put_slice(h.name.of(buf));
+            out.put_slice(b": ");
+            out.put_slice(h.value.of(buf));
+            out.put_slice(b"\r\n");
+        }
+    }
+    out.freeze()
+}
+
+/// Starts capturing a backend response (head parsed from `buf`) for
+/// `fill`, if it may be stored.
+pub(super) fn start(fill: Fill, buf: &[u8], resp: &ResponseHead, max: usize) -> Option<Capture> {
+    if !fill.statuses.contains(&resp.status) {
+        return None;
+    }
+    let mut ttl_ns = fill.ttl_ns;
+    if !fill.ignore_backend {
+        let mut st = Storable::default();
+        for h in &resp.headers {
+            let name = h.name.of(buf);
+            if name.eq_ignore_ascii_case(b"cache-control") {
+                st.add_cache_control(h.value.of(buf));
+            } else if name.eq_ignore_ascii_case(b"set-cookie") || name.eq_ignore_ascii_case(b"vary")
+            {
+                st.forbidden = true;
+            }
+        }
+        if st.forbidden {
+            return None;
+        }
+        if let Some(age) = st.max_age {
+            ttl_ns = ttl_ns.min(age.saturating_mul(1_000_000_000));
+        }
+    }
+    if ttl_ns == 0 {
+        return None;
+    }
+    let expect = match resp.body {
+        BodyKind::Length(n) if n > max as u64 => return None,
+        BodyKind::Length(n) => n as usize,
+        BodyKind::None => 0,
+        BodyKind::Chunked | BodyKind::UntilClose => 4096,
+    };
+    Some(Capture {
+        fill,
+        status: resp.status,
+        headers: stored_headers(buf, resp),
+        body: BytesMut::with_capacity(expect.min(max)),
+        ttl_ns,
+        max,
+    })
+}
+
+impl Capture {
+    /// Adds relayed body bytes; false once the body is too large to
+    /// store (the capture is then dropped by the caller).
+    pub(super) fn push(&mut self, data: &[u8]) -> bool {
+        if self.body.len() + data.len() > self.max {
+            return false;
+        }
+        self.body.put_slice(data);
+        true
+    }
+
+    /// Stores the captured response.
+    pub(super) fn finish(self, cache: &Cache) {
+        let now = cache.now_ns();
+        let entry = CachedResponse {
+            key: self.fill.key,
+            status: self.status,
+            headers: self.headers,
+            body: self.body.freeze(),
+            stored_ns: now,
+            expires_ns: now.saturating_add(self.ttl_ns),
+        };
+        cache.store.insert(self.fill.hash, entry);
+    }
+}
+
+impl Conn {
+    /// Feeds relayed body bytes to the capture, if one is running.
+    pub(super) fn capture(&mut self, data: &[u8]) {
+        if let Some(c) = self.capture.as_mut() {
+            if !c.push(data) {
+                self.capture = None;
+            }
+        }
+    }
+}

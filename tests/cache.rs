@@ -1,0 +1,270 @@
+//! End to end: the response cache in front of an HTTP integration.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Client, Origin, Reply, TestGateway};
+
+const TOKEN: &str = "flush-token-0123456789abcdef";
+
+/// An origin that numbers its answers, so a test can tell a cached one:
+/// `/nostore` says `Cache-Control: no-store`, `/missing` is a 404,
+/// `/big` is 3000 bytes, anything else a small 200.
+fn origin() -> (Origin, Arc<AtomicUsize>) {
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let o = Origin::start(move |req| {
+        let i = n2.fetch_add(1, Ordering::SeqCst) + 1;
+        let path = req.target.split('?').next().unwrap_or("");
+        let (status, extra, body) = match path {
+            "/nostore" => (
+                "200 OK",
+                "Cache-Control: no-store\r\n",
+                format!("answer {i}"),
+            ),
+            "/private" => (
+                "200 OK",
+                "Cache-Control: private\r\n",
+                format!("answer {i}"),
+            ),
+            "/short" => (
+                "200 OK",
+                "Cache-Control: max-age=1\r\n",
+                format!("answer {i}"),
+            ),
+            "/missing" => ("404 Not Found", "", format!("answer {i}")),
+            "/big" => ("200 OK", "", "x".repeat(3000)),
+            _ => ("200 OK", "X-Origin: yes\r\n", format!("answer {i}")),
+        };
+        Reply::Raw(
+            format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    });
+    (o, n)
+}
+
+fn config(origin: std::net::SocketAddr, stage_cache: &str, server_cache: &str) -> String {
+    format!(
+        r#"
+[server.cache]
+capacity = "1MB"
+max_entry_bytes = 2048
+invalidation_token = "{TOKEN}"
+{server_cache}
+[[server.listen]]
+addr = "LISTEN"
+tls = false
+[[api]]
+name = "c"
+[[api.stage]]
+name = "prod"
+cache = {{ {stage_cache} }}
+[[api.route]]
+key = "GET /pets/{{id}}"
+integration = {{ type = "http", uri = "http://{origin}/pets/{{id}}" }}
+cache = {{ key = ["path.id", "header.accept"] }}
+[[api.route]]
+key = "GET /short-ttl"
+integration = {{ type = "http", uri = "http://{origin}/hello" }}
+cache = {{ ttl = "1s" }}
+[[api.route]]
+key = "GET /uncached"
+integration = {{ type = "http", uri = "http://{origin}/hello" }}
+cache = {{ enabled = false }}
+[[api.route]]
+key = "ANY /{{proxy+}}"
+integration = {{ type = "http", uri = "http://{origin}/{{proxy}}" }}
+"#
+    )
+}
+
+fn get(c: &mut Client, path: &str, extra: &str) -> common::Resp {
+    c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n").as_bytes());
+    c.read_response(false).expect("response")
+}
+
+#[test]
+fn repeated_gets_are_served_from_the_cache() {
+    let (o, n) = origin();
+    let gw = TestGateway::start(&config(o.addr, "ttl = \"300s\"", ""));
+    let mut c = gw.connect();
+    let first = get(&mut c, "/prod/hello", "");
+    assert_eq!((first.status, first.text()), (200, "answer 1".to_string()));
+    for _ in 0..4 {
+        let r = get(&mut c, "/prod/hello", "");
+        assert_eq!((r.status, r.text()), (200, "answer 1".to_string()));
+        assert_eq!(r.header("x-origin"), Some("yes"));
+        assert_eq!(r.header("content-type"), Some("text/plain"));
+        assert!(r.header("date").is_some());
+        assert!(r.header("x-request-id").is_some());
+    }
+    // HEAD is answered from the GET's entry, without a body.
+    c.send(b"HEAD /prod/hello HTTP/1.1\r\nHost: t\r\n\r\n");
+    let h = c.read_response(true).expect("head");
+    assert_eq!(h.status, 200);
+    assert_eq!(h.header("content-length"), Some("8"));
+    assert_eq!(n.load(Ordering::SeqCst), 1, "the backend saw one request");
+    // Another URL is another entry; the query string is part of the key.
+    assert_eq!(get(&mut c, "/prod/hello?a=1", "").text(), "answer 2");
+    assert_eq!(get(&mut c, "/prod/hello?a=1", "").text(), "answer 2");
+    assert_eq!(get(&mut c, "/prod/other", "").text(), "answer 3");
+    let counts = gw.gateway().cache_counts();
+    assert_eq!(counts, vec![("c/prod ANY /{proxy+}".to_string(), 6, 3)]);
+}
+
+#[test]
+fn entries_expire_and_backend_rules_are_respected() {
+    let (o, n) = origin();
+    let gw = TestGateway::start(&config(o.addr, "ttl = \"300s\"", ""));
+    let mut c = gw.connect();
+    // Route TTL of 1 s.
+    assert_eq!(get(&mut c, "/prod/short-ttl", "").text(), "answer 1");
+    assert_eq!(get(&mut c, "/prod/short-ttl", "").text(), "answer 1");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(get(&mut c, "/prod/short-ttl", "").text(), "answer 2");
+    // no-store, private: never stored; max-age caps the TTL.
+    for path in ["/prod/nostore", "/prod/private"] {
+        let a = get(&mut c, path, "").text();
+        let b = get(&mut c, path, "").text();
+        assert_ne!(a, b, "{path} was cached");
+    }
+    let short = get(&mut c, "/prod/short", "").text();
+    assert_eq!(get(&mut c, "/prod/short", "").text(), short);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_ne!(get(&mut c, "/prod/short", "").text(), short);
+    // Only 200s are stored; too large entries pass through.
+    let m = get(&mut c, "/prod/missing", "");
+    assert_eq!(m.status, 404);
+    assert_ne!(get(&mut c, "/prod/missing", "").text(), m.text());
+    let before = n.load(Ordering::SeqCst);
+    assert_eq!(get(&mut c, "/prod/big", "").body.len(), 3000);
+    assert_eq!(get(&mut c, "/prod/big", "").body.len(), 3000);
+    assert_eq!(n.load(Ordering::SeqCst), before + 2);
+    // A route with caching off, and a request with credentials.
+    assert_ne!(
+        get(&mut c, "/prod/uncached", "").text(),
+        get(&mut c, "/prod/uncached", "").text()
+    );
+    let a = get(&mut c, "/prod/creds", "Authorization: Bearer x\r\n").text();
+    assert_ne!(
+        get(&mut c, "/prod/creds", "Authorization: Bearer x\r\n").text(),
+        a
+    );
+}
+
+#[test]
+fn the_stage_may_ignore_backend_cache_headers() {
+    let (o, _) = origin();
+    let gw = TestGateway::start(&config(o.addr, "ignore_backend_cache_control = true", ""));
+    let mut c = gw.connect();
+    let a = get(&mut c, "/prod/nostore", "").text();
+    assert_eq!(get(&mut c, "/prod/nostore", "").text(), a);
+}
+
+#[test]
+fn key_parameters_select_what_makes_an_entry() {
+    let (o, _) = origin();
+    let gw = TestGateway::start(&config(o.addr, "", ""));
+    let mut c = gw.connect();
+    // key = path.id + header.accept: the query string does not count.
+    let a = get(&mut c, "/prod/pets/1?page=1", "Accept: text/plain\r\n").text();
+    assert_eq!(
+        get(&mut c, "/prod/pets/1?page=2", "Accept: text/plain\r\n").text(),
+        a
+    );
+    assert_ne!(
+        get(&mut c, "/prod/pets/2", "Accept: text/plain\r\n").text(),
+        a
+    );
+    assert_ne!(
+        get(&mut c, "/prod/pets/1", "Accept: application/json\r\n").text(),
+        a
+    );
+}
+
+#[test]
+fn max_age_0_needs_the_token_and_unauthorized_attempts_follow_the_stage() {
+    let (o, _) = origin();
+    // Default: ignore with a warning header.
+    let gw = TestGateway::start(&config(o.addr, "", ""));
+    let mut c = gw.connect();
+    let a = get(&mut c, "/prod/hello", "").text();
+    let r = get(&mut c, "/prod/hello", "Cache-Control: max-age=0\r\n");
+    assert_eq!(r.text(), a);
+    assert!(r.header("warning").is_some_and(|w| w.starts_with("199 ")));
+    let r = get(
+        &mut c,
+        "/prod/hello",
+        &format!("Cache-Control: max-age=0\r\nx-cache-invalidate-token: {TOKEN}\r\n"),
+    );
+    assert_ne!(r.text(), a, "an authorized refresh refetches");
+    let refreshed = r.text();
+    assert_eq!(
+        get(&mut c, "/prod/hello", "").text(),
+        refreshed,
+        "and stores the new answer"
+    );
+    drop(gw);
+
+    let (o, _) = origin();
+    let gw = TestGateway::start(&config(o.addr, "unauthorized = \"fail\"", ""));
+    let mut c = gw.connect();
+    get(&mut c, "/prod/hello", "");
+    let r = get(&mut c, "/prod/hello", "Cache-Control: no-cache\r\n");
+    assert_eq!(
+        (r.status, r.text()),
+        (403, r#"{"message":"Forbidden"}"#.to_string())
+    );
+    drop(gw);
+
+    let (o, _) = origin();
+    let gw = TestGateway::start(&config(o.addr, "require_authorization = false", ""));
+    let mut c = gw.connect();
+    let a = get(&mut c, "/prod/hello", "").text();
+    assert_ne!(
+        get(&mut c, "/prod/hello", "Cache-Control: max-age=0\r\n").text(),
+        a
+    );
+}
+
+#[test]
+fn throttling_comes_before_the_cache_and_flushes_work() {
+    let (o, n) = origin();
+    let text = config(o.addr, "", "").replace(
+        "name = \"prod\"\n",
+        "name = \"prod\"\nthrottle = { rate = 0, burst = 3 }\n",
+    );
+    let gw = TestGateway::start(&text);
+    let mut c = gw.connect();
+    for _ in 0..3 {
+        assert_eq!(get(&mut c, "/prod/hello", "").status, 200);
+    }
+    assert_eq!(
+        get(&mut c, "/prod/hello", "").status,
+        429,
+        "a cached answer is still throttled"
+    );
+    assert_eq!(n.load(Ordering::SeqCst), 1);
+    drop(gw);
+
+    let (o, n) = origin();
+    let gw = TestGateway::start(&config(o.addr, "", ""));
+    let mut c = gw.connect();
+    get(&mut c, "/prod/hello", "");
+    get(&mut c, "/prod/other", "");
+    let cache = gw.gateway().cache().expect("cache");
+    assert_eq!(cache.store.stats().entries, 2);
+    assert_eq!(cache.flush_stage("c", "beta"), 0);
+    assert_eq!(cache.flush_stage("c", "prod"), 2);
+    get(&mut c, "/prod/hello", "");
+    assert_eq!(n.load(Ordering::SeqCst), 3);
+    assert_eq!(cache.flush_all(), 1);
+    assert_eq!(cache.store.stats().entries, 0);
+}
