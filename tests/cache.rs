@@ -268,3 +268,144 @@ fn throttling_comes_before_the_cache_and_flushes_work() {
     assert_eq!(cache.flush_all(), 1);
     assert_eq!(cache.store.stats().entries, 0);
 }
+
+/// A config with one cached route to `origin`, `route_cache` spliced in.
+fn one_route(origin: std::net::SocketAddr, route_cache: &str) -> String {
+    format!(
+        r#"
+[server]
+shards = 2
+[server.cache]
+capacity = "1MB"
+max_entry_bytes = 2048
+[[server.listen]]
+addr = "LISTEN"
+tls = false
+[[api]]
+name = "c"
+[[api.stage]]
+name = "prod"
+cache = {{ ttl = "300s" }}
+[[api.route]]
+key = "GET /x"
+integration = {{ type = "http", uri = "http://{origin}/x" }}
+cache = {{ {route_cache} }}
+"#
+    )
+}
+
+#[test]
+fn concurrent_misses_make_one_backend_request() {
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let o = Origin::start(move |_| {
+        let i = n2.fetch_add(1, Ordering::SeqCst) + 1;
+        let body = format!("answer {i}");
+        Reply::After(
+            Duration::from_millis(300),
+            Box::new(Reply::Raw(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .into_bytes(),
+            )),
+        )
+    });
+    let gw = TestGateway::start(&one_route(o.addr, ""));
+    let addr = gw.addr;
+    let barrier = Arc::new(std::sync::Barrier::new(100));
+    let clients: Vec<_> = (0..100)
+        .map(|_| {
+            let b = barrier.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                b.wait();
+                let r = get(&mut c, "/prod/x", "");
+                (r.status, r.text())
+            })
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().expect("client"), (200, "answer 1".to_string()));
+    }
+    assert_eq!(
+        n.load(Ordering::SeqCst),
+        1,
+        "100 concurrent misses, one backend request"
+    );
+    let counts = gw.gateway().cache_counts();
+    assert_eq!(counts[0].1 + counts[0].2, 100);
+    assert_eq!(counts[0].2, 1, "one miss: {counts:?}");
+}
+
+#[test]
+fn stale_if_error_answers_for_a_backend_that_is_down() {
+    for (window, want) in [("stale_if_error = \"60s\"", 200u16), ("", 502)] {
+        let n = Arc::new(AtomicUsize::new(0));
+        let n2 = n.clone();
+        let o = Origin::start(move |_| {
+            if n2.fetch_add(1, Ordering::SeqCst) == 0 {
+                Reply::Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nold".to_vec())
+            } else {
+                Reply::Close
+            }
+        });
+        let route_cache = if window.is_empty() {
+            "ttl = \"1s\"".to_string()
+        } else {
+            format!("ttl = \"1s\", {window}")
+        };
+        let gw = TestGateway::start(&one_route(o.addr, &route_cache));
+        let mut c = gw.connect();
+        assert_eq!(get(&mut c, "/prod/x", "").text(), "old");
+        std::thread::sleep(Duration::from_millis(1100));
+        let r = get(&mut c, "/prod/x", "");
+        assert_eq!(r.status, want, "window `{window}`");
+        if want == 200 {
+            assert_eq!(r.text(), "old");
+        }
+    }
+}
+
+#[test]
+fn stale_while_revalidate_serves_the_old_answer_during_a_refresh() {
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let o = Origin::start(move |_| {
+        let i = n2.fetch_add(1, Ordering::SeqCst) + 1;
+        let body = format!("answer {i}");
+        let raw = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes();
+        if i == 1 {
+            Reply::Raw(raw)
+        } else {
+            Reply::After(Duration::from_millis(500), Box::new(Reply::Raw(raw)))
+        }
+    });
+    let gw = TestGateway::start(&one_route(
+        o.addr,
+        "ttl = \"1s\", stale_while_revalidate = \"30s\"",
+    ));
+    let mut c = gw.connect();
+    assert_eq!(get(&mut c, "/prod/x", "").text(), "answer 1");
+    std::thread::sleep(Duration::from_millis(1100));
+    let addr = gw.addr;
+    // One request refreshes (and waits for the slow backend)...
+    let refresher =
+        std::thread::spawn(move || get(&mut Client::connect(addr), "/prod/x", "").text());
+    std::thread::sleep(Duration::from_millis(100));
+    // ...while others get the expired answer at once.
+    let t = std::time::Instant::now();
+    assert_eq!(get(&mut c, "/prod/x", "").text(), "answer 1");
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "waited {:?}",
+        t.elapsed()
+    );
+    assert_eq!(refresher.join().expect("refresher"), "answer 2");
+    assert_eq!(get(&mut c, "/prod/x", "").text(), "answer 2");
+}

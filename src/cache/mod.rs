@@ -23,6 +23,8 @@ pub struct Cache {
     pub max_entry: usize,
     /// SHA-256 of the invalidation token, if one is configured.
     pub token: Option<KeyDigest>,
+    /// How long a coalesced miss waits for the request fetching its key.
+    pub lock_timeout: std::time::Duration,
 }
 
 /// Header carrying the invalidation token with `Cache-Control: max-age=0`.
@@ -36,6 +38,7 @@ impl Cache {
         max_entry: u64,
         segments: usize,
         token: Option<KeyDigest>,
+        lock_timeout: std::time::Duration,
     ) -> Arc<Cache> {
         let capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
         let max_entry = usize::try_from(max_entry).unwrap_or(usize::MAX);
@@ -51,6 +54,7 @@ impl Cache {
             epoch: Instant::now(),
             max_entry,
             token,
+            lock_timeout,
         })
     }
 

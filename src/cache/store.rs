@@ -80,6 +80,9 @@ struct Segment {
     small_bytes: usize,
     main_bytes: usize,
     next_gen: u32,
+    /// Keys a request is fetching from the backend right now (request
+    /// coalescing: other requests for them wait instead of fetching).
+    filling: HashSet<u64>,
 }
 
 /// What a lookup found.
@@ -155,6 +158,22 @@ impl Store {
         } else {
             Lookup::Stale(v)
         }
+    }
+
+    /// Claims the right to fetch `hash` from the backend; false when
+    /// another request holds it.
+    pub fn claim(&self, hash: u64) -> bool {
+        self.segment(hash).filling.insert(hash)
+    }
+
+    /// Gives a claim up (the fetch ended, stored or not).
+    pub fn release(&self, hash: u64) {
+        self.segment(hash).filling.remove(&hash);
+    }
+
+    /// Whether a request is fetching `hash` now.
+    pub fn is_filling(&self, hash: u64) -> bool {
+        self.segment(hash).filling.contains(&hash)
     }
 
     /// Stores `value` under `hash`, replacing what was there, evicting
@@ -429,6 +448,18 @@ mod tests {
             s.insert(h(i), resp(&format!("k{i}"), 100, u64::MAX));
         }
         assert!(matches!(s.get(h(0), b"k0", 0), Lookup::Fresh(_)));
+    }
+
+    #[test]
+    fn one_claim_per_key() {
+        let s = Store::new(1 << 20, 4);
+        assert!(s.claim(5));
+        assert!(!s.claim(5));
+        assert!(s.is_filling(5));
+        assert!(s.claim(6));
+        s.release(5);
+        assert!(!s.is_filling(5));
+        assert!(s.claim(5));
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct RouteCache {
     pub key: Vec<KeyParam>,
     /// Statuses stored.
     pub statuses: Vec<u16>,
+    pub stale_while_revalidate: Duration,
+    pub stale_if_error: Duration,
 }
 
 /// The shared cache's size and credentials.
@@ -34,6 +36,7 @@ pub struct CacheSpec {
     pub capacity: u64,
     pub max_entry: u64,
     pub segments: usize,
+    pub lock_timeout: Duration,
     pub token: Option<KeyDigest>,
 }
 
@@ -108,6 +111,8 @@ pub(super) fn compile_stage(
             let on = rc.enabled.unwrap_or(sc.enabled) && !ttl.is_zero() && proxied;
             on.then(|| RouteCache {
                 ttl,
+                stale_while_revalidate: rc.stale_while_revalidate.unwrap_or_default(),
+                stale_if_error: rc.stale_if_error.unwrap_or_default(),
                 key,
                 statuses: if rc.statuses.is_empty() {
                     vec![200]
@@ -179,6 +184,7 @@ pub(super) fn compile_server(
         capacity: c.capacity.0,
         max_entry: c.max_entry_bytes.0,
         segments: c.segments,
+        lock_timeout: c.lock_timeout,
         token,
     })
 }

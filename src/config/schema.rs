@@ -171,6 +171,10 @@ pub struct ServerCacheConfig {
     pub max_entry_bytes: ByteSize,
     /// Independently locked segments (a power of two).
     pub segments: usize,
+    /// Concurrent misses for one key wait this long for the request
+    /// fetching it (request coalescing), then fetch on their own.
+    #[serde(with = "humantime_serde")]
+    pub lock_timeout: Duration,
     /// A client sending `Cache-Control: max-age=0` with this token in
     /// `x-cache-invalidate-token` may refresh an entry (plain or as a
     /// SHA-256 hex digest).
@@ -184,6 +188,8 @@ pub const DEFAULT_CACHE_CAPACITY: u64 = 500_000_000;
 pub const DEFAULT_CACHE_MAX_ENTRY: u64 = 1_048_576;
 /// Default segment count.
 pub const DEFAULT_CACHE_SEGMENTS: usize = 64;
+/// Default wait for a coalesced miss (NGINX's `proxy_cache_lock_timeout`).
+pub const DEFAULT_CACHE_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Default for ServerCacheConfig {
     fn default() -> Self {
@@ -191,6 +197,7 @@ impl Default for ServerCacheConfig {
             capacity: ByteSize(DEFAULT_CACHE_CAPACITY),
             max_entry_bytes: ByteSize(DEFAULT_CACHE_MAX_ENTRY),
             segments: DEFAULT_CACHE_SEGMENTS,
+            lock_timeout: DEFAULT_CACHE_LOCK_TIMEOUT,
             invalidation_token: None,
             invalidation_token_sha256: None,
         }
@@ -300,6 +307,14 @@ pub struct RouteCacheConfig {
     /// Statuses stored (default 200).
     #[serde(default)]
     pub statuses: Vec<u16>,
+    /// After its TTL, an entry may still be served this long while one
+    /// request refreshes it (RFC 5861 `stale-while-revalidate`).
+    #[serde(default, with = "humantime_serde")]
+    pub stale_while_revalidate: Option<Duration>,
+    /// After its TTL, an entry may still be served this long when the
+    /// backend cannot be reached or times out (`stale-if-error`).
+    #[serde(default, with = "humantime_serde")]
+    pub stale_if_error: Option<Duration>,
 }
 
 /// Default state directory, relative to the working directory.

@@ -195,7 +195,7 @@ pub fn start(snapshot: Arc<Snapshot>) -> Result<Gateway, StartError> {
     let cache = snapshot
         .cache
         .as_ref()
-        .map(|c| Cache::new(c.capacity, c.max_entry, c.segments, c.token));
+        .map(|c| Cache::new(c.capacity, c.max_entry, c.segments, c.token, c.lock_timeout));
     let counters: Vec<Arc<Counters>> = cores
         .iter()
         .map(|_| Arc::new(Counters::new(snapshot.route_counters.len())))

@@ -6,14 +6,16 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::conn::Conn;
+use super::conn::{RequestId, RequestInfo};
 use crate::cache::control::{wants_fresh, Storable};
 use crate::cache::key::{self, KeyInput};
 use crate::cache::store::{CachedResponse, Lookup};
 use crate::cache::{Cache, TOKEN_HEADER};
 use crate::config::schema::UnauthorizedInvalidation;
-use crate::config::{Resolved, RouteCache, StageCache};
+use crate::config::{Resolved, RouteCache, Snapshot, StageCache};
 use crate::http::request::RequestHead;
 use crate::http::response::ResponseHead;
+use crate::http::write::LocalResponse;
 use crate::http::{BodyKind, HeaderKind};
 use crate::observe::counters::Counters;
 
@@ -25,19 +27,36 @@ pub(super) enum CacheStep {
         entry: Arc<CachedResponse>,
         warn: bool,
     },
-    /// Go to the backend; store the answer if `fill` is set.
+    /// Go to the backend; store the answer if `fill` is set (it holds the
+    /// key's claim: concurrent misses wait for this request).
     Miss(Option<Fill>),
+    /// Another request is fetching this key: wait, then look again.
+    Wait,
     /// An unauthorized `max-age=0` where the stage says fail: 403.
     Forbidden,
 }
 
-/// How to store the response to a miss.
+/// How to store the response to a miss. Holds the key's claim until
+/// dropped.
 pub(super) struct Fill {
+    cache: Arc<Cache>,
     hash: u64,
     key: Box<[u8]>,
     ttl_ns: u64,
     statuses: Vec<u16>,
     ignore_backend: bool,
+    /// An expired entry that may stand in if the backend fails.
+    pub stale: Option<Arc<CachedResponse>>,
+}
+
+impl Drop for Fill {
+    fn drop(&mut self) {
+        self.cache.store.release(self.hash);
+    }
+}
+
+fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A response being captured for the cache while it is relayed.
@@ -54,7 +73,7 @@ pub(super) struct Capture {
 /// settings `stage` / `rc`; `kbuf` is scratch for the key.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn lookup(
-    cache: &Cache,
+    cache: &Arc<Cache>,
     counters: &Counters,
     r: &Resolved<'_, '_>,
     stage: &StageCache,
@@ -101,20 +120,38 @@ pub(super) fn lookup(
             }
         }
     }
+    let now = cache.now_ns();
+    let mut stale = None;
     if !refresh {
-        if let Lookup::Fresh(entry) = cache.store.get(hash, kbuf, cache.now_ns()) {
+        match cache.store.get(hash, kbuf, now) {
+            Lookup::Fresh(entry) => {
+                counters.cache_lookup(counter, true);
+                return CacheStep::Hit { entry, warn };
+            }
+            Lookup::Stale(entry) => stale = Some(entry),
+            Lookup::Miss => {}
+        }
+    }
+    let within = |e: &Arc<CachedResponse>, window| now < e.expires_ns.saturating_add(nanos(window));
+    // A HEAD answer has no body to store; the next GET fills the entry.
+    if is_get && !cache.store.claim(hash) {
+        // Another request is fetching it: serve the expired entry while
+        // it does, if allowed, else wait for it.
+        if let Some(entry) = stale.filter(|e| within(e, rc.stale_while_revalidate)) {
             counters.cache_lookup(counter, true);
             return CacheStep::Hit { entry, warn };
         }
+        return CacheStep::Wait;
     }
     counters.cache_lookup(counter, false);
-    // A HEAD answer has no body to store; the next GET fills the entry.
     CacheStep::Miss(is_get.then(|| Fill {
+        cache: cache.clone(),
         hash,
         key: kbuf.as_slice().into(),
-        ttl_ns: u64::try_from(rc.ttl.as_nanos()).unwrap_or(u64::MAX),
+        ttl_ns: nanos(rc.ttl),
         statuses: rc.statuses.clone(),
         ignore_backend: stage.ignore_backend_cache_control,
+        stale: stale.filter(|e| within(e, rc.stale_if_error)),
     }))
 }
 
@@ -193,14 +230,14 @@ impl Capture {
         true
     }
 
-    /// Stores the captured response.
-    pub(super) fn finish(self, cache: &Cache) {
+    /// Stores the captured response (then the claim is released).
+    pub(super) fn finish(mut self, cache: &Cache) {
         let now = cache.now_ns();
         let entry = CachedResponse {
-            key: self.fill.key,
+            key: std::mem::take(&mut self.fill.key),
             status: self.status,
-            headers: self.headers,
-            body: self.body.freeze(),
+            headers: std::mem::take(&mut self.headers),
+            body: std::mem::take(&mut self.body).freeze(),
             stored_ns: now,
             expires_ns: now.saturating_add(self.ttl_ns),
         };
@@ -208,7 +245,36 @@ impl Capture {
     }
 }
 
+/// Added to a cache hit served despite an unauthorized `max-age=0`.
+const CACHE_WARNING: &[u8] =
+    b"warning: 199 tollgate \"Cache-Control max-age=0 ignored: not authorized\"\r\n";
+
 impl Conn {
+    /// Queues a stored response for the current request.
+    pub(super) fn serve_cached(
+        &mut self,
+        snap: &Snapshot,
+        entry: &CachedResponse,
+        warn: bool,
+        info: RequestInfo,
+        rid: &RequestId,
+    ) {
+        let mut with_warning;
+        let headers: &[u8] = if warn {
+            with_warning = entry.headers.to_vec();
+            with_warning.extend_from_slice(CACHE_WARNING);
+            &with_warning
+        } else {
+            &entry.headers
+        };
+        let resp = LocalResponse {
+            status: entry.status,
+            headers,
+            body: &entry.body,
+        };
+        self.local_response(snap, &resp, info, rid);
+    }
+
     /// Feeds relayed body bytes to the capture, if one is running.
     pub(super) fn capture(&mut self, data: &[u8]) {
         if let Some(c) = self.capture.as_mut() {

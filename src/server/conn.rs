@@ -97,9 +97,10 @@ pub(super) struct RequestInfo {
     pub upgrade: bool,
 }
 
-/// Added to a cache hit served despite an unauthorized `max-age=0`.
-const CACHE_WARNING: &[u8] =
-    b"warning: 199 tollgate \"Cache-Control max-age=0 ignored: not authorized\"\r\n";
+/// How often a coalesced miss looks whether the fetch it waits for is
+/// done. Waiting is rare (concurrent misses of one key) and works across
+/// shards without a cross-thread wake-up.
+const COALESCE_POLL: Duration = Duration::from_millis(1);
 
 /// The client address, and as text for X-Forwarded-For.
 struct PeerIp {
@@ -126,6 +127,9 @@ pub(super) struct Conn {
     kbuf: Vec<u8>,
     /// A backend response being captured for the cache.
     pub capture: Option<Capture>,
+    /// An expired cache entry allowed to answer if the backend fails
+    /// (`stale_if_error`), while a request is being forwarded.
+    pub stale: Option<std::sync::Arc<CachedResponse>>,
 }
 
 /// Serves one accepted client connection until it closes.
@@ -158,6 +162,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         linger: false,
         kbuf: Vec::new(),
         capture: None,
+        stale: None,
     };
     let _ = conn.run().await;
     shard.unregister(slot);
@@ -386,7 +391,8 @@ impl Conn {
             (Ok(()), Some(Integration::Mock(m))) => Local::Mock(m),
             (Ok(()), Some(Integration::Http(integ))) => {
                 let mut fill = None;
-                let cached = match (&self.shard.cache, resolved.as_ref()) {
+                let shard = self.shard.clone();
+                let plan = match (&shard.cache, resolved.as_ref()) {
                     (Some(cache), Some(r)) if method == b"GET" || method == b"HEAD" => r
                         .stage
                         .cache
@@ -397,21 +403,44 @@ impl Conn {
                                 .get(r.route as usize)
                                 .and_then(Option::as_ref),
                         )
-                        .map(|(stage, rc)| {
-                            caching::lookup(
-                                cache,
-                                &self.shard.counters,
-                                r,
-                                stage,
-                                rc,
-                                head,
-                                buf,
-                                method == b"GET",
-                                &mut self.kbuf,
-                            )
-                        }),
+                        .map(|(stage, rc)| (cache, r, stage, rc)),
                     _ => None,
                 };
+                let look = |kbuf: &mut Vec<u8>| {
+                    plan.map(|(cache, r, stage, rc)| {
+                        caching::lookup(
+                            cache,
+                            &shard.counters,
+                            r,
+                            stage,
+                            rc,
+                            head,
+                            buf,
+                            method == b"GET",
+                            kbuf,
+                        )
+                    })
+                };
+                let mut cached = look(&mut self.kbuf);
+                if matches!(cached, Some(CacheStep::Wait)) {
+                    // Request coalescing: another request (on any shard)
+                    // is fetching this key; wait for its answer, then
+                    // fetch without the cache if it takes too long.
+                    let deadline = plan.map(|(c, ..)| Instant::now() + c.lock_timeout);
+                    while matches!(cached, Some(CacheStep::Wait)) {
+                        if deadline.is_some_and(|d| Instant::now() >= d) {
+                            if let Some((_, r, ..)) = plan {
+                                shard
+                                    .counters
+                                    .cache_lookup(r.stage.counter_base + r.route, false);
+                            }
+                            cached = Some(CacheStep::Miss(None));
+                            break;
+                        }
+                        glommio::timer::sleep(COALESCE_POLL).await;
+                        cached = look(&mut self.kbuf);
+                    }
+                }
                 let local = match cached {
                     Some(CacheStep::Hit { entry, warn }) => Some(Local::Cached(entry, warn)),
                     Some(CacheStep::Forbidden) => Some(Local::Refused(Refusal {
@@ -422,7 +451,7 @@ impl Conn {
                         fill = f;
                         None
                     }
-                    None => None,
+                    Some(CacheStep::Wait) | None => None,
                 };
                 if let Some(local) = local {
                     local
@@ -491,22 +520,7 @@ impl Conn {
                 self.local_response(snap, &resp, info, &rid);
             }
             Local::Error(status) => self.gateway_error(snap, status, info, info.keep_alive, &rid),
-            Local::Cached(entry, warn) => {
-                let mut with_warning;
-                let headers: &[u8] = if warn {
-                    with_warning = entry.headers.to_vec();
-                    with_warning.extend_from_slice(CACHE_WARNING);
-                    &with_warning
-                } else {
-                    &entry.headers
-                };
-                let resp = LocalResponse {
-                    status: entry.status,
-                    headers,
-                    body: &entry.body,
-                };
-                self.local_response(snap, &resp, info, &rid);
-            }
+            Local::Cached(entry, warn) => self.serve_cached(snap, &entry, warn, info, &rid),
             Local::Refused(refusal) => {
                 let (status, body) = match refusal.level {
                     Level::Forbidden => (403, write::error_body(403)),

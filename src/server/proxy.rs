@@ -68,8 +68,9 @@ impl Conn {
         integ: &HttpIntegration,
         info: RequestInfo,
         rid: &RequestId,
-        fill: Option<Fill>,
+        mut fill: Option<Fill>,
     ) -> Result<Next, ConnError> {
+        self.stale = fill.as_mut().and_then(|f| f.stale.take());
         let max_body = snap.server.limits.max_body_bytes;
         let body = match info.body {
             BodyKind::None | BodyKind::UntilClose => ReqBody::Done,
@@ -174,6 +175,8 @@ impl Conn {
             }
         };
 
+        // The backend answered: no stand-in from the cache.
+        self.stale = None;
         if self.rhead.status == 101 {
             let meta = write::ResponseMeta {
                 client: info.version,
@@ -253,7 +256,15 @@ impl Conn {
     ) -> Next {
         let keep_alive = info.keep_alive && request_done;
         self.linger |= !request_done;
-        self.gateway_error(snap, status, info, keep_alive, rid);
+        match self.stale.take() {
+            // stale_if_error: an expired entry answers for an unreachable
+            // or timed-out backend.
+            Some(entry) if matches!(status, 502 | 504) => {
+                let info = RequestInfo { keep_alive, ..info };
+                self.serve_cached(snap, &entry, false, info, rid);
+            }
+            _ => self.gateway_error(snap, status, info, keep_alive, rid),
+        }
         if keep_alive {
             Next::KeepAlive
         } else {
