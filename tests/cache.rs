@@ -409,3 +409,40 @@ fn stale_while_revalidate_serves_the_old_answer_during_a_refresh() {
     assert_eq!(refresher.join().expect("refresher"), "answer 2");
     assert_eq!(get(&mut c, "/prod/x", "").text(), "answer 2");
 }
+
+#[test]
+fn vary_keeps_one_entry_per_variant() {
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let o = Origin::start(move |req| {
+        let i = n2.fetch_add(1, Ordering::SeqCst) + 1;
+        let lang = req.header("accept-language").unwrap_or("none").to_string();
+        let body = format!("{lang} {i}");
+        let vary = if req.target.contains("star") {
+            "*"
+        } else {
+            "Accept-Language"
+        };
+        Reply::Raw(
+            format!(
+                "HTTP/1.1 200 OK\r\nVary: {vary}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    });
+    let gw = TestGateway::start(&config(o.addr, "", ""));
+    let mut c = gw.connect();
+    let en = "Accept-Language: en\r\n";
+    let fr = "Accept-Language: fr\r\n";
+    assert_eq!(get(&mut c, "/prod/v", en).text(), "en 1");
+    assert_eq!(get(&mut c, "/prod/v", fr).text(), "fr 2");
+    assert_eq!(get(&mut c, "/prod/v", en).text(), "en 1");
+    assert_eq!(get(&mut c, "/prod/v", fr).text(), "fr 2");
+    assert_eq!(get(&mut c, "/prod/v", "").text(), "none 3");
+    assert_eq!(get(&mut c, "/prod/v", "").text(), "none 3");
+    assert_eq!(n.load(Ordering::SeqCst), 3);
+    // Vary: * is never stored.
+    let a = get(&mut c, "/prod/star", en).text();
+    assert_ne!(get(&mut c, "/prod/star", en).text(), a);
+}

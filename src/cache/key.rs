@@ -102,6 +102,40 @@ pub fn build(out: &mut Vec<u8>, prefix: &[u8], spec: &[KeyParam], input: &KeyInp
     }
 }
 
+/// Extends a URL's key (in `out`) into the key of one `Vary` variant: the
+/// request's values of the `names` headers (absent marked as absent).
+pub fn variant<'a>(
+    out: &mut Vec<u8>,
+    names: &[Box<[u8]>],
+    header: impl Fn(&[u8]) -> Option<&'a [u8]>,
+) {
+    out.extend_from_slice(b"\0vary\0");
+    for n in names {
+        out.extend_from_slice(n);
+        match header(n) {
+            Some(v) => {
+                out.push(b'=');
+                out.extend_from_slice(v);
+            }
+            None => out.push(b'!'),
+        }
+        out.push(0);
+    }
+}
+
+/// Parses a `Vary` value into lower-case header names; `None` for `*`
+/// (never stored).
+pub fn vary_names(value: &[u8]) -> Option<Vec<Box<[u8]>>> {
+    let mut names = Vec::new();
+    for t in crate::http::tokens(value) {
+        if t == b"*" {
+            return None;
+        }
+        names.push(t.to_ascii_lowercase().into_boxed_slice());
+    }
+    Some(names)
+}
+
 /// The first value of `name` in a query string, as sent.
 fn query_value<'a>(query: &'a [u8], name: &str) -> Option<&'a [u8]> {
     query.split(|&b| b == b'&').find_map(|pair| {
@@ -211,6 +245,28 @@ mod tests {
             KeyParam::parse("query", &names),
             Err(KeyParamError::Form(_))
         ));
+    }
+
+    #[test]
+    fn variants_differ_by_the_named_headers() {
+        let names = vary_names(b"Accept-Encoding, accept").expect("names");
+        assert_eq!(names.len(), 2);
+        assert_eq!(&*names[0], b"accept-encoding");
+        assert!(vary_names(b"*").is_none());
+        let k = |enc: Option<&'static [u8]>| {
+            let mut out = b"base".to_vec();
+            variant(&mut out, &names, |n: &[u8]| {
+                if n == b"accept-encoding" {
+                    enc
+                } else {
+                    None
+                }
+            });
+            out
+        };
+        assert_ne!(k(Some(b"gzip")), k(Some(b"br")));
+        assert_ne!(k(Some(b"")), k(None));
+        assert_eq!(k(Some(b"gzip")), k(Some(b"gzip")));
     }
 
     #[test]

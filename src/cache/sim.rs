@@ -150,6 +150,7 @@ fn object(id: u64) -> CachedResponse {
         body: Bytes::new(),
         stored_ns: 0,
         expires_ns: u64::MAX,
+        vary: None,
     }
 }
 

@@ -44,12 +44,21 @@ pub struct CachedResponse {
     /// When it was stored and until when it is fresh (ns, cache clock).
     pub stored_ns: u64,
     pub expires_ns: u64,
+    /// Set on the entry stored under a URL's key when its response said
+    /// `Vary`: the lower-case header names whose request values pick the
+    /// variant, stored under [`crate::cache::key::variant`] keys. Such an
+    /// entry is never served itself.
+    pub vary: Option<Box<[Box<[u8]>]>>,
 }
 
 impl CachedResponse {
     /// Accounted size.
     pub fn charge(&self) -> usize {
-        self.key.len() + self.headers.len() + self.body.len() + ENTRY_OVERHEAD
+        let vary = self
+            .vary
+            .as_ref()
+            .map_or(0, |v| v.iter().map(|n| n.len() + 16).sum());
+        self.key.len() + self.headers.len() + self.body.len() + vary + ENTRY_OVERHEAD
     }
 }
 
@@ -377,6 +386,7 @@ mod tests {
             body: Bytes::from(vec![b'x'; body]),
             stored_ns: 0,
             expires_ns: expires,
+            vary: None,
         }
     }
 

@@ -47,6 +47,9 @@ pub(super) struct Fill {
     ignore_backend: bool,
     /// An expired entry that may stand in if the backend fails.
     pub stale: Option<Arc<CachedResponse>>,
+    /// The request's headers (lower-case names), in case the response
+    /// varies by some of them.
+    req_headers: Vec<(Box<[u8]>, Box<[u8]>)>,
 }
 
 impl Drop for Fill {
@@ -62,6 +65,8 @@ fn nanos(d: std::time::Duration) -> u64 {
 /// A response being captured for the cache while it is relayed.
 pub(super) struct Capture {
     fill: Fill,
+    /// The response's `Vary` header names, if any.
+    vary: Option<Vec<Box<[u8]>>>,
     status: u16,
     headers: Bytes,
     body: BytesMut,
@@ -123,7 +128,22 @@ pub(super) fn lookup(
     let now = cache.now_ns();
     let mut stale = None;
     if !refresh {
-        match cache.store.get(hash, kbuf, now) {
+        let mut found = cache.store.get(hash, kbuf, now);
+        // A URL whose response varies: look the request's variant up.
+        if let Lookup::Fresh(e) | Lookup::Stale(e) = &found {
+            if let Some(names) = e.vary.clone() {
+                let base_len = kbuf.len();
+                key::variant(kbuf, &names, |n: &[u8]| {
+                    head.headers
+                        .iter()
+                        .find(|h| h.name.of(buf).eq_ignore_ascii_case(n))
+                        .map(|h| h.value.of(buf))
+                });
+                found = cache.store.get(cache.hasher.hash(kbuf), kbuf, now);
+                kbuf.truncate(base_len);
+            }
+        }
+        match found {
             Lookup::Fresh(entry) => {
                 counters.cache_lookup(counter, true);
                 return CacheStep::Hit { entry, warn };
@@ -144,14 +164,26 @@ pub(super) fn lookup(
         return CacheStep::Wait;
     }
     counters.cache_lookup(counter, false);
-    CacheStep::Miss(is_get.then(|| Fill {
-        cache: cache.clone(),
-        hash,
-        key: kbuf.as_slice().into(),
-        ttl_ns: nanos(rc.ttl),
-        statuses: rc.statuses.clone(),
-        ignore_backend: stage.ignore_backend_cache_control,
-        stale: stale.filter(|e| within(e, rc.stale_if_error)),
+    CacheStep::Miss(is_get.then(|| {
+        Fill {
+            cache: cache.clone(),
+            hash,
+            key: kbuf.as_slice().into(),
+            ttl_ns: nanos(rc.ttl),
+            statuses: rc.statuses.clone(),
+            ignore_backend: stage.ignore_backend_cache_control,
+            stale: stale.filter(|e| within(e, rc.stale_if_error) && e.vary.is_none()),
+            req_headers: head
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.of(buf).to_ascii_lowercase().into_boxed_slice(),
+                        h.value.of(buf).into(),
+                    )
+                })
+                .collect(),
+        }
     }))
 }
 
@@ -182,15 +214,24 @@ pub(super) fn start(fill: Fill, buf: &[u8], resp: &ResponseHead, max: usize) -> 
         return None;
     }
     let mut ttl_ns = fill.ttl_ns;
+    let mut vary = None;
     if !fill.ignore_backend {
         let mut st = Storable::default();
         for h in &resp.headers {
             let name = h.name.of(buf);
             if name.eq_ignore_ascii_case(b"cache-control") {
                 st.add_cache_control(h.value.of(buf));
-            } else if name.eq_ignore_ascii_case(b"set-cookie") || name.eq_ignore_ascii_case(b"vary")
-            {
+            } else if name.eq_ignore_ascii_case(b"set-cookie") {
                 st.forbidden = true;
+            } else if name.eq_ignore_ascii_case(b"vary") {
+                match key::vary_names(h.value.of(buf)) {
+                    // `Vary: *`: every request differs.
+                    None => st.forbidden = true,
+                    Some(names) if !names.is_empty() => {
+                        vary.get_or_insert_with(Vec::new).extend(names)
+                    }
+                    Some(_) => {}
+                }
             }
         }
         if st.forbidden {
@@ -211,6 +252,7 @@ pub(super) fn start(fill: Fill, buf: &[u8], resp: &ResponseHead, max: usize) -> 
     };
     Some(Capture {
         fill,
+        vary,
         status: resp.status,
         headers: stored_headers(buf, resp),
         body: BytesMut::with_capacity(expect.min(max)),
@@ -230,18 +272,42 @@ impl Capture {
         true
     }
 
-    /// Stores the captured response (then the claim is released).
+    /// Stores the captured response (then the claim is released). A
+    /// response with `Vary` is stored under its variant's key, and the
+    /// URL's key gets an entry naming the headers it varies by.
     pub(super) fn finish(mut self, cache: &Cache) {
         let now = cache.now_ns();
+        let expires_ns = now.saturating_add(self.ttl_ns);
+        let mut key = std::mem::take(&mut self.fill.key).into_vec();
+        let mut hash = self.fill.hash;
+        if let Some(names) = self.vary.take() {
+            let names: Box<[Box<[u8]>]> = names.into();
+            let spec = CachedResponse {
+                key: key.as_slice().into(),
+                status: self.status,
+                headers: Bytes::new(),
+                body: Bytes::new(),
+                stored_ns: now,
+                expires_ns,
+                vary: Some(names.clone()),
+            };
+            cache.store.insert(hash, spec);
+            let req = &self.fill.req_headers;
+            key::variant(&mut key, &names, |n: &[u8]| {
+                req.iter().find(|(k, _)| **k == *n).map(|(_, v)| &**v)
+            });
+            hash = cache.hasher.hash(&key);
+        }
         let entry = CachedResponse {
-            key: std::mem::take(&mut self.fill.key),
+            key: key.into_boxed_slice(),
             status: self.status,
             headers: std::mem::take(&mut self.headers),
             body: std::mem::take(&mut self.body).freeze(),
             stored_ns: now,
-            expires_ns: now.saturating_add(self.ttl_ns),
+            expires_ns,
+            vary: None,
         };
-        cache.store.insert(self.fill.hash, entry);
+        cache.store.insert(hash, entry);
     }
 }
 
