@@ -49,8 +49,11 @@ pub(super) struct Fill {
     pub stale: Option<Arc<CachedResponse>>,
     /// The request's headers (lower-case names), in case the response
     /// varies by some of them.
-    req_headers: Vec<(Box<[u8]>, Box<[u8]>)>,
+    req_headers: Vec<HeaderPair>,
 }
+
+/// A request header kept for `Vary`: lower-case name, value.
+type HeaderPair = (Box<[u8]>, Box<[u8]>);
 
 impl Drop for Fill {
     fn drop(&mut self) {
