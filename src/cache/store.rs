@@ -79,19 +79,43 @@ struct Slot {
 }
 
 /// One segment: S3-FIFO over its share of the capacity.
+/// Keys are already ahash outputs: the maps use them as they are instead
+/// of hashing them again.
+#[derive(Debug, Default, Clone, Copy)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed here; fold anything else in anyway.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type PrehashedState = std::hash::BuildHasherDefault<Prehashed>;
+
 #[derive(Debug, Default)]
 struct Segment {
-    map: HashMap<u64, Slot>,
+    map: HashMap<u64, Slot, PrehashedState>,
     small: VecDeque<(u64, u32)>,
     main: VecDeque<(u64, u32)>,
-    ghost: HashSet<u64>,
+    ghost: HashSet<u64, PrehashedState>,
     ghost_order: VecDeque<u64>,
     small_bytes: usize,
     main_bytes: usize,
     next_gen: u32,
     /// Keys a request is fetching from the backend right now (request
     /// coalescing: other requests for them wait instead of fetching).
-    filling: HashSet<u64>,
+    filling: HashSet<u64, PrehashedState>,
 }
 
 /// What a lookup found.
@@ -291,6 +315,17 @@ impl Segment {
             } else {
                 self.evict_main();
             }
+        }
+        // Bookkeeping sized for an earlier peak of many small entries is
+        // given back once a few large ones hold the bytes, so memory
+        // follows the accounted bytes, not the largest entry count seen.
+        let n = self.map.len();
+        if self.map.capacity() > 4 * n + 64 {
+            self.map.shrink_to(2 * n);
+            self.small.shrink_to(2 * n);
+            self.main.shrink_to(2 * n);
+            self.ghost.shrink_to(2 * n);
+            self.ghost_order.shrink_to(2 * n);
         }
         // Lazily deleted queue slots must not pile up without bound.
         if self.small.len() + self.main.len() > 2 * self.map.len() + 64 {
