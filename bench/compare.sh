@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/compare.sh — the performance comparison: tollgate vs NGINX vs HAProxy
-# over several scenarios, on loopback, one command.
+# over several scenarios (and vs Varnish for cache hits), on loopback, one
+# command.
 #
 # Layout (2 cores):
 #   core 0: wrk (load generator) + origin nginx on 127.0.0.1:19000
@@ -11,6 +12,10 @@
 #                       (1 worker, worker_cpu_affinity 10)
 #             haproxy   http 127.0.0.1:18082, https 127.0.0.1:18444
 #                       (nbthread 1, cpu-map to core 1, taskset -c 1)
+#             varnish   http 127.0.0.1:18083 (varnishd -F, taskset -c 1,
+#                       -s malloc,64m, thread_pools=1, thread_pool_min=10;
+#                       manager + cache child; only started when cachehit
+#                       is among the scenarios)
 #
 # Scenarios (each measured for every proxy that has the feature):
 #   proxy      64 keep-alive connections, GET /hello proxied to the origin
@@ -21,8 +26,13 @@
 #   static     the proxy answers itself, no origin: tollgate mock route,
 #              nginx `return 200`, haproxy `http-request return` (the floor
 #              for a cache hit)
-#   cachehit   small object served from the proxy's cache: nginx proxy_cache,
-#              haproxy cache (checked: X-Cache-Status: HIT, origin not hit)
+#   cachehit   small object served from the proxy's cache: tollgate stage
+#              cache (stage $default, route /cached), nginx proxy_cache,
+#              haproxy cache, varnish (checked before the runs: the origin
+#              is not contacted on repeated requests, and nginx, haproxy and
+#              varnish answer X-Cache-Status: HIT; tollgate sends no such
+#              header). The origin's /cached requests during the measured
+#              runs are counted and reported too.
 #   throttled  rate limiter rejecting ~all requests with 429: nginx limit_req
 #              1 r/s, haproxy stick-table http_req_rate > 1/s
 #   mixed      one global limit of 10,000 r/s (burst 1,000) in front of the
@@ -32,9 +42,16 @@
 #              counting admitted requests in gpc0)
 #   https      TLS termination (ECDSA P-256 self-signed, keep-alive), GET
 #              /hello proxied to the origin over plain HTTP
-# tollgate has no cache or TLS yet: those rows say "n/a (feature not
-# available in tollgate yet)"; the peers are measured. Its throttled row
-# uses a route throttle (rate 1, burst 1) on a mock route.
+# tollgate has no TLS yet: its https row says "n/a (feature not available
+# in tollgate yet)"; the peers are measured. Its throttled row uses a route
+# throttle (rate 1, burst 1) on a mock route. Its cachehit row uses the
+# response cache: the stage enables it, /cached is an http route (TTL 3600 s,
+# tollgate's maximum; should a run outlast it, stale-while-revalidate keeps
+# answering from the cache while one request refreshes the entry), and the
+# other http routes (/mixed, the /{proxy+} catch-all) turn it off per route
+# so those scenarios still reach the origin.
+# Varnish is a cache, not a gateway: it is measured in cachehit only; its
+# other rows say "n/a (varnish is measured only in cachehit)".
 #
 # Rounds are interleaved: for each round, for each scenario, every proxy
 # runs once (A B C A B C ...). Each measurement is a warm-up run followed by
@@ -53,12 +70,14 @@
 #   ROUNDS        number of interleaved rounds                   (default 3)
 #   SCENARIOS     comma list (default all):
 #                 proxy,newconn,large,static,cachehit,throttled,mixed,https
-#   PROXIES       comma list (default tollgate,nginx,haproxy)
+#   PROXIES       comma list (default tollgate,nginx,haproxy,varnish;
+#                 varnish is skipped unless SCENARIOS has cachehit)
 #   SKIP_BUILD    1 = do not run `cargo build --release`         (default 0)
 #   TOLLGATE_BIN  tollgate binary to run (default target/release/tollgate)
 #
 # Installs (apt-get, only what is missing): wrk, nginx (nginx-light when the
-# archive has it), haproxy, openssl, curl.
+# archive has it), haproxy, varnish (only if it will be measured), openssl,
+# curl.
 #
 # Output: a markdown report on stdout, also written to
 # bench/compare/results-latest.md. Progress messages go to stderr.
@@ -71,17 +90,17 @@ DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 ROUNDS=${ROUNDS:-3}
 SCENARIOS=${SCENARIOS:-proxy,newconn,large,static,cachehit,throttled,mixed,https}
-PROXIES=${PROXIES:-tollgate,nginx,haproxy}
+PROXIES=${PROXIES:-tollgate,nginx,haproxy,varnish}
 SKIP_BUILD=${SKIP_BUILD:-0}
 
 ALL_SCENARIOS=(proxy newconn large static cachehit throttled mixed https)
-ALL_PROXIES=(tollgate nginx haproxy)
+ALL_PROXIES=(tollgate nginx haproxy varnish)
 
 LOAD_CORE=0    # wrk + origin
 PROXY_CORE=1   # proxy under test
 
 ORIGIN_PORT=19000
-declare -A HTTP_PORT=([tollgate]=18080 [nginx]=18081 [haproxy]=18082)
+declare -A HTTP_PORT=([tollgate]=18080 [nginx]=18081 [haproxy]=18082 [varnish]=18083)
 declare -A HTTPS_PORT=([nginx]=18443 [haproxy]=18444)
 
 SMALL_CONNS=64        # proxy, newconn, static, cachehit, throttled, mixed, https
@@ -90,6 +109,7 @@ LARGE_CONNS=16        # large
 LARGE_BYTES=1048576   # size of the origin's /large file (1 MiB)
 
 NA_TOLLGATE="feature not available in tollgate yet"
+NA_VARNISH="varnish is measured only in cachehit"
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
@@ -240,8 +260,10 @@ fmt() {
 # ---------------------------------------------------------- process control --
 
 TMP=""
+VARNISH_DIR=""    # varnishd's working directory (on tmpfs when possible)
 STARTED_PIDS=()   # every server process we launched (direct children)
-EXTRA_PIDS=()     # their children (nginx workers) as "PID:starttime"
+EXTRA_PIDS=()     # their children (nginx workers, varnish's cache process)
+                  # as "PID:starttime"
 
 # Stop one recorded PID: SIGTERM, up to 10 s to exit, then SIGKILL.
 stop_pid() {
@@ -277,6 +299,7 @@ cleanup() {
         [[ $(start_time "$pid" 2>/dev/null) == "${entry#*:}" ]] && stop_pid "$pid"
     done
     [[ -n $TMP && -d $TMP ]] && rm -rf "$TMP"
+    [[ -n $VARNISH_DIR && -d $VARNISH_DIR ]] && rm -rf "$VARNISH_DIR"
     exit "$rc"
 }
 trap cleanup EXIT
@@ -345,8 +368,19 @@ for s in "${ALL_SCENARIOS[@]}"; do in_list "$s" "${want_s[@]}" && SCENS+=("$s");
 for p in "${ALL_PROXIES[@]}"; do in_list "$p" "${want_p[@]}" && PROXS+=("$p"); done
 ((${#SCENS[@]} > 0)) || die "SCENARIOS is empty"
 ((${#PROXS[@]} > 0)) || die "PROXIES is empty"
-want() { in_list "$1" "${PROXS[@]}"; }
 want_scen() { in_list "$1" "${SCENS[@]}"; }
+# varnish serves cachehit only: without that scenario it is left out (not
+# installed, not started, no rows).
+if in_list varnish "${PROXS[@]}" && ! want_scen cachehit; then
+    kept=()
+    for p in "${PROXS[@]}"; do [[ $p == varnish ]] || kept+=("$p"); done
+    PROXS=("${kept[@]}")
+    if [[ ,$PROXIES, == *,varnish,* ]]; then
+        log "varnish skipped: it is measured only in cachehit, which SCENARIOS leaves out"
+    fi
+fi
+((${#PROXS[@]} > 0)) || die "PROXIES has nothing to measure in SCENARIOS=$SCENARIOS"
+want() { in_list "$1" "${PROXS[@]}"; }
 
 (($(nproc) >= 2)) || die "needs at least 2 CPU cores (nproc says $(nproc))"
 taskset -c "$LOAD_CORE,$PROXY_CORE" true 2>/dev/null ||
@@ -366,6 +400,8 @@ install_deps() {
     command -v curl >/dev/null || missing+=(curl)
     command -v openssl >/dev/null || missing+=(openssl)
     want haproxy && ! command -v haproxy >/dev/null && missing+=(haproxy)
+    # The varnish package's daemon is varnishd (in /usr/sbin).
+    want varnish && ! command -v varnishd >/dev/null && missing+=(varnish)
     ((${#missing[@]} == 0)) && return 0
 
     ((EUID == 0)) || die "missing ${missing[*]} and not root: install them first"
@@ -385,10 +421,10 @@ install_deps() {
         pkgs+=("$m")
     done
 
-    # Installing nginx or haproxy normally starts the system service (nginx
-    # on port 80). Nothing here needs it, so if the machine has no
-    # policy-rc.d (Docker images usually do), add one that blocks service
-    # starts during the install.
+    # Installing nginx, haproxy or varnish normally starts the system
+    # service (nginx on port 80, varnish on 6081). Nothing here needs it,
+    # so if the machine has no policy-rc.d (Docker images usually do), add
+    # one that blocks service starts during the install.
     local policy=/usr/sbin/policy-rc.d added_policy=0
     if [[ ! -e $policy ]]; then
         printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && added_policy=1
@@ -398,8 +434,11 @@ install_deps() {
     ((added_policy)) && rm -f "$policy"
     ((rc == 0)) || die "apt-get install ${pkgs[*]} failed (exit $rc)"
 
+    local cmd
     for m in "${missing[@]}"; do
-        command -v "$m" >/dev/null || die "$m still not found after install"
+        cmd=$m
+        [[ $m == varnish ]] && cmd=varnishd
+        command -v "$cmd" >/dev/null || die "$cmd still not found after install"
     done
 }
 install_deps
@@ -409,6 +448,8 @@ WRK_VERSION=$(wrk -v 2>&1 | head -n 1 || true)
 OPENSSL_VERSION=$(openssl version 2>/dev/null || echo unknown)
 HAPROXY_VERSION="not measured"
 want haproxy && HAPROXY_VERSION=$(haproxy -v 2>&1 | head -n 1 | sed 's/ - https:.*//')
+VARNISH_VERSION="not measured"
+want varnish && VARNISH_VERSION=$(varnishd -V 2>&1 | head -n 1)
 NGINX_BUILD=$(nginx -V 2>&1)
 
 # ----------------------------------------------------------------- build --
@@ -429,16 +470,16 @@ fi
 
 # Every scenario's load, and for each proxy the URL to load or why it cannot
 # be measured: TGT_URL[scenario/proxy] or TGT_NA[scenario/proxy]. When
-# tollgate gains caching, rate limiting or TLS, drop its TGT_NA line here,
-# give it a TGT_URL, and add the route (or TLS listener) to tollgate.toml
-# below; the checks, the runs and the ratios then include it.
+# tollgate gains TLS, drop its TGT_NA line here, give it a TGT_URL, and add
+# the TLS listener to tollgate.toml below; the checks, the runs and the
+# ratios then include it.
 declare -A SCEN_CONNS=() SCEN_HEADER=() SCEN_DESC=() TGT_URL=() TGT_NA=()
 
 SCEN_DESC[proxy]="$SMALL_CONNS keep-alive connections, GET /hello proxied to the origin (12-byte body)"
 SCEN_DESC[newconn]="$SMALL_CONNS connections with \`Connection: close\`: a new TCP connection per request; GET /hello proxied to the origin"
 SCEN_DESC[large]="$LARGE_CONNS keep-alive connections, GET /large proxied to the origin: 1 MiB static file"
 SCEN_DESC[static]="the proxy answers itself (tollgate mock route, nginx \`return 200\`, haproxy \`http-request return\`); the floor for a cache hit"
-SCEN_DESC[cachehit]="$SMALL_CONNS keep-alive connections, GET /cached served from the proxy's cache (nginx proxy_cache, haproxy cache); verified before the runs"
+SCEN_DESC[cachehit]="$SMALL_CONNS keep-alive connections, GET /cached served from the proxy's cache (tollgate stage cache, nginx proxy_cache, haproxy cache, varnish malloc storage); verified before the runs (origin not contacted on repeated requests; X-Cache-Status: HIT from nginx, haproxy and varnish, tollgate sends no such header)"
 SCEN_DESC[throttled]="$SMALL_CONNS keep-alive connections, GET /throttled, rate limit 1 r/s per client address: ~all answered 429 (nginx limit_req, haproxy stick-table http_req_rate)"
 SCEN_DESC[mixed]="$SMALL_CONNS keep-alive connections, GET /mixed proxied to the origin behind one global limit of $MIXED_RATE r/s (burst 1,000): most answered 429, the rest proxied"
 SCEN_DESC[https]="$SMALL_CONNS keep-alive TLS connections (ECDSA P-256 self-signed), GET /hello proxied to the origin over plain HTTP"
@@ -457,15 +498,21 @@ for p in "${ALL_PROXIES[@]}"; do
     TGT_URL[large/$p]="$base/large"
     TGT_URL[static/$p]="$base/static"
     TGT_URL[mixed/$p]="$base/mixed"
-    if [[ $p == tollgate ]]; then
-        TGT_NA[cachehit/$p]=$NA_TOLLGATE
-        TGT_URL[throttled/$p]="$base/throttled"
-        TGT_NA[https/$p]=$NA_TOLLGATE
-    else
-        TGT_URL[cachehit/$p]="$base/cached"
-        TGT_URL[throttled/$p]="$base/throttled"
-        TGT_URL[https/$p]="https://127.0.0.1:${HTTPS_PORT[$p]}/hello"
-    fi
+    TGT_URL[cachehit/$p]="$base/cached"
+    TGT_URL[throttled/$p]="$base/throttled"
+    case $p in
+        tollgate)
+            TGT_NA[https/$p]=$NA_TOLLGATE
+            ;;
+        varnish)
+            for s in "${ALL_SCENARIOS[@]}"; do
+                [[ $s == cachehit ]] || TGT_NA[$s/$p]=$NA_VARNISH
+            done
+            ;;
+        *)
+            TGT_URL[https/$p]="https://127.0.0.1:${HTTPS_PORT[$p]}/hello"
+            ;;
+    esac
 done
 if [[ $NGINX_BUILD != *--with-http_ssl_module* ]]; then
     TGT_NA[https/nginx]="this nginx build has no http_ssl_module"
@@ -704,7 +751,11 @@ EOF
 } >"$TMP/haproxy.cfg"
 
 # tollgate: one shard on core 1, everything proxied to the origin, plus a
-# mock route (tollgate's static answer).
+# mock route (tollgate's static answer) and a cached route (/cached). The
+# $default stage (served at the root) enables the response cache, which
+# would cache every http route's GETs: /mixed and the /{proxy+} catch-all
+# turn it off, so the proxy, newconn, large and mixed scenarios still reach
+# the origin. (Mock routes are never cached.)
 cat >"$TMP/tollgate.toml" <<EOF
 [server]
 shards = [$PROXY_CORE]
@@ -714,6 +765,10 @@ shards = [$PROXY_CORE]
 [server.throttle]
 enabled = false
 
+# The shared response cache (one small object is used).
+[server.cache]
+capacity = "64MB"
+
 [[server.listen]]
 addr = "127.0.0.1:${HTTP_PORT[tollgate]}"
 tls = false
@@ -722,9 +777,21 @@ tls = false
 name = "bench"
 hosts = ["*"]
 
+[[api.stage]]
+name = "\$default"
+cache = { ttl = "300s" }
+
 [[api.route]]
 key = "GET /static"
 integration = { type = "mock", status = 200, body = "hello world\n" }
+
+# Cached for 3600 s (tollgate's maximum; the origin says max-age=86400), far
+# longer than a default run; should a run outlast it, the expired entry
+# keeps answering while one request refreshes it (no request waits).
+[[api.route]]
+key = "GET /cached"
+integration = { type = "http", uri = "http://127.0.0.1:$ORIGIN_PORT/cached" }
+cache = { ttl = "3600s", stale_while_revalidate = "3600s" }
 
 [[api.route]]
 key = "GET /throttled"
@@ -735,11 +802,58 @@ throttle = { rate = 1, burst = 1 }
 key = "GET /mixed"
 integration = { type = "http", uri = "http://127.0.0.1:$ORIGIN_PORT/hello" }
 throttle = { rate = $MIXED_RATE, burst = 1000 }
+cache = { enabled = false }
 
 [[api.route]]
 key = "ANY /{proxy+}"
 integration = { type = "http", uri = "http://127.0.0.1:$ORIGIN_PORT/{proxy}" }
+cache = { enabled = false }
 EOF
+
+# Varnish (cachehit only): the origin as its one backend; /cached is looked
+# up in the cache and kept for a day, anything else is passed through (it
+# gets no load). X-Cache-Status: HIT on a hit, as nginx and haproxy say it.
+# Its working directory holds the shared-memory log (VSM), which varnishd
+# writes on every request: on tmpfs (/dev/shm) when there is one, as the
+# Varnish docs advise, so that no disk writeback is involved.
+if want varnish; then
+    if [[ -d /dev/shm && -w /dev/shm ]]; then
+        VARNISH_DIR=$(mktemp -d /dev/shm/tollgate-compare-varnish.XXXXXX)
+    else
+        VARNISH_DIR=$TMP/varnish
+        mkdir -p "$VARNISH_DIR"
+    fi
+    # The cache process drops privileges (varnishd's unix jail, as root).
+    chmod 755 "$VARNISH_DIR"
+    cat >"$TMP/varnish.vcl" <<EOF
+vcl 4.1;
+
+backend origin {
+    .host = "127.0.0.1";
+    .port = "$ORIGIN_PORT";
+}
+
+sub vcl_recv {
+    if (req.url != "/cached") {
+        return (pass);
+    }
+}
+
+sub vcl_backend_response {
+    if (bereq.url == "/cached") {
+        set beresp.ttl = 1d;
+    }
+}
+
+sub vcl_deliver {
+    if (obj.hits > 0) {
+        set resp.http.X-Cache-Status = "HIT";
+    } else {
+        set resp.http.X-Cache-Status = "MISS";
+    }
+}
+EOF
+fi
 
 # wrk script for the throttled scenario: counts 429 and other non-2xx/3xx
 # answers (plain wrk lumps them together). It makes wrk parse headers, so it
@@ -802,7 +916,9 @@ start_nginx() {
     wait_ready "$label" "$pid" "$port" "$TMP/$name.log"
     # The master listens before it forks the worker.
     MAIN_PID[$name]=$pid
-    log "$label up on 127.0.0.1:$port (master $pid, children $(adopt_children "$label" "$pid" 1 "$TMP/$name.log"))"
+    # Not inside $(...): a subshell would not keep EXTRA_PIDS.
+    adopt_children "$label" "$pid" 1 "$TMP/$name.log" >/dev/null
+    log "$label up on 127.0.0.1:$port (master $pid, children $(children_of "$pid" | paste -sd " " -))"
 }
 
 start_haproxy() {
@@ -834,6 +950,44 @@ start_tollgate() {
     log "tollgate up on 127.0.0.1:${HTTP_PORT[tollgate]} (PID $pid)"
 }
 
+# varnishd -F: the manager stays in the foreground and forks the cache
+# process (which serves requests, in its threads); both are pinned to the
+# proxy core by taskset and counted in the CPU samples (the cache process
+# as the manager's child). -T none: no management port. The manager binds
+# the listen socket, then compiles the VCL (a short-lived cc child), then
+# forks the cache process: wait for that one (comm "cache-main") before
+# recording children.
+start_varnish() {
+    local pid port=${HTTP_PORT[varnish]} kid i up=0
+    local -a args=(-n "$VARNISH_DIR" -f "$TMP/varnish.vcl")
+    # -C: compile the VCL and exit (a config check).
+    varnishd -C "${args[@]}" >"$TMP/varnish.log" 2>&1 || {
+        show_log "$TMP/varnish.log"
+        die "varnish: generated VCL is invalid"
+    }
+    taskset -c "$PROXY_CORE" varnishd -F "${args[@]}" -a "127.0.0.1:$port" -T none \
+        -s malloc,64m -p thread_pools=1 -p thread_pool_min=10 \
+        >>"$TMP/varnish.log" 2>&1 &
+    pid=$!
+    STARTED_PIDS+=("$pid")
+    wait_ready varnish "$pid" "$port" "$TMP/varnish.log"
+    for ((i = 0; i < 100; i++)); do
+        for kid in $(children_of "$pid"); do
+            [[ $(cat "/proc/$kid/comm" 2>/dev/null) == cache-main ]] && up=1
+        done
+        ((up)) && break
+        is_alive "$pid" || break
+        sleep 0.1
+    done
+    if ((!up)); then
+        show_log "$TMP/varnish.log"
+        die "varnish (PID $pid) started no cache process (cache-main) within 10 s, or exited"
+    fi
+    MAIN_PID[varnish]=$pid
+    adopt_children varnish "$pid" 1 "$TMP/varnish.log" >/dev/null
+    log "varnish up on 127.0.0.1:$port (manager $pid, children $(children_of "$pid" | paste -sd " " -))"
+}
+
 # Check every port up front so a busy one fails before anything starts.
 require_free_port "$ORIGIN_PORT"
 for p in "${PROXS[@]}"; do
@@ -845,6 +999,7 @@ start_nginx origin "origin nginx" "$LOAD_CORE" "$ORIGIN_PORT"
 want tollgate && start_tollgate
 want nginx && start_nginx nginx "nginx proxy" "$PROXY_CORE" "${HTTP_PORT[nginx]}"
 want haproxy && start_haproxy
+want varnish && start_varnish
 
 # ----------------------------------------------------------------- checks --
 
@@ -879,14 +1034,21 @@ check_target() {
             [[ $C_STATUS == 200 && $(stat -c %s "$C_BODY") == "$LARGE_BYTES" ]] || { ok=0; why="expected 200 with a $LARGE_BYTES-byte body"; }
             ;;
         cachehit)
-            fetch "$url"   # fills the cache (a MISS, or a HIT if already warm)
+            # The first request fills the cache (a miss, or a hit if warm);
+            # the next three must not reach the origin. tollgate sends no
+            # X-Cache-Status header: for it the origin's log is the proof.
+            fetch "$url"
             before=$(origin_cached_hits)
             for i in 1 2 3; do fetch "$url"; done
             after=$(origin_cached_hits)
-            if [[ $C_STATUS != 200 ]] || ! grep -qi '^X-Cache-Status: *HIT' "$C_HEADERS"; then
-                ok=0; why="expected 200 with X-Cache-Status: HIT after warming the cache"
+            if [[ $C_STATUS != 200 || $(cat "$C_BODY") != "hello world" ]]; then
+                ok=0; why="expected 200 \"hello world\" after warming the cache"
+            elif [[ $p != tollgate ]] && ! grep -qi '^X-Cache-Status: *HIT' "$C_HEADERS"; then
+                ok=0; why="expected X-Cache-Status: HIT after warming the cache"
             elif ((after != before)); then
                 ok=0; why="the origin still saw requests for /cached after warming ($before -> $after)"
+            elif [[ $p == tollgate ]]; then
+                CHECK_NOTES+=("cachehit/$p: origin not contacted on 3 repeated requests (tollgate sends no X-Cache-Status header)")
             else
                 CHECK_NOTES+=("cachehit/$p: X-Cache-Status: HIT, origin not contacted on 3 repeated requests")
             fi
@@ -1111,17 +1273,26 @@ cpu_model=$(sed -nE 's/^model name[[:space:]]*: *//p' /proc/cpuinfo | head -n 1)
 
 report() {
     local s p k na
-    echo "# tollgate vs NGINX vs HAProxy — loopback comparison"
+    if want varnish; then
+        echo "# tollgate vs NGINX vs HAProxy (and Varnish for cache hits) — loopback comparison"
+    else
+        echo "# tollgate vs NGINX vs HAProxy — loopback comparison"
+    fi
     echo
     echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     echo "- kernel: $(uname -r); nproc: $(nproc); CPU: ${cpu_model:-unknown}"
     echo "- tollgate: git $git_rev; ${TOLLGATE_INFO}"
     echo "- nginx: $NGINX_VERSION"
     echo "- haproxy: $HAPROXY_VERSION"
+    echo "- varnish: $VARNISH_VERSION"
     echo "- wrk: $WRK_VERSION; openssl: $OPENSSL_VERSION"
     echo "- load: \`wrk -t1 -d$DURATION --latency\` on core $LOAD_CORE after a $WARMUP warm-up, $ROUNDS interleaved round(s)"
     echo "- origin: nginx on core $LOAD_CORE, 127.0.0.1:$ORIGIN_PORT (keepalive_requests 1000000)"
-    echo "- proxies on core $PROXY_CORE: tollgate \`shards = [$PROXY_CORE]\`; nginx 1 worker, \`worker_cpu_affinity 10\`, upstream keepalive 128, \`proxy_max_temp_file_size 0\`; haproxy \`nbthread 1\`, \`cpu-map 1/1 $PROXY_CORE\`, \`http-reuse always\`, no logging"
+    local vrn=""
+    if want varnish; then
+        vrn="; varnish \`varnishd -F -s malloc,64m -p thread_pools=1 -p thread_pool_min=10\` under \`taskset -c $PROXY_CORE\` (manager + cache process, both counted; its shared-memory log is always on), measured in cachehit only"
+    fi
+    echo "- proxies on core $PROXY_CORE: tollgate \`shards = [$PROXY_CORE]\`, response cache \`capacity = \"64MB\"\`; nginx 1 worker, \`worker_cpu_affinity 10\`, upstream keepalive 128, \`proxy_max_temp_file_size 0\`; haproxy \`nbthread 1\`, \`cpu-map 1/1 $PROXY_CORE\`, \`http-reuse always\`, no logging$vrn"
     echo "- background CPU with servers idle, before load (should be ~0): core$LOAD_CORE ${IDLE_BUSY0}%, core$PROXY_CORE ${IDLE_BUSY1}%"
     echo "- CPU-µs/req: utime+stime of all the proxy's processes over the measured run / requests (CLK_TCK $CLK_TCK); includes the kernel's loopback TCP work done in the proxy's context"
     echo
