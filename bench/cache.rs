@@ -19,6 +19,7 @@ fn benches(c: &mut Criterion) {
     let header = |n: &str| (n == "accept").then_some(&b"application/json"[..]);
     let input = KeyInput {
         route: 7,
+        method: None,
         path: b"/pets/12345",
         query: Some(b"type=dog&page=2"),
         param: &param,

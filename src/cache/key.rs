@@ -58,6 +58,8 @@ impl KeyParam {
 /// What a request contributes to its key.
 pub struct KeyInput<'a> {
     pub route: u32,
+    /// The method, for methods other than GET and HEAD (which share).
+    pub method: Option<&'a [u8]>,
     pub path: &'a [u8],
     pub query: Option<&'a [u8]>,
     /// Route parameter values by index.
@@ -71,6 +73,11 @@ pub fn build(out: &mut Vec<u8>, prefix: &[u8], spec: &[KeyParam], input: &KeyInp
     out.clear();
     out.extend_from_slice(prefix);
     out.extend_from_slice(&input.route.to_le_bytes());
+    if let Some(m) = input.method {
+        out.push(b'M');
+        out.extend_from_slice(m);
+        out.push(0);
+    }
     if spec.is_empty() {
         out.extend_from_slice(input.path);
         if let Some(q) = input.query {
@@ -171,6 +178,7 @@ mod tests {
         let header = move |n: &str| (n == "accept").then_some(()).and(accept.map(str::as_bytes));
         let input = KeyInput {
             route: 3,
+            method: None,
             path: path.as_bytes(),
             query: query.map(str::as_bytes),
             param: &param,

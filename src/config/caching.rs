@@ -26,6 +26,8 @@ pub struct RouteCache {
     pub key: Vec<KeyParam>,
     /// Statuses stored.
     pub statuses: Vec<u16>,
+    /// Methods cached, upper case (HEAD also reads GET entries).
+    pub methods: Vec<Box<[u8]>>,
     pub stale_while_revalidate: Duration,
     pub stale_if_error: Duration,
 }
@@ -107,6 +109,21 @@ pub(super) fn compile_stage(
                     );
                 }
             }
+            let mut methods: Vec<Box<[u8]>> = Vec::new();
+            for (mi, m) in rc.methods.iter().enumerate() {
+                let valid = !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase());
+                if !valid || m == "HEAD" {
+                    issue(
+                        format!("{rpath}.methods[{mi}]"),
+                        format!("`{m}` must be an upper-case method other than HEAD (HEAD reads GET entries)"),
+                    );
+                } else {
+                    methods.push(m.as_bytes().into());
+                }
+            }
+            if rc.methods.is_empty() {
+                methods.push(b"GET"[..].into());
+            }
             let proxied = matches!(r.integration, IntegrationConfig::Http { .. });
             let on = rc.enabled.unwrap_or(sc.enabled) && !ttl.is_zero() && proxied;
             on.then(|| RouteCache {
@@ -114,6 +131,7 @@ pub(super) fn compile_stage(
                 stale_while_revalidate: rc.stale_while_revalidate.unwrap_or_default(),
                 stale_if_error: rc.stale_if_error.unwrap_or_default(),
                 key,
+                methods,
                 statuses: if rc.statuses.is_empty() {
                     vec![200]
                 } else {

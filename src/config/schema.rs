@@ -307,6 +307,11 @@ pub struct RouteCacheConfig {
     /// Statuses stored (default 200).
     #[serde(default)]
     pub statuses: Vec<u16>,
+    /// Methods cached (default GET; HEAD is answered from GET entries).
+    /// Other methods are an explicit opt-in: their key is the same
+    /// parameters plus the method, never the request body.
+    #[serde(default)]
+    pub methods: Vec<String>,
     /// After its TTL, an entry may still be served this long while one
     /// request refreshes it (RFC 5861 `stale-while-revalidate`).
     #[serde(default, with = "humantime_serde")]

@@ -440,3 +440,67 @@ integration = { type = "mock", body = "hi" }
     assert_eq!(schema::parse_size("512"), Some(512));
     assert_eq!(schema::parse_size("5 parsecs"), None);
 }
+
+#[test]
+fn cached_methods_default_to_get_and_are_checked() {
+    let text = |methods: &str| {
+        format!(
+            r#"
+[[server.listen]]
+addr = "127.0.0.1:8080"
+tls = false
+[[api]]
+name = "c"
+[[api.stage]]
+name = "prod"
+cache = {{}}
+[[api.route]]
+key = "ANY /x"
+integration = {{ type = "http", uri = "http://127.0.0.1:9/x" }}
+cache = {{ {methods} }}
+"#
+        )
+    };
+    let snap = build(&text("")).expect("valid");
+    let rc = snap.apis[0].stages[0].route_cache[0]
+        .clone()
+        .expect("cached");
+    assert_eq!(rc.methods, vec![b"GET"[..].into()]);
+    let snap = build(&text("methods = [\"GET\", \"POST\"]")).expect("valid");
+    let rc = snap.apis[0].stages[0].route_cache[0]
+        .clone()
+        .expect("cached");
+    assert_eq!(rc.methods.len(), 2);
+    assert_eq!(
+        paths(&text("methods = [\"HEAD\", \"post\"]")),
+        vec![
+            "api[0].route[0].cache.methods[0]",
+            "api[0].route[0].cache.methods[1]"
+        ]
+    );
+}
+
+#[test]
+fn a_cache_flush_by_key_removes_one_entry() {
+    use crate::cache::store::CachedResponse;
+    let cache =
+        crate::cache::Cache::new(1 << 20, 1 << 16, 4, None, std::time::Duration::from_secs(1));
+    for k in [&b"a/b\0k1"[..], b"a/b\0k2"] {
+        cache.store.insert(
+            cache.hasher.hash(k),
+            CachedResponse {
+                key: k.into(),
+                status: 200,
+                headers: bytes::Bytes::new(),
+                body: bytes::Bytes::new(),
+                stored_ns: 0,
+                expires_ns: u64::MAX,
+                vary: None,
+            },
+        );
+    }
+    assert!(cache.flush_key(b"a/b\0k1"));
+    assert!(!cache.flush_key(b"a/b\0k1"));
+    assert_eq!(cache.store.stats().entries, 1);
+    assert_eq!(cache.flush_stage("a", "b"), 1);
+}

@@ -88,9 +88,12 @@ pub(super) fn lookup(
     rc: &RouteCache,
     head: &RequestHead,
     buf: &[u8],
-    is_get: bool,
+    method: &[u8],
     kbuf: &mut Vec<u8>,
 ) -> CacheStep {
+    // HEAD reads what GET stored and fills nothing (its answer has no body).
+    let fills = method != b"HEAD";
+    let shared = method == b"GET" || method == b"HEAD";
     let header = |name: &str| {
         head.headers
             .iter()
@@ -100,6 +103,7 @@ pub(super) fn lookup(
     let param = |i: usize| r.params.get(i).map(|range| &r.path[range]);
     let input = KeyInput {
         route: r.route,
+        method: (!shared).then_some(method),
         path: r.path,
         query: head.query.map(|q| q.of(buf)),
         param: &param,
@@ -157,7 +161,7 @@ pub(super) fn lookup(
     }
     let within = |e: &Arc<CachedResponse>, window| now < e.expires_ns.saturating_add(nanos(window));
     // A HEAD answer has no body to store; the next GET fills the entry.
-    if is_get && !cache.store.claim(hash) {
+    if fills && !cache.store.claim(hash) {
         // Another request is fetching it: serve the expired entry while
         // it does, if allowed, else wait for it.
         if let Some(entry) = stale.filter(|e| within(e, rc.stale_while_revalidate)) {
@@ -167,7 +171,7 @@ pub(super) fn lookup(
         return CacheStep::Wait;
     }
     counters.cache_lookup(counter, false);
-    CacheStep::Miss(is_get.then(|| {
+    CacheStep::Miss(fills.then(|| {
         Fill {
             cache: cache.clone(),
             hash,

@@ -393,7 +393,7 @@ impl Conn {
                 let mut fill = None;
                 let shard = self.shard.clone();
                 let plan = match (&shard.cache, resolved.as_ref()) {
-                    (Some(cache), Some(r)) if method == b"GET" || method == b"HEAD" => r
+                    (Some(cache), Some(r)) => r
                         .stage
                         .cache
                         .as_ref()
@@ -403,6 +403,14 @@ impl Conn {
                                 .get(r.route as usize)
                                 .and_then(Option::as_ref),
                         )
+                        .filter(|(_, rc)| {
+                            let m = if method == b"HEAD" {
+                                &b"GET"[..]
+                            } else {
+                                method
+                            };
+                            rc.methods.iter().any(|c| **c == *m)
+                        })
                         .map(|(stage, rc)| (cache, r, stage, rc)),
                     _ => None,
                 };
@@ -416,7 +424,7 @@ impl Conn {
                             rc,
                             head,
                             buf,
-                            method == b"GET",
+                            method,
                             kbuf,
                         )
                     })
