@@ -470,3 +470,42 @@ fn other_methods_are_cached_only_when_a_route_opts_in() {
     // The connection stayed usable after a hit that had a request body.
     assert_eq!(post(&mut c), first);
 }
+
+#[test]
+fn large_hits_are_written_whole_and_in_order_when_pipelined() {
+    let body: String = (0..100_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let b2 = body.clone();
+    let o = Origin::start(move |req| {
+        let text = if req.target.contains("small") {
+            "small".to_string()
+        } else {
+            b2.clone()
+        };
+        Reply::Raw(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
+                text.len()
+            )
+            .into_bytes(),
+        )
+    });
+    let text = one_route(o.addr, "")
+        .replace("capacity = \"1MB\"", "capacity = \"4MB\"")
+        .replace("max_entry_bytes = 2048", "max_entry_bytes = 200000")
+        .replace("key = \"GET /x\"", "key = \"GET /{p}\"")
+        .replace("uri = \"http://", "uri = \"http://")
+        .replace("/x\" }", "/{p}\" }");
+    let gw = TestGateway::start(&text);
+    let mut c = gw.connect();
+    assert_eq!(get(&mut c, "/prod/big", "").text(), body);
+    assert_eq!(get(&mut c, "/prod/small", "").text(), "small");
+    // Hits for both, pipelined in one write: big, small, big.
+    c.send(b"GET /prod/big HTTP/1.1\r\nHost: t\r\n\r\nGET /prod/small HTTP/1.1\r\nHost: t\r\n\r\nGET /prod/big HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.read_response(false).expect("1").text(), body);
+    assert_eq!(c.read_response(false).expect("2").text(), "small");
+    assert_eq!(c.read_response(false).expect("3").text(), body);
+    let counts = gw.gateway().cache_counts();
+    assert_eq!((counts[0].1, counts[0].2), (3, 2), "{counts:?}");
+}

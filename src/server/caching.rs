@@ -318,6 +318,10 @@ impl Capture {
     }
 }
 
+/// Cached bodies at least this large are written from the cache's bytes
+/// rather than copied into the connection's write buffer.
+const ZERO_COPY_MIN: usize = 16 * 1024;
+
 /// Added to a cache hit served despite an unauthorized `max-age=0`.
 const CACHE_WARNING: &[u8] =
     b"warning: 199 tollgate \"Cache-Control max-age=0 ignored: not authorized\"\r\n";
@@ -345,7 +349,23 @@ impl Conn {
             headers,
             body: &entry.body,
         };
-        self.local_response(snap, &resp, info, rid);
+        let has_body = entry.status >= 200 && entry.status != 204 && entry.status != 304;
+        if entry.body.len() >= ZERO_COPY_MIN && has_body && !info.head_request {
+            // Head now (its Content-Length from the body), body straight
+            // from the cache's shared bytes at the next flush.
+            self.local_response(
+                snap,
+                &resp,
+                RequestInfo {
+                    head_request: true,
+                    ..info
+                },
+                rid,
+            );
+            self.pending = Some(entry.body.clone());
+        } else {
+            self.local_response(snap, &resp, info, rid);
+        }
     }
 
     /// Feeds relayed body bytes to the capture, if one is running.

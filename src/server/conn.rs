@@ -130,6 +130,9 @@ pub(super) struct Conn {
     /// An expired cache entry allowed to answer if the backend fails
     /// (`stale_if_error`), while a request is being forwarded.
     pub stale: Option<std::sync::Arc<CachedResponse>>,
+    /// A large cached body to write straight from the cache after `wbuf`
+    /// (which holds its head), without copying it.
+    pub pending: Option<bytes::Bytes>,
 }
 
 /// Serves one accepted client connection until it closes.
@@ -163,6 +166,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         kbuf: Vec::new(),
         capture: None,
         stale: None,
+        pending: None,
     };
     let _ = conn.run().await;
     shard.unregister(slot);
@@ -231,7 +235,7 @@ impl Conn {
             match Box::pin(self.handle(&snap, head_len)).await? {
                 Next::KeepAlive if !self.shard.draining() => {
                     // Bound what a burst of pipelined requests can queue.
-                    if self.wbuf.len() >= BODY_CHUNK {
+                    if self.wbuf.len() >= BODY_CHUNK || self.pending.is_some() {
                         self.flush().await?;
                     }
                 }
@@ -716,7 +720,11 @@ impl Conn {
         let wait = self.shard.snapshot().server.timeouts.client_send;
         let result = write_all(&mut self.stream, &self.wbuf, wait).await;
         self.wbuf.clear();
-        result
+        result?;
+        match self.pending.take() {
+            Some(body) => write_all(&mut self.stream, &body, wait).await,
+            None => Ok(()),
+        }
     }
 }
 
