@@ -508,3 +508,121 @@ fn large_hits_are_written_whole_and_in_order_when_pipelined() {
     let counts = gw.gateway().cache_counts();
     assert_eq!((counts[0].1, counts[0].2), (3, 2), "{counts:?}");
 }
+
+#[test]
+fn unstorable_answers_do_not_make_concurrent_requests_queue() {
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let o = Origin::start(move |_| {
+        n2.fetch_add(1, Ordering::SeqCst);
+        Reply::After(
+            Duration::from_millis(300),
+            Box::new(Reply::Raw(
+                b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Length: 2\r\n\r\nok"
+                    .to_vec(),
+            )),
+        )
+    });
+    let gw = TestGateway::start(&one_route(o.addr, ""));
+    let addr = gw.addr;
+    let barrier = Arc::new(std::sync::Barrier::new(20));
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            let b = barrier.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                b.wait();
+                let t = std::time::Instant::now();
+                assert_eq!(get(&mut c, "/prod/x", "").status, 200);
+                t.elapsed()
+            })
+        })
+        .collect();
+    let slowest = clients
+        .into_iter()
+        .map(|c| c.join().expect("client"))
+        .max()
+        .unwrap_or_default();
+    // One after another (each waiting for the previous claim) would take
+    // 20 × 300 ms, or the 5 s lock timeout; once the first answer proves
+    // unstorable the others fetch at once.
+    assert!(slowest < Duration::from_millis(2500), "slowest {slowest:?}");
+    assert_eq!(n.load(Ordering::SeqCst), 20);
+}
+
+#[test]
+fn chunked_answers_are_stored_and_cookies_never_are() {
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let o = Origin::start(move |req| {
+        let i = n2.fetch_add(1, Ordering::SeqCst) + 1;
+        if req.target.contains("cookie") {
+            let body = format!("cookie {i}");
+            return Reply::Raw(
+                format!(
+                    "HTTP/1.1 200 OK\r\nSet-Cookie: s=1\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .into_bytes(),
+            );
+        }
+        let body = format!("chunked {i}");
+        Reply::Raw(
+            format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    });
+    let gw = TestGateway::start(&config(o.addr, "ignore_backend_cache_control = true", ""));
+    let mut c = gw.connect();
+    assert_eq!(get(&mut c, "/prod/chunks", "").text(), "chunked 1");
+    let r = get(&mut c, "/prod/chunks", "");
+    assert_eq!(r.text(), "chunked 1");
+    assert_eq!(r.header("content-length"), Some("9"));
+    // Even with backend cache headers ignored, Set-Cookie is never stored.
+    let a = get(&mut c, "/prod/cookie", "").text();
+    assert_ne!(get(&mut c, "/prod/cookie", "").text(), a);
+}
+
+#[test]
+fn stale_if_error_covers_backend_5xx_and_hosts_and_upgrades_are_kept_apart() {
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let o = Origin::start(move |_| {
+        let i = n2.fetch_add(1, Ordering::SeqCst) + 1;
+        if i == 2 {
+            return Reply::Raw(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\ndown".to_vec(),
+            );
+        }
+        let body = format!("answer {i}");
+        Reply::Raw(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    });
+    let gw = TestGateway::start(&one_route(o.addr, "ttl = \"1s\", stale_if_error = \"60s\""));
+    let mut c = gw.connect();
+    assert_eq!(get(&mut c, "/prod/x", "").text(), "answer 1");
+    std::thread::sleep(Duration::from_millis(1100));
+    // The backend answers 503: the expired entry stands in.
+    let r = get(&mut c, "/prod/x", "");
+    assert_eq!((r.status, r.text()), (200, "answer 1".to_string()));
+    // The next fetch succeeds and is stored.
+    assert_eq!(get(&mut c, "/prod/x", "").text(), "answer 3");
+    assert_eq!(get(&mut c, "/prod/x", "").text(), "answer 3");
+    // Another Host is another entry (whole-URL keys include it).
+    c.send(b"GET /prod/x HTTP/1.1\r\nHost: other.example\r\n\r\n");
+    assert_eq!(
+        c.read_response(false).expect("other host").text(),
+        "answer 4"
+    );
+    // A WebSocket upgrade is never answered from the cache.
+    c.send(b"GET /prod/x HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    assert_eq!(c.read_response(false).expect("upgrade").text(), "answer 5");
+}

@@ -1,8 +1,8 @@
 //! Cache keys. A key starts with the stage's prefix (`api/stage` and a
 //! NUL, so a stage can be flushed by prefix), then the route id. Without
-//! configured key parameters the full request path and query string
-//! follow (what an NGINX or Varnish user expects: two URLs never share an
-//! entry). With `cache_key` parameters (Amazon API Gateway's
+//! configured key parameters the Host, the full request path and the
+//! query string follow (what an NGINX or Varnish user expects: two URLs
+//! never share an entry). With `cache_key` parameters (Amazon API Gateway's
 //! cacheKeyParameters) only those follow: `path.NAME` (a route
 //! parameter), `query.NAME` (first occurrence, as sent) and
 //! `header.NAME` (first occurrence), each as `name=value` and a NUL; an
@@ -60,6 +60,8 @@ pub struct KeyInput<'a> {
     pub route: u32,
     /// The method, for methods other than GET and HEAD (which share).
     pub method: Option<&'a [u8]>,
+    /// The Host, where it is part of the key (compared case-blind).
+    pub host: Option<&'a [u8]>,
     pub path: &'a [u8],
     pub query: Option<&'a [u8]>,
     /// Route parameter values by index.
@@ -76,6 +78,11 @@ pub fn build(out: &mut Vec<u8>, prefix: &[u8], spec: &[KeyParam], input: &KeyInp
     if let Some(m) = input.method {
         out.push(b'M');
         out.extend_from_slice(m);
+        out.push(0);
+    }
+    if let Some(h) = input.host {
+        out.push(b'H');
+        out.extend(h.iter().map(u8::to_ascii_lowercase));
         out.push(0);
     }
     if spec.is_empty() {
@@ -179,6 +186,7 @@ mod tests {
         let input = KeyInput {
             route: 3,
             method: None,
+            host: None,
             path: path.as_bytes(),
             query: query.map(str::as_bytes),
             param: &param,

@@ -116,6 +116,22 @@ struct Segment {
     /// Keys a request is fetching from the backend right now (request
     /// coalescing: other requests for them wait instead of fetching).
     filling: HashSet<u64, PrehashedState>,
+    /// Keys whose last fetch could not be stored, until when (ns): requests
+    /// for them go to the backend at once instead of queueing behind one
+    /// another's claims (Varnish's hit-for-miss).
+    uncacheable: HashMap<u64, u64, PrehashedState>,
+}
+
+/// How long a key whose response could not be stored is fetched without
+/// coalescing.
+pub const HIT_FOR_MISS_NS: u64 = 10_000_000_000;
+
+/// The outcome of [`Store::claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    Claimed,
+    Busy,
+    Uncacheable,
 }
 
 /// What a lookup found.
@@ -193,15 +209,41 @@ impl Store {
         }
     }
 
-    /// Claims the right to fetch `hash` from the backend; false when
-    /// another request holds it.
-    pub fn claim(&self, hash: u64) -> bool {
-        self.segment(hash).filling.insert(hash)
+    /// Claims the right to fetch `hash` from the backend at `now_ns`:
+    /// `Claimed`, `Busy` when another request holds it, `Uncacheable`
+    /// when its last fetch could not be stored (fetch without a claim).
+    pub fn claim(&self, hash: u64, now_ns: u64) -> Claim {
+        let mut seg = self.segment(hash);
+        match seg.uncacheable.get(&hash) {
+            Some(&until) if now_ns < until => return Claim::Uncacheable,
+            Some(_) => {
+                seg.uncacheable.remove(&hash);
+            }
+            None => {}
+        }
+        if seg.filling.insert(hash) {
+            Claim::Claimed
+        } else {
+            Claim::Busy
+        }
     }
 
-    /// Gives a claim up (the fetch ended, stored or not).
-    pub fn release(&self, hash: u64) {
-        self.segment(hash).filling.remove(&hash);
+    /// Gives a claim up. `uncacheable_until_ns` marks the key as not
+    /// worth waiting for until then (its response could not be stored).
+    pub fn release(&self, hash: u64, uncacheable_until_ns: Option<u64>) {
+        let mut seg = self.segment(hash);
+        seg.filling.remove(&hash);
+        if let Some(until) = uncacheable_until_ns {
+            // Bounded like the ghost set: drop expired marks first.
+            if seg.uncacheable.len() >= seg.map.len().max(1024) {
+                seg.uncacheable
+                    .retain(|_, &mut u| u > until.saturating_sub(HIT_FOR_MISS_NS));
+                if seg.uncacheable.len() >= seg.map.len().max(1024) {
+                    seg.uncacheable.clear();
+                }
+            }
+            seg.uncacheable.insert(hash, until);
+        }
     }
 
     /// Whether a request is fetching `hash` now.
@@ -498,13 +540,17 @@ mod tests {
     #[test]
     fn one_claim_per_key() {
         let s = Store::new(1 << 20, 4);
-        assert!(s.claim(5));
-        assert!(!s.claim(5));
+        assert_eq!(s.claim(5, 0), Claim::Claimed);
+        assert_eq!(s.claim(5, 0), Claim::Busy);
         assert!(s.is_filling(5));
-        assert!(s.claim(6));
-        s.release(5);
+        assert_eq!(s.claim(6, 0), Claim::Claimed);
+        s.release(5, None);
         assert!(!s.is_filling(5));
-        assert!(s.claim(5));
+        assert_eq!(s.claim(5, 0), Claim::Claimed);
+        // Released as uncacheable: no claims (and no waiting) until then.
+        s.release(5, Some(100));
+        assert_eq!(s.claim(5, 50), Claim::Uncacheable);
+        assert_eq!(s.claim(5, 100), Claim::Claimed);
     }
 
     #[test]

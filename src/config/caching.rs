@@ -7,6 +7,10 @@ use super::schema::{
 };
 use crate::auth::api_key::{self, KeyDigest};
 use crate::cache::key::KeyParam;
+use crate::cache::store::ENTRY_OVERHEAD;
+
+/// Longest stale window.
+const MAX_STALE: Duration = Duration::from_secs(86_400);
 
 /// A stage's cache behaviour.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +97,14 @@ pub(super) fn compile_stage(
                     format!("{ttl:?} is above the maximum of 3600s"),
                 );
             }
+            for (name, window) in [
+                ("stale_while_revalidate", rc.stale_while_revalidate),
+                ("stale_if_error", rc.stale_if_error),
+            ] {
+                if window.is_some_and(|w| w > MAX_STALE) {
+                    issue(format!("{rpath}.{name}"), "must be at most 1 day".into());
+                }
+            }
             let names = param_names.get(ri).map(Vec::as_slice).unwrap_or_default();
             let mut key = Vec::new();
             for (ki, k) in rc.key.iter().enumerate() {
@@ -102,10 +114,10 @@ pub(super) fn compile_stage(
                 }
             }
             for (si, s) in rc.statuses.iter().enumerate() {
-                if !(200..=599).contains(s) {
+                if !(200..=599).contains(s) || *s == 206 || *s == 304 {
                     issue(
                         format!("{rpath}.statuses[{si}]"),
-                        format!("{s} is not a response status"),
+                        format!("{s} cannot be stored: use final statuses other than 206 and 304 (they answer one request's Range or condition)"),
                     );
                 }
             }
@@ -156,13 +168,27 @@ pub(super) fn compile_server(
             "must be at least 1".into(),
         );
     }
-    if c.capacity.0 < c.max_entry_bytes.0.saturating_mul(2) {
+    // Room for two of the largest entries with their key, head and
+    // bookkeeping (a segment holds entries up to half its size).
+    let largest = c
+        .max_entry_bytes
+        .0
+        .saturating_add(ENTRY_OVERHEAD as u64 + 8192);
+    if c.capacity.0 < largest.saturating_mul(2) {
         issue(
             "server.cache.capacity".into(),
             format!(
-                "{} bytes cannot hold two entries of max_entry_bytes ({})",
-                c.capacity.0, c.max_entry_bytes.0
+                "{} bytes cannot hold two entries of max_entry_bytes ({}) with their keys, heads and bookkeeping: at least {}",
+                c.capacity.0,
+                c.max_entry_bytes.0,
+                largest.saturating_mul(2)
             ),
+        );
+    }
+    if c.lock_timeout.is_zero() || c.lock_timeout > Duration::from_secs(60) {
+        issue(
+            "server.cache.lock_timeout".into(),
+            "must be between 1ms and 60s".into(),
         );
     }
     if c.segments == 0 || !c.segments.is_power_of_two() || c.segments > 4096 {

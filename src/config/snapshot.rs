@@ -466,6 +466,12 @@ impl Snapshot {
             let apath = format!("api[{ai}]");
             if a.name.trim().is_empty() {
                 issue(format!("{apath}.name"), "must not be empty".into());
+            } else if a.name.contains('/') || a.name.chars().any(char::is_control) {
+                // `API/STAGE` names in usage plans and cache keys rely on it.
+                issue(
+                    format!("{apath}.name"),
+                    format!("`{}` must not contain `/` or control characters", a.name),
+                );
             }
             if config.apis[..ai].iter().any(|o| o.name == a.name) {
                 issue(

@@ -504,3 +504,33 @@ fn a_cache_flush_by_key_removes_one_entry() {
     assert_eq!(cache.store.stats().entries, 1);
     assert_eq!(cache.flush_stage("a", "b"), 1);
 }
+
+#[test]
+fn partial_and_not_modified_answers_and_slashed_api_names_are_refused() {
+    let text = r#"
+[[server.listen]]
+addr = "127.0.0.1:8080"
+tls = false
+[server.cache]
+lock_timeout = "2m"
+[[api]]
+name = "a/b"
+[[api.stage]]
+name = "prod"
+cache = {}
+[[api.route]]
+key = "GET /x"
+integration = { type = "http", uri = "http://127.0.0.1:9/x" }
+cache = { statuses = [200, 206, 304], stale_if_error = "2d" }
+"#;
+    let got = paths(text);
+    for want in [
+        "api[0].name",
+        "api[0].route[0].cache.statuses[1]",
+        "api[0].route[0].cache.statuses[2]",
+        "api[0].route[0].cache.stale_if_error",
+        "server.cache.lock_timeout",
+    ] {
+        assert!(got.iter().any(|p| p == want), "{want} missing from {got:?}");
+    }
+}

@@ -9,7 +9,7 @@ use super::conn::Conn;
 use super::conn::{RequestId, RequestInfo};
 use crate::cache::control::{wants_fresh, Storable};
 use crate::cache::key::{self, KeyInput};
-use crate::cache::store::{CachedResponse, Lookup};
+use crate::cache::store::{CachedResponse, Claim, Lookup, HIT_FOR_MISS_NS};
 use crate::cache::{Cache, TOKEN_HEADER};
 use crate::config::schema::UnauthorizedInvalidation;
 use crate::config::{Resolved, RouteCache, Snapshot, StageCache};
@@ -50,14 +50,23 @@ pub(super) struct Fill {
     /// The request's headers (lower-case names), in case the response
     /// varies by some of them.
     req_headers: Vec<HeaderPair>,
+    /// Set when the backend's answer proved not storable (not for a
+    /// failed fetch): the key is then fetched without coalescing for a
+    /// while.
+    unstorable: bool,
 }
 
 /// A request header kept for `Vary`: lower-case name, value.
 type HeaderPair = (Box<[u8]>, Box<[u8]>);
 
 impl Drop for Fill {
+    /// Releases the claim; if the answer was not storable, marks the key
+    /// so that requests for it stop waiting on one another for a while.
     fn drop(&mut self) {
-        self.cache.store.release(self.hash);
+        let until = self
+            .unstorable
+            .then(|| self.cache.now_ns().saturating_add(HIT_FOR_MISS_NS));
+        self.cache.store.release(self.hash, until);
     }
 }
 
@@ -89,6 +98,7 @@ pub(super) fn lookup(
     head: &RequestHead,
     buf: &[u8],
     method: &[u8],
+    host_in_key: bool,
     kbuf: &mut Vec<u8>,
 ) -> CacheStep {
     // HEAD reads what GET stored and fills nothing (its answer has no body).
@@ -104,6 +114,11 @@ pub(super) fn lookup(
     let input = KeyInput {
         route: r.route,
         method: (!shared).then_some(method),
+        // Whole-URL keys include the Host (Varnish's default); parameter
+        // keys too when the backend sees the client's Host.
+        host: (rc.key.is_empty() || host_in_key)
+            .then(|| head.host.map(|h| h.of(buf)))
+            .flatten(),
         path: r.path,
         query: head.query.map(|q| q.of(buf)),
         param: &param,
@@ -161,7 +176,24 @@ pub(super) fn lookup(
     }
     let within = |e: &Arc<CachedResponse>, window| now < e.expires_ns.saturating_add(nanos(window));
     // A HEAD answer has no body to store; the next GET fills the entry.
-    if fills && !cache.store.claim(hash) {
+    // Conditional and range requests are answered from the cache (a full
+    // 200) but do not fill it: their answer may be a 304 or a 206.
+    let conditional = [
+        "range",
+        "if-none-match",
+        "if-modified-since",
+        "if-match",
+        "if-unmodified-since",
+        "if-range",
+    ]
+    .iter()
+    .any(|h| header(h).is_some());
+    let claim = if fills && !conditional {
+        cache.store.claim(hash, now)
+    } else {
+        Claim::Uncacheable
+    };
+    if claim == Claim::Busy {
         // Another request is fetching it: serve the expired entry while
         // it does, if allowed, else wait for it.
         if let Some(entry) = stale.filter(|e| within(e, rc.stale_while_revalidate)) {
@@ -171,26 +203,28 @@ pub(super) fn lookup(
         return CacheStep::Wait;
     }
     counters.cache_lookup(counter, false);
-    CacheStep::Miss(fills.then(|| {
-        Fill {
-            cache: cache.clone(),
-            hash,
-            key: kbuf.as_slice().into(),
-            ttl_ns: nanos(rc.ttl),
-            statuses: rc.statuses.clone(),
-            ignore_backend: stage.ignore_backend_cache_control,
-            stale: stale.filter(|e| within(e, rc.stale_if_error) && e.vary.is_none()),
-            req_headers: head
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.of(buf).to_ascii_lowercase().into_boxed_slice(),
-                        h.value.of(buf).into(),
-                    )
-                })
-                .collect(),
-        }
+    if claim == Claim::Uncacheable {
+        return CacheStep::Miss(None);
+    }
+    CacheStep::Miss(Some(Fill {
+        cache: cache.clone(),
+        hash,
+        key: kbuf.as_slice().into(),
+        ttl_ns: nanos(rc.ttl),
+        statuses: rc.statuses.clone(),
+        ignore_backend: stage.ignore_backend_cache_control,
+        stale: stale.filter(|e| within(e, rc.stale_if_error) && e.vary.is_none()),
+        req_headers: head
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.of(buf).to_ascii_lowercase().into_boxed_slice(),
+                    h.value.of(buf).into(),
+                )
+            })
+            .collect(),
+        unstorable: false,
     }))
 }
 
@@ -216,20 +250,61 @@ fn stored_headers(buf: &[u8], resp: &ResponseHead) -> Bytes {
 
 /// Starts capturing a backend response (head parsed from `buf`) for
 /// `fill`, if it may be stored.
-pub(super) fn start(fill: Fill, buf: &[u8], resp: &ResponseHead, max: usize) -> Option<Capture> {
+pub(super) fn start(
+    mut fill: Fill,
+    buf: &[u8],
+    resp: &ResponseHead,
+    max: usize,
+) -> Option<Capture> {
+    let capture = capture_of(&fill, buf, resp, max);
+    match capture {
+        Some((vary, ttl_ns, expect)) => Some(Capture {
+            vary,
+            status: resp.status,
+            headers: stored_headers(buf, resp),
+            body: BytesMut::with_capacity(expect.min(max)),
+            ttl_ns,
+            max,
+            fill,
+        }),
+        None => {
+            // A server error says nothing about the next answer; anything
+            // else refused here will be refused again.
+            fill.unstorable = resp.status < 500;
+            None
+        }
+    }
+}
+
+/// Whether a response may be stored: its `Vary` names, TTL and expected
+/// body size.
+#[allow(clippy::type_complexity)]
+fn capture_of(
+    fill: &Fill,
+    buf: &[u8],
+    resp: &ResponseHead,
+    max: usize,
+) -> Option<(Option<Vec<Box<[u8]>>>, u64, usize)> {
     if !fill.statuses.contains(&resp.status) {
         return None;
     }
     let mut ttl_ns = fill.ttl_ns;
     let mut vary = None;
+    // A response that sets a cookie is one client's: never stored, not
+    // even where the stage ignores the backend's other cache headers.
+    if resp
+        .headers
+        .iter()
+        .any(|h| h.name.of(buf).eq_ignore_ascii_case(b"set-cookie"))
+    {
+        return None;
+    }
     if !fill.ignore_backend {
         let mut st = Storable::default();
         for h in &resp.headers {
             let name = h.name.of(buf);
             if name.eq_ignore_ascii_case(b"cache-control") {
                 st.add_cache_control(h.value.of(buf));
-            } else if name.eq_ignore_ascii_case(b"set-cookie") {
-                st.forbidden = true;
             } else if name.eq_ignore_ascii_case(b"vary") {
                 match key::vary_names(h.value.of(buf)) {
                     // `Vary: *`: every request differs.
@@ -257,15 +332,7 @@ pub(super) fn start(fill: Fill, buf: &[u8], resp: &ResponseHead, max: usize) -> 
         BodyKind::None => 0,
         BodyKind::Chunked | BodyKind::UntilClose => 4096,
     };
-    Some(Capture {
-        fill,
-        vary,
-        status: resp.status,
-        headers: stored_headers(buf, resp),
-        body: BytesMut::with_capacity(expect.min(max)),
-        ttl_ns,
-        max,
-    })
+    Some((vary, ttl_ns, expect))
 }
 
 impl Capture {
@@ -309,12 +376,24 @@ impl Capture {
             key: key.into_boxed_slice(),
             status: self.status,
             headers: std::mem::take(&mut self.headers),
-            body: std::mem::take(&mut self.body).freeze(),
+            body: {
+                let body = std::mem::take(&mut self.body);
+                // A body grown by doubling keeps up to half its buffer
+                // spare; store an exact copy so the entry holds what it is
+                // charged for.
+                if body.capacity() > body.len() + body.len() / 8 + 64 {
+                    Bytes::copy_from_slice(&body)
+                } else {
+                    body.freeze()
+                }
+            },
             stored_ns: now,
             expires_ns,
             vary: None,
         };
-        cache.store.insert(hash, entry);
+        if !cache.store.insert(hash, entry) {
+            self.fill.unstorable = true;
+        }
     }
 }
 
@@ -327,6 +406,15 @@ const CACHE_WARNING: &[u8] =
     b"warning: 199 tollgate \"Cache-Control max-age=0 ignored: not authorized\"\r\n";
 
 impl Conn {
+    /// Stores the captured response now that the backend's last byte is
+    /// in, before the client has it all: a slow client does not hold the
+    /// key's claim (and the requests waiting on it).
+    pub(super) fn complete_capture(&mut self) {
+        if let (Some(c), Some(cache)) = (self.capture.take(), self.shard.cache.as_ref()) {
+            c.finish(cache);
+        }
+    }
+
     /// Queues a stored response for the current request.
     pub(super) fn serve_cached(
         &mut self,
@@ -372,6 +460,8 @@ impl Conn {
     pub(super) fn capture(&mut self, data: &[u8]) {
         if let Some(c) = self.capture.as_mut() {
             if !c.push(data) {
+                // Too large to store: the next answer will be too.
+                c.fill.unstorable = true;
                 self.capture = None;
             }
         }

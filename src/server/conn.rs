@@ -397,7 +397,8 @@ impl Conn {
                 let mut fill = None;
                 let shard = self.shard.clone();
                 let plan = match (&shard.cache, resolved.as_ref()) {
-                    (Some(cache), Some(r)) => r
+                    // A WebSocket upgrade is never answered from the cache.
+                    (Some(cache), Some(r)) if !info.upgrade => r
                         .stage
                         .cache
                         .as_ref()
@@ -429,6 +430,7 @@ impl Conn {
                             head,
                             buf,
                             method,
+                            integ.preserve_host,
                             kbuf,
                         )
                     })

@@ -175,9 +175,26 @@ impl Conn {
             }
         };
 
-        // The backend answered: no stand-in from the cache.
-        self.stale = None;
+        // stale_if_error also covers the backend's own 5xx: the expired
+        // entry answers, and this backend connection (its error body
+        // unread) is dropped.
+        if let Some(entry) = self.stale.take() {
+            if matches!(self.rhead.status, 500 | 502 | 503 | 504) {
+                drop(up);
+                let keep_alive = info.keep_alive && !body_cut && !self.shard.draining();
+                self.linger |= body_cut;
+                let info = RequestInfo { keep_alive, ..info };
+                self.serve_cached(snap, &entry, false, info, rid);
+                return Ok(if keep_alive {
+                    Next::KeepAlive
+                } else {
+                    Next::Close
+                });
+            }
+        }
         if self.rhead.status == 101 {
+            // Nothing to store; release the key at once.
+            drop(fill.take());
             let meta = write::ResponseMeta {
                 client: info.version,
                 keep_alive: false,
@@ -215,7 +232,10 @@ impl Conn {
         };
         up.rbuf.consume(self.rhead.head_len);
         let relayed = match self.rhead.body {
-            BodyKind::None => Ok(()),
+            BodyKind::None => {
+                self.complete_capture();
+                Ok(())
+            }
             BodyKind::Length(n) => self.relay_length(&mut up, n, integ.timeout).await,
             BodyKind::Chunked => self.relay_chunked(&mut up, framing, integ.timeout).await,
             BodyKind::UntilClose => {
@@ -223,12 +243,11 @@ impl Conn {
                     .await
             }
         };
-        let capture = self.capture.take();
+        // Relays store a complete capture as soon as the backend's last
+        // byte is in; what is left here was cut short.
+        self.capture = None;
         match relayed {
             Ok(()) => {
-                if let (Some(c), Some(cache)) = (capture, &shard_cache) {
-                    c.finish(cache);
-                }
                 if self.rhead.keep_alive && up.rbuf.is_empty() && !body_cut {
                     pool.checkin(up, shard.coarse_now());
                 }
@@ -361,6 +380,9 @@ impl Conn {
         let mut remaining = n;
         let take = (up.rbuf.len() as u64).min(remaining) as usize;
         self.capture(&up.rbuf.filled()[..take]);
+        if take as u64 == remaining {
+            self.complete_capture();
+        }
         if self.wbuf.len() + take <= COALESCE_LIMIT {
             self.wbuf.extend_from_slice(&up.rbuf.filled()[..take]);
         } else {
@@ -374,6 +396,9 @@ impl Conn {
             read_upstream(up, wait).await?;
             let take = (up.rbuf.len() as u64).min(remaining) as usize;
             self.capture(&up.rbuf.filled()[..take]);
+            if take as u64 == remaining {
+                self.complete_capture();
+            }
             self.send(&up.rbuf.filled()[..take]).await?;
             up.rbuf.consume(take);
             remaining -= take as u64;
@@ -402,6 +427,7 @@ impl Conn {
                     }
                 }
                 Some(Chunk::End) => {
+                    self.complete_capture();
                     up.rbuf.consume(n);
                     if framing == Framing::Chunked {
                         self.wbuf.extend_from_slice(b"0\r\n\r\n");
@@ -434,6 +460,7 @@ impl Conn {
             self.flush().await.map_err(RelayError::Client)?;
             match read_into(&mut up.stream, &mut up.rbuf, 16 * 1024, BODY_CHUNK, wait).await {
                 Ok(0) => {
+                    self.complete_capture();
                     if framing == Framing::Chunked {
                         self.wbuf.extend_from_slice(b"0\r\n\r\n");
                     }
