@@ -10,8 +10,7 @@ use std::time::Duration;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use bytes::Bytes;
-use tollgate::cache::store::CachedResponse;
+use tollgate::cache::sim::fill_synthetic;
 use tollgate::cache::Cache;
 
 fn rss_kib() -> u64 {
@@ -23,26 +22,6 @@ fn rss_kib() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
-}
-
-fn fill(cache: &Cache, bytes: usize, body: usize) {
-    let count = bytes / (body + 100);
-    for i in 0..count {
-        let key = format!("api/prod\0\x01\0\0\0/objects/{body}/{i}").into_bytes();
-        let hash = cache.hasher.hash(&key);
-        cache.store.insert(
-            hash,
-            CachedResponse {
-                key: key.into_boxed_slice(),
-                status: 200,
-                headers: Bytes::from(b"content-type: application/json\r\n".to_vec()),
-                body: Bytes::from(vec![b'x'; body]),
-                stored_ns: 0,
-                expires_ns: u64::MAX,
-                vary: None,
-            },
-        );
-    }
 }
 
 fn main() {
@@ -59,7 +38,7 @@ fn main() {
         ("small (200 B bodies)", 200),
         ("large (100 KiB bodies)", 100 << 10),
     ] {
-        fill(&cache, 3 * capacity as usize, body);
+        fill_synthetic(&cache, 3 * capacity as usize / (body + 100), body);
         let st = cache.store.stats();
         let rss = rss_kib();
         println!(

@@ -10,14 +10,22 @@ use common::{Client, Origin, Reply, TestGateway};
 
 const TOKEN: &str = "flush-token-0123456789abcdef";
 
+/// An origin that numbers the requests it sees (from 1) and answers each
+/// with `reply(number, request)`; the count is shared with the test.
+fn numbered(
+    reply: impl Fn(usize, &common::Req) -> Reply + Send + Sync + 'static,
+) -> (Origin, Arc<AtomicUsize>) {
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let o = Origin::start(move |req| reply(n2.fetch_add(1, Ordering::SeqCst) + 1, req));
+    (o, n)
+}
+
 /// An origin that numbers its answers, so a test can tell a cached one:
 /// `/nostore` says `Cache-Control: no-store`, `/missing` is a 404,
 /// `/big` is 3000 bytes, anything else a small 200.
 fn origin() -> (Origin, Arc<AtomicUsize>) {
-    let n = Arc::new(AtomicUsize::new(0));
-    let n2 = n.clone();
-    let o = Origin::start(move |req| {
-        let i = n2.fetch_add(1, Ordering::SeqCst) + 1;
+    numbered(move |i, req| {
         let path = req.target.split('?').next().unwrap_or("");
         let (status, extra, body) = match path {
             "/nostore" => (
@@ -46,8 +54,7 @@ fn origin() -> (Origin, Arc<AtomicUsize>) {
             )
             .into_bytes(),
         )
-    });
-    (o, n)
+    })
 }
 
 fn config(origin: std::net::SocketAddr, stage_cache: &str, server_cache: &str) -> String {
@@ -83,6 +90,31 @@ key = "ANY /{{proxy+}}"
 integration = {{ type = "http", uri = "http://{origin}/{{proxy}}" }}
 "#
     )
+}
+
+/// Runs `n` clients, each on its own connection, released together;
+/// their results in order.
+fn together<T: Send + 'static>(
+    addr: std::net::SocketAddr,
+    n: usize,
+    f: impl Fn(&mut Client) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let barrier = Arc::new(std::sync::Barrier::new(n));
+    let f = Arc::new(f);
+    let clients: Vec<_> = (0..n)
+        .map(|_| {
+            let (b, f) = (barrier.clone(), f.clone());
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                b.wait();
+                f(&mut c)
+            })
+        })
+        .collect();
+    clients
+        .into_iter()
+        .map(|c| c.join().expect("client"))
+        .collect()
 }
 
 fn get(c: &mut Client, path: &str, extra: &str) -> common::Resp {
@@ -296,10 +328,7 @@ cache = {{ {route_cache} }}
 
 #[test]
 fn concurrent_misses_make_one_backend_request() {
-    let n = Arc::new(AtomicUsize::new(0));
-    let n2 = n.clone();
-    let o = Origin::start(move |_| {
-        let i = n2.fetch_add(1, Ordering::SeqCst) + 1;
+    let (o, n) = numbered(move |i, _| {
         let body = format!("answer {i}");
         Reply::After(
             Duration::from_millis(300),
@@ -313,21 +342,12 @@ fn concurrent_misses_make_one_backend_request() {
         )
     });
     let gw = TestGateway::start(&one_route(o.addr, ""));
-    let addr = gw.addr;
-    let barrier = Arc::new(std::sync::Barrier::new(100));
-    let clients: Vec<_> = (0..100)
-        .map(|_| {
-            let b = barrier.clone();
-            std::thread::spawn(move || {
-                let mut c = Client::connect(addr);
-                b.wait();
-                let r = get(&mut c, "/prod/x", "");
-                (r.status, r.text())
-            })
-        })
-        .collect();
-    for c in clients {
-        assert_eq!(c.join().expect("client"), (200, "answer 1".to_string()));
+    let answers = together(gw.addr, 100, |c| {
+        let r = get(c, "/prod/x", "");
+        (r.status, r.text())
+    });
+    for a in answers {
+        assert_eq!(a, (200, "answer 1".to_string()));
     }
     assert_eq!(
         n.load(Ordering::SeqCst),
@@ -370,10 +390,7 @@ fn stale_if_error_answers_for_a_backend_that_is_down() {
 
 #[test]
 fn stale_while_revalidate_serves_the_old_answer_during_a_refresh() {
-    let n = Arc::new(AtomicUsize::new(0));
-    let n2 = n.clone();
-    let o = Origin::start(move |_| {
-        let i = n2.fetch_add(1, Ordering::SeqCst) + 1;
+    let (o, _) = numbered(move |i, _| {
         let body = format!("answer {i}");
         let raw = format!(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
@@ -412,10 +429,7 @@ fn stale_while_revalidate_serves_the_old_answer_during_a_refresh() {
 
 #[test]
 fn vary_keeps_one_entry_per_variant() {
-    let n = Arc::new(AtomicUsize::new(0));
-    let n2 = n.clone();
-    let o = Origin::start(move |req| {
-        let i = n2.fetch_add(1, Ordering::SeqCst) + 1;
+    let (o, n) = numbered(move |i, req| {
         let lang = req.header("accept-language").unwrap_or("none").to_string();
         let body = format!("{lang} {i}");
         let vary = if req.target.contains("star") {
@@ -524,25 +538,14 @@ fn unstorable_answers_do_not_make_concurrent_requests_queue() {
         )
     });
     let gw = TestGateway::start(&one_route(o.addr, ""));
-    let addr = gw.addr;
-    let barrier = Arc::new(std::sync::Barrier::new(20));
-    let clients: Vec<_> = (0..20)
-        .map(|_| {
-            let b = barrier.clone();
-            std::thread::spawn(move || {
-                let mut c = Client::connect(addr);
-                b.wait();
-                let t = std::time::Instant::now();
-                assert_eq!(get(&mut c, "/prod/x", "").status, 200);
-                t.elapsed()
-            })
-        })
-        .collect();
-    let slowest = clients
-        .into_iter()
-        .map(|c| c.join().expect("client"))
-        .max()
-        .unwrap_or_default();
+    let slowest = together(gw.addr, 20, |c| {
+        let t = std::time::Instant::now();
+        assert_eq!(get(c, "/prod/x", "").status, 200);
+        t.elapsed()
+    })
+    .into_iter()
+    .max()
+    .unwrap_or_default();
     // One after another (each waiting for the previous claim) would take
     // 20 × 300 ms, or the 5 s lock timeout; once the first answer proves
     // unstorable the others fetch at once.
@@ -552,10 +555,7 @@ fn unstorable_answers_do_not_make_concurrent_requests_queue() {
 
 #[test]
 fn chunked_answers_are_stored_and_cookies_never_are() {
-    let n = Arc::new(AtomicUsize::new(0));
-    let n2 = n.clone();
-    let o = Origin::start(move |req| {
-        let i = n2.fetch_add(1, Ordering::SeqCst) + 1;
+    let (o, _) = numbered(move |i, req| {
         if req.target.contains("cookie") {
             let body = format!("cookie {i}");
             return Reply::Raw(
@@ -588,10 +588,7 @@ fn chunked_answers_are_stored_and_cookies_never_are() {
 
 #[test]
 fn stale_if_error_covers_backend_5xx_and_hosts_and_upgrades_are_kept_apart() {
-    let n = Arc::new(AtomicUsize::new(0));
-    let n2 = n.clone();
-    let o = Origin::start(move |_| {
-        let i = n2.fetch_add(1, Ordering::SeqCst) + 1;
+    let (o, _) = numbered(move |i, _| {
         if i == 2 {
             return Reply::Raw(
                 b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\ndown".to_vec(),

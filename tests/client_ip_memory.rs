@@ -3,46 +3,17 @@
 //! must not grow the table beyond the bound stated in
 //! `src/throttle/client_ip.rs` (about 75 bytes per `max_clients`).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tollgate::throttle::client_ip::ClientIpTable;
 
-struct Tracking;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only
-// tracks the bytes live.
-unsafe impl GlobalAlloc for Tracking {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size, Ordering::Relaxed);
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Tracking = Tracking;
+#[path = "support/live_bytes.rs"]
+mod live_bytes;
 
 #[test]
 fn a_flood_of_distinct_addresses_stays_within_the_stated_bound() {
     let max = 100_000;
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = live_bytes::live();
     let t = ClientIpTable::new(1, 10, max);
     // Three million distinct clients (IPv4 and IPv6), all active: nothing
     // is idle, so eviction must drop active entries to stay bounded.
@@ -51,7 +22,7 @@ fn a_flood_of_distinct_addresses_stays_within_the_stated_bound() {
         let v6 = Ipv6Addr::from(u128::from(n) << 64 | 1);
         t.check(IpAddr::V6(v6), u64::from(n));
     }
-    let used = LIVE.load(Ordering::Relaxed) - before;
+    let used = live_bytes::live() - before;
     let bound = 75 * max + 64 * 1024;
     assert!(t.len() <= max, "{} addresses tracked", t.len());
     assert!(t.len() >= max / 2, "{} addresses tracked", t.len());

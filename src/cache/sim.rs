@@ -1,8 +1,8 @@
 //! Trace simulation for choosing the eviction policy: synthetic traces
 //! (Zipf, Zipf with scans), a plain LRU to compare against, and a driver
-//! that replays a trace through a policy and reports its hit ratio. Used
-//! by `bench/cache_policy.rs` and the policy tests; not on any request
-//! path.
+//! that replays a trace through a policy and reports its hit ratio; and
+//! synthetic fills for memory measurements. Used by `bench/` and tests;
+//! not on any request path.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -177,6 +177,30 @@ impl Policy for S3Fifo {
                 false
             }
         }
+    }
+}
+
+/// Fills `cache` with `count` synthetic responses of `body` bytes (each
+/// with its own key, a small head and fresh allocations, like captured
+/// responses), for memory measurements.
+pub fn fill_synthetic(cache: &super::Cache, count: usize, body: usize) {
+    for i in 0..count {
+        let key = format!("api/prod\0\x01\0\0\0/objects/{body}/{i}").into_bytes();
+        let hash = cache.hasher.hash(&key);
+        cache.store.insert(
+            hash,
+            CachedResponse {
+                key: key.into_boxed_slice(),
+                status: 200,
+                headers: Bytes::from(
+                    b"content-type: application/json\r\netag: \"abc\"\r\n".to_vec(),
+                ),
+                body: Bytes::from(vec![b'x'; body]),
+                stored_ns: 0,
+                expires_ns: u64::MAX,
+                vary: None,
+            },
+        );
     }
 }
 
