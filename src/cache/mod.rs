@@ -60,7 +60,13 @@ impl Cache {
 
     /// The cache clock: nanoseconds since it was made.
     pub fn now_ns(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        self.ns_at(Instant::now())
+    }
+
+    /// `at` on the cache clock (shards pass their coarse clock, so a hit
+    /// reads no clock).
+    pub fn ns_at(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Whether `presented` is the invalidation token.

@@ -2,6 +2,7 @@
 //! hit, and capture a storable miss while it is relayed.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -99,6 +100,7 @@ pub(super) fn lookup(
     buf: &[u8],
     method: &[u8],
     host_in_key: bool,
+    now: Instant,
     kbuf: &mut Vec<u8>,
 ) -> CacheStep {
     // HEAD reads what GET stored and fills nothing (its answer has no body).
@@ -147,7 +149,7 @@ pub(super) fn lookup(
             }
         }
     }
-    let now = cache.now_ns();
+    let now = cache.ns_at(now);
     let mut stale = None;
     if !refresh {
         let mut found = cache.store.get(hash, kbuf, now);

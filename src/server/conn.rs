@@ -431,6 +431,7 @@ impl Conn {
                             buf,
                             method,
                             integ.preserve_host,
+                            shard.coarse_now(),
                             kbuf,
                         )
                     })

@@ -152,7 +152,7 @@ impl Shard {
             .map_or(0, |d| d.as_nanos() as u64)
             ^ ((id as u64 + 1) << 56)
             ^ u64::from(std::process::id()).rotate_left(32);
-        Shard {
+        let shard = Shard {
             id,
             snapshot: RefCell::new(Rc::new(snapshot)),
             pool,
@@ -169,7 +169,9 @@ impl Shard {
             client_ip: guards.client_ip,
             counters: guards.counters,
             cache: guards.cache,
-        }
+        };
+        shard.refresh_date();
+        shard
     }
 
     /// Every guard in front of the integration, in order: the client-IP
@@ -381,6 +383,15 @@ impl Shard {
 
     /// The IMF-fixdate for now, formatted at most once a second.
     pub fn with_date<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(&self.date.borrow()[..])
+    }
+
+    /// Renders the Date header text if the second changed. Called at the
+    /// shard's tick (and at start), not per response: a response's Date
+    /// may lag the wall clock by one tick (25 ms) at a second boundary,
+    /// and no request pays a clock read for it (NGINX likewise caches its
+    /// time per event-loop turn).
+    pub fn refresh_date(&self) {
         let now = SystemTime::now();
         let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         if secs != self.date_secs.get() {
@@ -391,7 +402,6 @@ impl Shard {
             }
             self.date_secs.set(secs);
         }
-        f(&self.date.borrow()[..])
     }
 
     /// Periodic housekeeping: idle backend connections.
@@ -410,6 +420,7 @@ impl Shard {
     /// return end-of-file, and the connection task closes normally.
     pub fn expire_idle(&self, now: Instant) {
         self.coarse_now.set(now);
+        self.refresh_date();
         for slot in self.conns.borrow().iter().flatten() {
             if slot.idle.idle.get() && slot.idle.deadline.get() <= now {
                 slot.idle.idle.set(false);
