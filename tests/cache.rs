@@ -129,6 +129,7 @@ fn repeated_gets_are_served_from_the_cache() {
     let mut c = gw.connect();
     let first = get(&mut c, "/prod/hello", "");
     assert_eq!((first.status, first.text()), (200, "answer 1".to_string()));
+    assert_eq!(first.header("age"), None, "a miss is not aged");
     for _ in 0..4 {
         let r = get(&mut c, "/prod/hello", "");
         assert_eq!((r.status, r.text()), (200, "answer 1".to_string()));
@@ -136,6 +137,8 @@ fn repeated_gets_are_served_from_the_cache() {
         assert_eq!(r.header("content-type"), Some("text/plain"));
         assert!(r.header("date").is_some());
         assert!(r.header("x-request-id").is_some());
+        // Served from the cache: it says how old it is.
+        assert_eq!(r.header("age"), Some("0"));
     }
     // HEAD is answered from the GET's entry, without a body.
     c.send(b"HEAD /prod/hello HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -168,8 +171,15 @@ fn entries_expire_and_backend_rules_are_respected() {
         assert_ne!(a, b, "{path} was cached");
     }
     let short = get(&mut c, "/prod/short", "").text();
-    assert_eq!(get(&mut c, "/prod/short", "").text(), short);
-    std::thread::sleep(Duration::from_millis(1100));
+    std::thread::sleep(Duration::from_millis(600));
+    let r = get(&mut c, "/prod/short", "");
+    assert_eq!(r.text(), short);
+    assert!(
+        matches!(r.header("age"), Some("0") | Some("1")),
+        "{:?}",
+        r.header("age")
+    );
+    std::thread::sleep(Duration::from_millis(600));
     assert_ne!(get(&mut c, "/prod/short", "").text(), short);
     // Only 200s are stored; too large entries pass through.
     let m = get(&mut c, "/prod/missing", "");

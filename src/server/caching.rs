@@ -426,14 +426,24 @@ impl Conn {
         info: RequestInfo,
         rid: &RequestId,
     ) {
-        let mut with_warning;
-        let headers: &[u8] = if warn {
-            with_warning = entry.headers.to_vec();
-            with_warning.extend_from_slice(CACHE_WARNING);
-            &with_warning
-        } else {
-            &entry.headers
-        };
+        // The stored headers plus `Age` (RFC 9111 §4: a response served
+        // from a cache says how old it is) and the warning, assembled in
+        // the connection's scratch buffer (free during a hit).
+        let mut block = std::mem::take(&mut self.ubuf);
+        block.clear();
+        block.put_slice(&entry.headers);
+        if let Some(cache) = self.shard.cache.as_ref() {
+            let now = cache.ns_at(self.shard.coarse_now());
+            let age = now.saturating_sub(entry.stored_ns) / 1_000_000_000;
+            let mut n = itoa::Buffer::new();
+            block.put_slice(b"age: ");
+            block.put_slice(n.format(age).as_bytes());
+            block.put_slice(b"\r\n");
+        }
+        if warn {
+            block.put_slice(CACHE_WARNING);
+        }
+        let headers: &[u8] = &block;
         let resp = LocalResponse {
             status: entry.status,
             headers,
@@ -456,6 +466,7 @@ impl Conn {
         } else {
             self.local_response(snap, &resp, info, rid);
         }
+        self.ubuf = block;
     }
 
     /// Feeds relayed body bytes to the capture, if one is running.
