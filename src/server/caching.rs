@@ -8,6 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::conn::Conn;
 use super::conn::{RequestId, RequestInfo};
+use super::shard::Shard;
 use crate::cache::control::{wants_fresh, Storable};
 use crate::cache::key::{self, KeyInput};
 use crate::cache::store::{CachedResponse, Claim, Lookup, HIT_FOR_MISS_NS};
@@ -85,6 +86,73 @@ pub(super) struct Capture {
     body: BytesMut,
     ttl_ns: u64,
     max: usize,
+}
+
+/// How often a coalesced miss looks whether the fetch it waits for is
+/// done. Waiting is rare (concurrent misses of one key) and works across
+/// shards without a cross-thread wake-up.
+const COALESCE_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The cache step for a proxied request to route `r`: `None` when the
+/// route does not cache this method (or the request is a WebSocket
+/// upgrade); else the decision, after waiting for another request that
+/// is fetching the same key (request coalescing) for up to the cache's
+/// `lock_timeout`, after which the request fetches without the cache.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn decide(
+    shard: &Shard,
+    r: &Resolved<'_, '_>,
+    head: &RequestHead,
+    buf: &[u8],
+    method: &[u8],
+    upgrade: bool,
+    preserve_host: bool,
+    kbuf: &mut Vec<u8>,
+) -> Option<CacheStep> {
+    let cache = shard.cache.as_ref()?;
+    if upgrade {
+        return None;
+    }
+    let stage = r.stage.cache.as_ref()?;
+    let rc = r.stage.route_cache.get(r.route as usize)?.as_ref()?;
+    let wanted = if method == b"HEAD" {
+        &b"GET"[..]
+    } else {
+        method
+    };
+    if !rc.methods.iter().any(|m| **m == *wanted) {
+        return None;
+    }
+    let look = |kbuf: &mut Vec<u8>| {
+        lookup(
+            cache,
+            &shard.counters,
+            r,
+            stage,
+            rc,
+            head,
+            buf,
+            method,
+            preserve_host,
+            shard.coarse_now(),
+            kbuf,
+        )
+    };
+    let mut step = look(kbuf);
+    if matches!(step, CacheStep::Wait) {
+        let deadline = Instant::now() + cache.lock_timeout;
+        while matches!(step, CacheStep::Wait) {
+            if Instant::now() >= deadline {
+                shard
+                    .counters
+                    .cache_lookup(r.stage.counter_base + r.route, false);
+                return Some(CacheStep::Miss(None));
+            }
+            glommio::timer::sleep(COALESCE_POLL).await;
+            step = look(kbuf);
+        }
+    }
+    Some(step)
 }
 
 /// Looks a request up (`method` GET or HEAD) for route `r` with cache

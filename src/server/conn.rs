@@ -97,11 +97,6 @@ pub(super) struct RequestInfo {
     pub upgrade: bool,
 }
 
-/// How often a coalesced miss looks whether the fetch it waits for is
-/// done. Waiting is rare (concurrent misses of one key) and works across
-/// shards without a cross-thread wake-up.
-const COALESCE_POLL: Duration = Duration::from_millis(1);
-
 /// The client address, and as text for X-Forwarded-For.
 struct PeerIp {
     ip: std::net::IpAddr,
@@ -396,66 +391,22 @@ impl Conn {
             (Ok(()), Some(Integration::Http(integ))) => {
                 let mut fill = None;
                 let shard = self.shard.clone();
-                let plan = match (&shard.cache, resolved.as_ref()) {
-                    // A WebSocket upgrade is never answered from the cache.
-                    (Some(cache), Some(r)) if !info.upgrade => r
-                        .stage
-                        .cache
-                        .as_ref()
-                        .zip(
-                            r.stage
-                                .route_cache
-                                .get(r.route as usize)
-                                .and_then(Option::as_ref),
-                        )
-                        .filter(|(_, rc)| {
-                            let m = if method == b"HEAD" {
-                                &b"GET"[..]
-                            } else {
-                                method
-                            };
-                            rc.methods.iter().any(|c| **c == *m)
-                        })
-                        .map(|(stage, rc)| (cache, r, stage, rc)),
-                    _ => None,
-                };
-                let look = |kbuf: &mut Vec<u8>| {
-                    plan.map(|(cache, r, stage, rc)| {
-                        caching::lookup(
-                            cache,
-                            &shard.counters,
+                let cached = match resolved.as_ref() {
+                    Some(r) if shard.cache.is_some() => {
+                        caching::decide(
+                            &shard,
                             r,
-                            stage,
-                            rc,
                             head,
                             buf,
                             method,
+                            info.upgrade,
                             integ.preserve_host,
-                            shard.coarse_now(),
-                            kbuf,
+                            &mut self.kbuf,
                         )
-                    })
-                };
-                let mut cached = look(&mut self.kbuf);
-                if matches!(cached, Some(CacheStep::Wait)) {
-                    // Request coalescing: another request (on any shard)
-                    // is fetching this key; wait for its answer, then
-                    // fetch without the cache if it takes too long.
-                    let deadline = plan.map(|(c, ..)| Instant::now() + c.lock_timeout);
-                    while matches!(cached, Some(CacheStep::Wait)) {
-                        if deadline.is_some_and(|d| Instant::now() >= d) {
-                            if let Some((_, r, ..)) = plan {
-                                shard
-                                    .counters
-                                    .cache_lookup(r.stage.counter_base + r.route, false);
-                            }
-                            cached = Some(CacheStep::Miss(None));
-                            break;
-                        }
-                        glommio::timer::sleep(COALESCE_POLL).await;
-                        cached = look(&mut self.kbuf);
+                        .await
                     }
-                }
+                    _ => None,
+                };
                 let local = match cached {
                     Some(CacheStep::Hit { entry, warn }) => Some(Local::Cached(entry, warn)),
                     Some(CacheStep::Forbidden) => Some(Local::Refused(Refusal {
