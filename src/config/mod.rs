@@ -6,6 +6,7 @@
 //! user fixes a file in one pass. Syntax and type errors come from the TOML
 //! parser and carry the key path and the line.
 
+mod apis;
 mod caching;
 mod host;
 mod merge;
@@ -13,13 +14,14 @@ mod plans;
 pub mod schema;
 mod snapshot;
 
+pub use apis::Mount;
 pub use caching::{CacheSpec, RouteCache, StageCache};
 pub use host::{parse_cpu_list, Host};
 pub use merge::merge;
 pub use plans::{KeyLimits, QuotaInfo};
 
 pub use snapshot::{
-    Api, ClientIpLimit, Limit, Listener, Mount, Resolved, Runtime, ServerSettings, Snapshot, Stage,
+    Api, ClientIpLimit, Limit, Listener, Resolved, Runtime, ServerSettings, Snapshot, Stage,
     Timeouts,
 };
 

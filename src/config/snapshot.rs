@@ -14,13 +14,12 @@ use super::caching::{CacheSpec, RouteCache, StageCache};
 use super::plans::{KeyLimits, QuotaInfo};
 use crate::auth::api_key::{KeyId, KeyTable};
 
-use super::schema::{Config, IntegrationConfig, Shards};
+use super::apis::Mount;
+use super::schema::{Config, Shards};
 use super::{ConfigIssue, Host};
 use crate::http::{Limits, MAX_HEADER_SLOTS};
-use crate::integration::{
-    substitute_stage_variables, HttpIntegration, Integration, MockIntegration,
-};
-use crate::router::{Params, RouteId, RouteKey, RouteTable};
+use crate::integration::Integration;
+use crate::router::{Params, RouteId, RouteTable};
 
 /// A listening socket to open on every shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,53 +110,6 @@ pub struct Api {
     /// Route keys as written, indexed by route id.
     pub route_keys: Vec<String>,
     pub stages: Vec<Stage>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum HostPattern {
-    Any,
-    Exact(Box<[u8]>),
-    /// `*.example.com` stored as `.example.com`.
-    Suffix(Box<[u8]>),
-}
-
-impl HostPattern {
-    fn parse(s: &str) -> Option<HostPattern> {
-        let lower = s.to_ascii_lowercase();
-        let ok = |h: &str| {
-            !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
-        };
-        if lower == "*" {
-            Some(HostPattern::Any)
-        } else if let Some(suffix) = lower.strip_prefix("*.") {
-            ok(suffix).then(|| HostPattern::Suffix(format!(".{suffix}").into_bytes().into()))
-        } else {
-            ok(&lower).then(|| HostPattern::Exact(lower.into_bytes().into()))
-        }
-    }
-
-    /// Match quality: higher is more specific; `None` for no match.
-    fn score(&self, host: &[u8]) -> Option<usize> {
-        match self {
-            HostPattern::Any => Some(0),
-            HostPattern::Exact(h) => host.eq_ignore_ascii_case(h).then_some(usize::MAX),
-            HostPattern::Suffix(s) => (host.len() > s.len()
-                && host[host.len() - s.len()..].eq_ignore_ascii_case(s))
-            .then_some(s.len()),
-        }
-    }
-}
-
-/// Where an (API, stage) pair is reachable: host pattern plus path prefix.
-#[derive(Debug, Clone)]
-pub struct Mount {
-    host: HostPattern,
-    /// Path prefix without trailing slash; empty for the root.
-    prefix: Box<[u8]>,
-    api: u32,
-    stage: u32,
 }
 
 /// The outcome of resolving a request to a route.
@@ -458,241 +410,12 @@ impl Snapshot {
                 "must be between 1ms and 1s".into(),
             );
         }
-        let mut apis = Vec::new();
-        let mut mounts: Vec<Mount> = Vec::new();
-        let mut route_counters: Vec<String> = Vec::new();
-        let mut cache_used = false;
-        for (ai, a) in config.apis.iter().enumerate() {
-            let apath = format!("api[{ai}]");
-            if a.name.trim().is_empty() {
-                issue(format!("{apath}.name"), "must not be empty".into());
-            } else if a.name.contains('/') || a.name.chars().any(char::is_control) {
-                // `API/STAGE` names in usage plans and cache keys rely on it.
-                issue(
-                    format!("{apath}.name"),
-                    format!("`{}` must not contain `/` or control characters", a.name),
-                );
-            }
-            if config.apis[..ai].iter().any(|o| o.name == a.name) {
-                issue(
-                    format!("{apath}.name"),
-                    format!("API name `{}` is used twice", a.name),
-                );
-            }
-            let base = a.base_path.trim_end_matches('/');
-            if !base.is_empty()
-                && (!base.starts_with('/') || base.contains(['{', '}', '?', '#', ' ']))
-            {
-                issue(
-                    format!("{apath}.base_path"),
-                    format!("`{}` must be a literal path starting with `/`", a.base_path),
-                );
-            }
-            let mut hosts = Vec::new();
-            if a.hosts.is_empty() {
-                issue(
-                    format!("{apath}.hosts"),
-                    "must list at least one host (\"*\" for any)".into(),
-                );
-            }
-            for (hi, h) in a.hosts.iter().enumerate() {
-                match HostPattern::parse(h) {
-                    Some(p) => hosts.push(p),
-                    None => issue(
-                        format!("{apath}.hosts[{hi}]"),
-                        format!("`{h}` is not a host name, `*.suffix` or `*`"),
-                    ),
-                }
-            }
-
-            let mut routes = RouteTable::new();
-            let mut keys = Vec::new();
-            for (ri, r) in a.routes.iter().enumerate() {
-                let rpath = format!("{apath}.route[{ri}].key");
-                match r.key.parse::<RouteKey>() {
-                    Ok(k) => {
-                        if let Err(e) = routes.insert(&k) {
-                            issue(rpath, e.to_string());
-                        }
-                        keys.push(Some(k));
-                    }
-                    Err(e) => {
-                        issue(rpath, format!("`{}`: {e}", r.key));
-                        keys.push(None);
-                    }
-                }
-            }
-            if a.routes.is_empty() {
-                issue(
-                    format!("{apath}.route"),
-                    "an API needs at least one route".into(),
-                );
-            }
-
-            let default_stage = [super::schema::StageConfig {
-                name: "$default".into(),
-                variables: Default::default(),
-                throttle: None,
-                api_key_required: false,
-                cache: None,
-            }];
-            let stage_cfgs: &[_] = if a.stages.is_empty() {
-                &default_stage
-            } else {
-                &a.stages
-            };
-            let mut stages = Vec::new();
-            for (si, st) in stage_cfgs.iter().enumerate() {
-                let spath = format!("{apath}.stage[{si}]");
-                let valid_name = st.name == "$default"
-                    || (!st.name.is_empty()
-                        && st
-                            .name
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-                if !valid_name {
-                    issue(
-                        format!("{spath}.name"),
-                        format!(
-                            "`{}` must be `$default` or letters, digits, `-` and `_`",
-                            st.name
-                        ),
-                    );
-                }
-                if stage_cfgs[..si].iter().any(|o| o.name == st.name) {
-                    issue(
-                        format!("{spath}.name"),
-                        format!("stage `{}` is defined twice", st.name),
-                    );
-                }
-                let mut integrations = Vec::new();
-                for (ri, r) in a.routes.iter().enumerate() {
-                    let ipath = format!("{apath}.route[{ri}].integration");
-                    let names = keys[ri]
-                        .as_ref()
-                        .map(|k| k.param_names())
-                        .unwrap_or_default();
-                    let compiled = match &r.integration {
-                        IntegrationConfig::Http {
-                            uri,
-                            timeout,
-                            preserve_host,
-                        } => {
-                            if timeout.is_some_and(|t| t.is_zero()) {
-                                issue(
-                                    format!("{ipath}.timeout"),
-                                    "must be greater than zero".into(),
-                                );
-                            }
-                            substitute_stage_variables(uri, &st.variables)
-                                .and_then(|u| {
-                                    HttpIntegration::compile(
-                                        &u,
-                                        &names,
-                                        timeout.unwrap_or(t.integration),
-                                        *preserve_host,
-                                    )
-                                })
-                                .map(Integration::Http)
-                                .map_err(|e| (format!("{ipath}.uri"), e))
-                        }
-                        IntegrationConfig::Mock {
-                            status,
-                            headers,
-                            body,
-                        } => MockIntegration::compile(*status, headers, body)
-                            .map(Integration::Mock)
-                            .map_err(|e| (ipath.clone(), e)),
-                    };
-                    match compiled {
-                        Ok(i) => integrations.push(i),
-                        Err((p, e)) => {
-                            let reason = if a.stages.is_empty() {
-                                e.to_string()
-                            } else {
-                                format!("{e} (in stage `{}`)", st.name)
-                            };
-                            issue(p, reason);
-                        }
-                    }
-                }
-                let prefix = if st.name == "$default" {
-                    base.to_string()
-                } else {
-                    format!("{base}/{}", st.name)
-                };
-                for h in &hosts {
-                    if let Some(other) = mounts
-                        .iter()
-                        .find(|m| m.host == *h && *m.prefix == *prefix.as_bytes())
-                    {
-                        issue(
-                            spath.to_string(),
-                            format!(
-                                "API `{}` stage `{}` is reachable at the same host and path prefix `{prefix}` as API `{}`",
-                                a.name, st.name, config.apis[other.api as usize].name
-                            ),
-                        );
-                    }
-                    mounts.push(Mount {
-                        host: h.clone(),
-                        prefix: prefix.as_bytes().into(),
-                        api: ai as u32,
-                        stage: si as u32,
-                    });
-                }
-                let mut add_limit = |t: &Option<super::schema::ThrottleConfig>| {
-                    t.map(|t| {
-                        limits.push(Limit {
-                            rate: t.rate,
-                            burst: t.burst,
-                        });
-                        (limits.len() - 1) as u32
-                    })
-                };
-                let limit = add_limit(&st.throttle);
-                let route_limits = a.routes.iter().map(|r| add_limit(&r.throttle)).collect();
-                let key_required = a
-                    .routes
-                    .iter()
-                    .map(|r| r.api_key_required.unwrap_or(st.api_key_required))
-                    .collect();
-                let param_names: Vec<Vec<String>> = keys
-                    .iter()
-                    .map(|k| {
-                        k.as_ref()
-                            .map(|k| k.param_names().into_iter().map(String::from).collect())
-                            .unwrap_or_default()
-                    })
-                    .collect();
-                let (cache, route_cache) =
-                    super::caching::compile_stage(a, &apath, st, &spath, &param_names, &mut issue);
-                cache_used |= route_cache.iter().any(Option::is_some);
-                let counter_base = route_counters.len() as u32;
-                route_counters.extend(
-                    a.routes
-                        .iter()
-                        .map(|r| format!("{}/{} {}", a.name, st.name, r.key)),
-                );
-                stages.push(Stage {
-                    name: st.name.clone(),
-                    integrations,
-                    limit,
-                    route_limits,
-                    key_required,
-                    key_plans: HashMap::new(),
-                    counter_base,
-                    cache,
-                    route_cache,
-                });
-            }
-            apis.push(Api {
-                name: a.name.clone(),
-                routes,
-                route_keys: a.routes.iter().map(|r| r.key.clone()).collect(),
-                stages,
-            });
-        }
+        let super::apis::Compiled {
+            mut apis,
+            mounts,
+            route_counters,
+            cache_used,
+        } = super::apis::compile(config, t, &mut limits, &mut issue);
         if config.apis.is_empty() {
             issue("api".into(), "at least one [[api]] is required".into());
         }
