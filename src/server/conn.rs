@@ -16,6 +16,7 @@ use glommio::net::TcpStream;
 
 use super::buf::ReadBuf;
 use super::caching::{self, CacheStep, Capture};
+pub(super) use super::respond::RequestId;
 use super::shard::{Buffers, IdleState, Refusal, Shard};
 use crate::cache::store::CachedResponse;
 use crate::config::Snapshot;
@@ -39,8 +40,6 @@ pub(super) const COALESCE_LIMIT: usize = 16 * 1024;
 const LINGER_TIME: Duration = Duration::from_secs(2);
 /// ...and at most this many bytes.
 const LINGER_BYTES: usize = 1 << 20;
-/// Longest client-supplied request id accepted with `trust_request_id`.
-const MAX_REQUEST_ID: usize = 128;
 
 /// Why serving a connection stopped early; the connection just closes.
 #[derive(Debug, thiserror::Error)]
@@ -58,30 +57,6 @@ pub enum ConnError {
 pub(super) enum Next {
     KeepAlive,
     Close,
-}
-
-/// The request id of the current request.
-pub(super) struct RequestId {
-    bytes: [u8; MAX_REQUEST_ID],
-    len: usize,
-}
-
-impl RequestId {
-    pub(super) fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-
-    /// A new UUID-form id from the shard's generator.
-    fn generated(shard: &Shard) -> RequestId {
-        let mut uuid = [0u8; 36];
-        shard.request_id(&mut uuid);
-        let mut id = RequestId {
-            bytes: [0; MAX_REQUEST_ID],
-            len: 36,
-        };
-        id.bytes[..36].copy_from_slice(&uuid);
-        id
-    }
 }
 
 /// The facts about a request the pipeline needs after its head is consumed.
@@ -516,22 +491,14 @@ impl Conn {
 
     /// The request id: the client's if trusted and sane, else a new one.
     fn request_id(&self, snap: &Snapshot) -> RequestId {
-        let mut id = RequestId {
-            bytes: [0; MAX_REQUEST_ID],
-            len: 0,
-        };
         if snap.server.trust_request_id {
             let buf = self.rbuf.filled();
-            if let Some(h) = self.head.header(HeaderKind::RequestId) {
-                let v = h.value.of(buf);
-                if !v.is_empty()
-                    && v.len() <= MAX_REQUEST_ID
-                    && v.iter().all(|b| b.is_ascii_graphic())
-                {
-                    id.bytes[..v.len()].copy_from_slice(v);
-                    id.len = v.len();
-                    return id;
-                }
+            if let Some(id) = self
+                .head
+                .header(HeaderKind::RequestId)
+                .and_then(|h| RequestId::from_client(h.value.of(buf)))
+            {
+                return id;
             }
         }
         RequestId::generated(&self.shard)
@@ -588,82 +555,6 @@ impl Conn {
             Err(ConnError::Timeout) => Err(BodyError::Reject(408)),
             Err(e) => Err(BodyError::Conn(e)),
         }
-    }
-
-    pub(super) fn local_response(
-        &mut self,
-        snap: &Snapshot,
-        resp: &LocalResponse<'_>,
-        info: RequestInfo,
-        rid: &RequestId,
-    ) {
-        let meta = write::ResponseMeta {
-            client: info.version,
-            keep_alive: info.keep_alive,
-            request_id_header: &snap.server.request_id_header,
-            request_id: rid.as_bytes(),
-        };
-        let shard = self.shard.clone();
-        shard.with_date(|date| {
-            write::local_response(&mut self.wbuf, resp, date, &meta, info.head_request)
-        });
-    }
-
-    /// Counts and queues an error the gateway produced for this request.
-    pub(super) fn gateway_error(
-        &mut self,
-        snap: &Snapshot,
-        status: u16,
-        info: RequestInfo,
-        keep_alive: bool,
-        rid: &RequestId,
-    ) {
-        let errors = &self.shard.stats.gateway_errors;
-        errors.set(errors.get() + 1);
-        self.error_with_id(
-            snap,
-            status,
-            info.version,
-            keep_alive,
-            info.head_request,
-            rid,
-        );
-    }
-
-    /// Queues a gateway error response for the current request.
-    pub(super) fn error_with_id(
-        &mut self,
-        snap: &Snapshot,
-        status: u16,
-        version: Version,
-        keep_alive: bool,
-        head_request: bool,
-        rid: &RequestId,
-    ) {
-        let resp = LocalResponse {
-            status,
-            headers: write::error_headers(status),
-            body: write::error_body(status),
-        };
-        let info = RequestInfo {
-            version,
-            head_request,
-            keep_alive,
-            body: BodyKind::None,
-            expect_continue: false,
-            idempotent: false,
-            upgrade: false,
-        };
-        self.local_response(snap, &resp, info, rid);
-    }
-
-    /// Counts and queues an error for a request whose head could not be
-    /// parsed (or did not arrive in time): HTTP/1.1, then close.
-    fn error_response(&mut self, snap: &Snapshot, status: u16) {
-        let errors = &self.shard.stats.gateway_errors;
-        errors.set(errors.get() + 1);
-        let rid = RequestId::generated(&self.shard);
-        self.error_with_id(snap, status, Version::Http11, false, false, &rid);
     }
 
     /// Sends everything queued in the write buffer.

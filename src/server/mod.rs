@@ -5,6 +5,7 @@ pub mod buf;
 mod caching;
 mod conn;
 mod proxy;
+mod respond;
 pub mod shard;
 
 use std::os::fd::IntoRawFd;
