@@ -633,3 +633,37 @@ fn stale_if_error_covers_backend_5xx_and_hosts_and_upgrades_are_kept_apart() {
     c.send(b"GET /prod/x HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
     assert_eq!(c.read_response(false).expect("upgrade").text(), "answer 5");
 }
+
+#[test]
+fn hits_answer_304_to_a_matching_validator() {
+    let o = Origin::start(|_| {
+        Reply::Raw(
+            b"HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nLast-Modified: Tue, 24 Nov 2026 10:00:00 GMT\r\nCache-Control: max-age=600\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+                .to_vec(),
+        )
+    });
+    let gw = TestGateway::start(&one_route(o.addr, ""));
+    let mut c = gw.connect();
+    assert_eq!(get(&mut c, "/prod/x", "").text(), "hello");
+    // If-None-Match (weak comparison) matches: 304 with the validators.
+    c.send(b"GET /prod/x HTTP/1.1\r\nHost: t\r\nIf-None-Match: W/\"v1\"\r\n\r\n");
+    let r = c.read_response(true).expect("304");
+    assert_eq!(r.status, 304);
+    assert_eq!(r.header("etag"), Some("\"v1\""));
+    assert_eq!(r.header("cache-control"), Some("max-age=600"));
+    assert_eq!(r.header("content-type"), None);
+    // Another tag: the full answer.
+    let r = get(&mut c, "/prod/x", "If-None-Match: \"v0\"\r\n");
+    assert_eq!((r.status, r.text()), (200, "hello".to_string()));
+    // If-Modified-Since at or after Last-Modified: 304; before: 200.
+    c.send(b"GET /prod/x HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: Tue, 24 Nov 2026 10:00:00 GMT\r\n\r\n");
+    assert_eq!(c.read_response(true).expect("304").status, 304);
+    let r = get(
+        &mut c,
+        "/prod/x",
+        "If-Modified-Since: Mon, 23 Nov 2026 10:00:00 GMT\r\n",
+    );
+    assert_eq!(r.status, 200);
+    // The connection is still in step after bodiless 304s.
+    assert_eq!(get(&mut c, "/prod/x", "").text(), "hello");
+}

@@ -23,12 +23,8 @@ use crate::observe::counters::Counters;
 
 /// What the cache decided for a request.
 pub(super) enum CacheStep {
-    /// Serve this; `warn` adds a `warning` header (an unauthorized
-    /// `max-age=0` was ignored).
-    Hit {
-        entry: Arc<CachedResponse>,
-        warn: bool,
-    },
+    /// Serve this stored response.
+    Hit(Hit),
     /// Go to the backend; store the answer if `fill` is set (it holds the
     /// key's claim: concurrent misses wait for this request).
     Miss(Option<Fill>),
@@ -37,6 +33,78 @@ pub(super) enum CacheStep {
     /// An unauthorized `max-age=0` where the stage says fail: 403.
     Forbidden,
 }
+
+/// A stored response to serve, and how.
+pub(super) struct Hit {
+    pub entry: Arc<CachedResponse>,
+    /// Add a `warning` header: an unauthorized `max-age=0` was ignored.
+    pub warn: bool,
+    /// The client's validator matches: answer 304 Not Modified.
+    pub not_modified: bool,
+}
+
+impl Hit {
+    pub(super) fn new(entry: Arc<CachedResponse>, warn: bool) -> Hit {
+        Hit {
+            entry,
+            warn,
+            not_modified: false,
+        }
+    }
+}
+
+/// The value of header `name` in a stored header block.
+fn stored_header<'a>(block: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    block.split(|&b| b == b'\n').find_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let colon = memchr::memchr(b':', line)?;
+        line[..colon]
+            .eq_ignore_ascii_case(name)
+            .then(|| line[colon + 1..].trim_ascii())
+    })
+}
+
+/// RFC 9110 §13.1.1/§13.1.3: whether a request's `If-None-Match` (weak
+/// comparison) or, without it, `If-Modified-Since` says the client's copy
+/// of `entry` is current.
+fn not_modified(
+    entry: &CachedResponse,
+    if_none_match: Option<&[u8]>,
+    if_modified_since: Option<&[u8]>,
+) -> bool {
+    if entry.status != 200 {
+        return false;
+    }
+    let weak = |t: &[u8]| -> Vec<u8> { t.strip_prefix(b"W/").unwrap_or(t).to_vec() };
+    if let Some(inm) = if_none_match {
+        let Some(etag) = stored_header(&entry.headers, b"etag") else {
+            return false;
+        };
+        let etag = weak(etag);
+        return crate::http::tokens(inm).any(|t| t == b"*" || weak(t) == etag);
+    }
+    let (Some(ims), Some(lm)) = (
+        if_modified_since,
+        stored_header(&entry.headers, b"last-modified"),
+    ) else {
+        return false;
+    };
+    let date = |v: &[u8]| {
+        std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| httpdate::parse_http_date(s).ok())
+    };
+    matches!((date(ims), date(lm)), (Some(ims), Some(lm)) if lm <= ims)
+}
+
+/// Fields a 304 carries from the stored response (RFC 9110 §15.4.5).
+const NOT_MODIFIED_FIELDS: [&[u8]; 5] = [
+    b"etag",
+    b"cache-control",
+    b"expires",
+    b"vary",
+    b"content-location",
+];
 
 /// How to store the response to a miss. Holds the key's claim until
 /// dropped.
@@ -152,6 +220,19 @@ pub(super) async fn decide(
             step = look(kbuf);
         }
     }
+    if let CacheStep::Hit(hit) = &mut step {
+        let header = |name: &[u8]| {
+            head.headers
+                .iter()
+                .find(|h| h.name.of(buf).eq_ignore_ascii_case(name))
+                .map(|h| h.value.of(buf))
+        };
+        hit.not_modified = not_modified(
+            &hit.entry,
+            header(b"if-none-match"),
+            header(b"if-modified-since"),
+        );
+    }
     Some(step)
 }
 
@@ -238,7 +319,7 @@ pub(super) fn lookup(
         match found {
             Lookup::Fresh(entry) => {
                 counters.cache_lookup(counter, true);
-                return CacheStep::Hit { entry, warn };
+                return CacheStep::Hit(Hit::new(entry, warn));
             }
             Lookup::Stale(entry) => stale = Some(entry),
             Lookup::Miss => {}
@@ -268,7 +349,7 @@ pub(super) fn lookup(
         // it does, if allowed, else wait for it.
         if let Some(entry) = stale.filter(|e| within(e, rc.stale_while_revalidate)) {
             counters.cache_lookup(counter, true);
-            return CacheStep::Hit { entry, warn };
+            return CacheStep::Hit(Hit::new(entry, warn));
         }
         return CacheStep::Wait;
     }
@@ -489,17 +570,29 @@ impl Conn {
     pub(super) fn serve_cached(
         &mut self,
         snap: &Snapshot,
-        entry: &CachedResponse,
-        warn: bool,
+        hit: &Hit,
         info: RequestInfo,
         rid: &RequestId,
     ) {
+        let entry = &*hit.entry;
+        let warn = hit.warn;
         // The stored headers plus `Age` (RFC 9111 §4: a response served
         // from a cache says how old it is) and the warning, assembled in
         // the connection's scratch buffer (free during a hit).
         let mut block = std::mem::take(&mut self.ubuf);
         block.clear();
-        block.put_slice(&entry.headers);
+        if hit.not_modified {
+            for name in NOT_MODIFIED_FIELDS {
+                if let Some(v) = stored_header(&entry.headers, name) {
+                    block.put_slice(name);
+                    block.put_slice(b": ");
+                    block.put_slice(v);
+                    block.put_slice(b"\r\n");
+                }
+            }
+        } else {
+            block.put_slice(&entry.headers);
+        }
         if let Some(cache) = self.shard.cache.as_ref() {
             let now = cache.ns_at(self.shard.coarse_now());
             let age = now.saturating_sub(entry.stored_ns) / 1_000_000_000;
@@ -513,9 +606,9 @@ impl Conn {
         }
         let headers: &[u8] = &block;
         let resp = LocalResponse {
-            status: entry.status,
+            status: if hit.not_modified { 304 } else { entry.status },
             headers,
-            body: &entry.body,
+            body: if hit.not_modified { &[] } else { &entry.body },
         };
         let has_body = entry.status >= 200 && entry.status != 204 && entry.status != 304;
         if entry.body.len() >= ZERO_COPY_MIN && has_body && !info.head_request {

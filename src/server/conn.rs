@@ -383,7 +383,7 @@ impl Conn {
                     _ => None,
                 };
                 let local = match cached {
-                    Some(CacheStep::Hit { entry, warn }) => Some(Local::Cached(entry, warn)),
+                    Some(CacheStep::Hit(hit)) => Some(Local::Cached(hit)),
                     Some(CacheStep::Forbidden) => Some(Local::Refused(Refusal {
                         level: Level::Forbidden,
                         retry_after: 1,
@@ -461,7 +461,7 @@ impl Conn {
                 self.local_response(snap, &resp, info, &rid);
             }
             Local::Error(status) => self.gateway_error(snap, status, info, info.keep_alive, &rid),
-            Local::Cached(entry, warn) => self.serve_cached(snap, &entry, warn, info, &rid),
+            Local::Cached(hit) => self.serve_cached(snap, &hit, info, &rid),
             Local::Refused(refusal) => {
                 let (status, body) = match refusal.level {
                     Level::Forbidden => (403, write::error_body(403)),
@@ -575,8 +575,8 @@ impl Conn {
 
 enum Local<'a> {
     Mock(&'a crate::integration::MockIntegration),
-    /// A cache hit; `true` adds a warning that `max-age=0` was ignored.
-    Cached(std::sync::Arc<CachedResponse>, bool),
+    /// A cache hit.
+    Cached(caching::Hit),
     Error(u16),
     /// Refused by a guard: 403, or 429 (quota: `Limit Exceeded`).
     Refused(Refusal),

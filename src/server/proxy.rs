@@ -184,7 +184,7 @@ impl Conn {
                 let keep_alive = info.keep_alive && !body_cut && !self.shard.draining();
                 self.linger |= body_cut;
                 let info = RequestInfo { keep_alive, ..info };
-                self.serve_cached(snap, &entry, false, info, rid);
+                self.serve_cached(snap, &caching::Hit::new(entry, false), info, rid);
                 return Ok(if keep_alive {
                     Next::KeepAlive
                 } else {
@@ -280,7 +280,7 @@ impl Conn {
             // or timed-out backend.
             Some(entry) if matches!(status, 502 | 504) => {
                 let info = RequestInfo { keep_alive, ..info };
-                self.serve_cached(snap, &entry, false, info, rid);
+                self.serve_cached(snap, &caching::Hit::new(entry, false), info, rid);
             }
             _ => self.gateway_error(snap, status, info, keep_alive, rid),
         }
