@@ -61,6 +61,7 @@ fn benches(c: &mut Criterion) {
                 stored_ns: 0,
                 expires_ns: u64::MAX,
                 vary: None,
+                no_stale: false,
             },
         );
     }

@@ -667,3 +667,43 @@ fn hits_answer_304_to_a_matching_validator() {
     // The connection is still in step after bodiless 304s.
     assert_eq!(get(&mut c, "/prod/x", "").text(), "hello");
 }
+
+#[test]
+fn expires_bounds_the_ttl_and_must_revalidate_is_never_served_stale() {
+    let (o, _) = numbered(|i, req| {
+        let extra = if req.target.contains("expires") {
+            // Expires one second after Date.
+            "Date: Tue, 24 Nov 2026 10:00:00 GMT\r\nExpires: Tue, 24 Nov 2026 10:00:01 GMT\r\n"
+        } else if i == 1 {
+            "Cache-Control: max-age=1, must-revalidate\r\n"
+        } else {
+            ""
+        };
+        if req.target.contains("revalidate") && i > 1 {
+            return Reply::Close;
+        }
+        let body = format!("answer {i}");
+        Reply::Raw(
+            format!(
+                "HTTP/1.1 200 OK\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    });
+    let text = one_route(o.addr, "stale_if_error = \"60s\"")
+        .replace("key = \"GET /x\"", "key = \"GET /{p}\"")
+        .replace("/x\" }", "/{p}\" }");
+    let gw = TestGateway::start(&text);
+    let mut c = gw.connect();
+    // must-revalidate: after its max-age the backend is down, and the
+    // expired entry is not served despite stale_if_error.
+    assert_eq!(get(&mut c, "/prod/revalidate", "").text(), "answer 1");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(get(&mut c, "/prod/revalidate", "").status, 502);
+    // Expires one second after Date: stored for one second.
+    let a = get(&mut c, "/prod/expires", "").text();
+    assert_eq!(get(&mut c, "/prod/expires", "").text(), a);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_ne!(get(&mut c, "/prod/expires", "").text(), a);
+}

@@ -7,12 +7,12 @@ use crate::http::tokens;
 /// What a backend response's headers allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Storable {
-    /// `no-store`, `private`, `no-cache`, a `Set-Cookie` or a `Vary`: not
-    /// stored. (`Vary` entries are not supported yet: never stored rather
-    /// than served to the wrong client.)
+    /// `no-store`, `private` or `no-cache`: not stored.
     pub forbidden: bool,
     /// `s-maxage`, else `max-age`, in seconds.
     pub max_age: Option<u64>,
+    /// `must-revalidate` or `proxy-revalidate`: not to be served stale.
+    pub no_stale: bool,
 }
 
 impl Storable {
@@ -27,6 +27,8 @@ impl Storable {
             let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
             if is("no-store") || is("private") || is("no-cache") {
                 self.forbidden = true;
+            } else if is("must-revalidate") || is("proxy-revalidate") {
+                self.no_stale = true;
             } else if is("max-age") {
                 if let Some(v) = arg.and_then(seconds) {
                     self.max_age = Some(self.max_age.map_or(v, |m: u64| m.min(v)));
@@ -39,6 +41,24 @@ impl Storable {
             self.max_age = s_maxage;
         }
     }
+}
+
+/// Seconds an `Expires` date leaves after the response's `Date` (or
+/// `now_unix` without one): 0 when invalid or past (RFC 9111 §5.3: an
+/// invalid date means already expired).
+pub fn expires_in(expires: &[u8], date: Option<&[u8]>, now_unix: u64) -> u64 {
+    let parse = |v: &[u8]| {
+        std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| httpdate::parse_http_date(s.trim()).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+    };
+    let Some(exp) = parse(expires) else {
+        return 0;
+    };
+    let base = date.and_then(parse).unwrap_or(now_unix);
+    exp.saturating_sub(base)
 }
 
 fn seconds(v: &[u8]) -> Option<u64> {
@@ -81,7 +101,8 @@ mod tests {
             read("public, max-age=60"),
             Storable {
                 forbidden: false,
-                max_age: Some(60)
+                max_age: Some(60),
+                no_stale: false
             }
         );
         assert_eq!(read("max-age=60, s-maxage=10").max_age, Some(10));
@@ -91,6 +112,22 @@ mod tests {
             read("max-age=99999999999999999999999").max_age,
             Some(u64::MAX)
         );
+    }
+
+    #[test]
+    fn expires_counts_from_the_response_date() {
+        let date = b"Tue, 24 Nov 2026 10:00:00 GMT";
+        assert_eq!(
+            expires_in(b"Tue, 24 Nov 2026 10:01:00 GMT", Some(date), 0),
+            60
+        );
+        assert_eq!(
+            expires_in(b"Tue, 24 Nov 2026 09:00:00 GMT", Some(date), 0),
+            0
+        );
+        assert_eq!(expires_in(b"0", Some(date), 0), 0);
+        assert!(read("must-revalidate, max-age=5").no_stale);
+        assert!(!read("max-age=5").no_stale);
     }
 
     #[test]

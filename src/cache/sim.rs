@@ -151,6 +151,7 @@ fn object(id: u64) -> CachedResponse {
         stored_ns: 0,
         expires_ns: u64::MAX,
         vary: None,
+        no_stale: false,
     }
 }
 
@@ -199,6 +200,7 @@ pub fn fill_synthetic(cache: &super::Cache, count: usize, body: usize) {
                 stored_ns: 0,
                 expires_ns: u64::MAX,
                 vary: None,
+                no_stale: false,
             },
         );
     }

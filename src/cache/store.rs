@@ -49,6 +49,9 @@ pub struct CachedResponse {
     /// variant, stored under [`crate::cache::key::variant`] keys. Such an
     /// entry is never served itself.
     pub vary: Option<Box<[Box<[u8]>]>>,
+    /// `must-revalidate` / `proxy-revalidate`: never served past its TTL
+    /// (no stale-while-revalidate, no stale-if-error).
+    pub no_stale: bool,
 }
 
 impl CachedResponse {
@@ -464,6 +467,7 @@ mod tests {
             stored_ns: 0,
             expires_ns: expires,
             vary: None,
+            no_stale: false,
         }
     }
 

@@ -496,6 +496,7 @@ fn a_cache_flush_by_key_removes_one_entry() {
                 stored_ns: 0,
                 expires_ns: u64::MAX,
                 vary: None,
+                no_stale: false,
             },
         );
     }

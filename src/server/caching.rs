@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::conn::Conn;
 use super::conn::{RequestId, RequestInfo};
 use super::shard::Shard;
-use crate::cache::control::{wants_fresh, Storable};
+use crate::cache::control::{expires_in, wants_fresh, Storable};
 use crate::cache::key::{self, KeyInput};
 use crate::cache::store::{CachedResponse, Claim, Lookup, HIT_FOR_MISS_NS};
 use crate::cache::{Cache, TOKEN_HEADER};
@@ -149,6 +149,8 @@ pub(super) struct Capture {
     fill: Fill,
     /// The response's `Vary` header names, if any.
     vary: Option<Vec<Box<[u8]>>>,
+    /// `must-revalidate`: never served stale.
+    no_stale: bool,
     status: u16,
     headers: Bytes,
     body: BytesMut,
@@ -325,7 +327,9 @@ pub(super) fn lookup(
             Lookup::Miss => {}
         }
     }
-    let within = |e: &Arc<CachedResponse>, window| now < e.expires_ns.saturating_add(nanos(window));
+    let within = |e: &Arc<CachedResponse>, window| {
+        !e.no_stale && now < e.expires_ns.saturating_add(nanos(window))
+    };
     // A HEAD answer has no body to store; the next GET fills the entry.
     // Conditional and range requests are answered from the cache (a full
     // 200) but do not fill it: their answer may be a 304 or a 206.
@@ -409,12 +413,13 @@ pub(super) fn start(
 ) -> Option<Capture> {
     let capture = capture_of(&fill, buf, resp, max);
     match capture {
-        Some((vary, ttl_ns, expect)) => Some(Capture {
-            vary,
+        Some(st) => Some(Capture {
+            vary: st.vary,
             status: resp.status,
             headers: stored_headers(buf, resp),
-            body: BytesMut::with_capacity(expect.min(max)),
-            ttl_ns,
+            body: BytesMut::with_capacity(st.expect.min(max)),
+            ttl_ns: st.ttl_ns,
+            no_stale: st.no_stale,
             max,
             fill,
         }),
@@ -429,18 +434,13 @@ pub(super) fn start(
 
 /// Whether a response may be stored: its `Vary` names, TTL and expected
 /// body size.
-#[allow(clippy::type_complexity)]
-fn capture_of(
-    fill: &Fill,
-    buf: &[u8],
-    resp: &ResponseHead,
-    max: usize,
-) -> Option<(Option<Vec<Box<[u8]>>>, u64, usize)> {
+fn capture_of(fill: &Fill, buf: &[u8], resp: &ResponseHead, max: usize) -> Option<Storing> {
     if !fill.statuses.contains(&resp.status) {
         return None;
     }
     let mut ttl_ns = fill.ttl_ns;
     let mut vary = None;
+    let mut no_stale = false;
     // A response that sets a cookie is one client's: never stored, not
     // even where the stage ignores the backend's other cache headers.
     if resp
@@ -470,9 +470,24 @@ fn capture_of(
         if st.forbidden {
             return None;
         }
-        if let Some(age) = st.max_age {
+        // Without max-age/s-maxage, Expires (against the response's Date)
+        // bounds the TTL, as in NGINX.
+        let max_age = st.max_age.or_else(|| {
+            let find = |n: &[u8]| {
+                resp.headers
+                    .iter()
+                    .find(|h| h.name.of(buf).eq_ignore_ascii_case(n))
+                    .map(|h| h.value.of(buf))
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            find(b"expires").map(|e| expires_in(e, find(b"date"), now))
+        });
+        if let Some(age) = max_age {
             ttl_ns = ttl_ns.min(age.saturating_mul(1_000_000_000));
         }
+        no_stale = st.no_stale;
     }
     if ttl_ns == 0 {
         return None;
@@ -483,7 +498,22 @@ fn capture_of(
         BodyKind::None => 0,
         BodyKind::Chunked | BodyKind::UntilClose => 4096,
     };
-    Some((vary, ttl_ns, expect))
+    Some(Storing {
+        vary,
+        ttl_ns,
+        expect,
+        no_stale,
+    })
+}
+
+/// How a storable response is to be stored.
+struct Storing {
+    /// Its `Vary` header names, if any.
+    vary: Option<Vec<Box<[u8]>>>,
+    ttl_ns: u64,
+    /// Body bytes to reserve.
+    expect: usize,
+    no_stale: bool,
 }
 
 impl Capture {
@@ -515,6 +545,7 @@ impl Capture {
                 stored_ns: now,
                 expires_ns,
                 vary: Some(names.clone()),
+                no_stale: false,
             };
             cache.store.insert(hash, spec);
             let req = &self.fill.req_headers;
@@ -541,6 +572,7 @@ impl Capture {
             stored_ns: now,
             expires_ns,
             vary: None,
+            no_stale: self.no_stale,
         };
         if !cache.store.insert(hash, entry) {
             self.fill.unstorable = true;
