@@ -20,6 +20,7 @@ use super::conn::{
     read_into, write_all, BodyError, Conn, ConnError, Next, RequestId, RequestInfo, BODY_CHUNK,
     COALESCE_LIMIT,
 };
+use super::shard::Shard;
 use crate::config::Snapshot;
 use crate::http::chunked::{write_chunk_size, Chunk, ChunkedDecoder};
 use crate::http::response::{self, ResponseHead};
@@ -163,7 +164,7 @@ impl Conn {
             // The integration timeout covers the backend's work, which
             // starts once the whole request has been sent.
             let deadline = Instant::now() + integ.timeout;
-            match read_response_head(&mut up, &mut self.rhead, snap, info, deadline).await {
+            match read_response_head(&shard, &mut up, &mut self.rhead, snap, info, deadline).await {
                 Ok(()) => break up,
                 Err(HeadError::NothingReceived) if reused && retryable && !retried => {
                     retried = true;
@@ -393,7 +394,7 @@ impl Conn {
         remaining -= take as u64;
         while remaining > 0 {
             self.flush().await.map_err(RelayError::Client)?;
-            read_upstream(up, wait).await?;
+            read_upstream(&self.shard, up, wait).await?;
             let take = (up.rbuf.len() as u64).min(remaining) as usize;
             self.capture(&up.rbuf.filled()[..take]);
             if take as u64 == remaining {
@@ -437,7 +438,7 @@ impl Conn {
                 None => {
                     up.rbuf.consume(n);
                     self.flush().await.map_err(RelayError::Client)?;
-                    read_upstream(up, wait).await?;
+                    read_upstream(&self.shard, up, wait).await?;
                 }
             }
         }
@@ -458,7 +459,8 @@ impl Conn {
                 up.rbuf.consume(n);
             }
             self.flush().await.map_err(RelayError::Client)?;
-            match read_into(&mut up.stream, &mut up.rbuf, 16 * 1024, BODY_CHUNK, wait).await {
+            let deadline = Instant::now() + wait;
+            match read_backend(&self.shard, up, 16 * 1024, BODY_CHUNK, deadline).await {
                 Ok(0) => {
                     self.complete_capture();
                     if framing == Framing::Chunked {
@@ -585,15 +587,57 @@ async fn backend_spoke(up: &mut UpConn) -> SendError {
     }
 }
 
-async fn read_upstream(up: &mut UpConn, wait: Duration) -> Result<(), RelayError> {
-    match read_into(&mut up.stream, &mut up.rbuf, 16 * 1024, BODY_CHUNK, wait).await {
+async fn read_upstream(shard: &Shard, up: &mut UpConn, wait: Duration) -> Result<(), RelayError> {
+    let deadline = Instant::now() + wait;
+    match read_backend(shard, up, 16 * 1024, BODY_CHUNK, deadline).await {
         Ok(0) | Err(_) => Err(RelayError::Upstream),
         Ok(_) => Ok(()),
     }
 }
 
+/// Reads from a backend into its buffer, failing with a timeout once
+/// `deadline` passes; bytes already waiting are read at once. No timer:
+/// the shard's tick enforces the deadline ([`Shard::watch_backend`]).
+async fn read_backend(
+    shard: &Shard,
+    up: &mut UpConn,
+    min: usize,
+    max_total: usize,
+    deadline: Instant,
+) -> Result<usize, ConnError> {
+    use futures_lite::AsyncReadExt;
+    use std::os::fd::AsRawFd;
+    let fd = up.stream.as_raw_fd();
+    let spare = up.rbuf.spare(min, max_total);
+    if spare.is_empty() {
+        return Err(ConnError::Io(std::io::Error::other("read buffer full")));
+    }
+    let mut read = up.stream.read(spare);
+    let ready = futures_lite::future::poll_once(&mut read).await;
+    let result = match ready {
+        Some(r) => r,
+        None => {
+            if Instant::now() >= deadline {
+                return Err(ConnError::Timeout);
+            }
+            let _watch = shard.watch_backend(fd, deadline);
+            read.await
+        }
+    };
+    match result {
+        // End-of-file after the deadline is the tick's shutdown.
+        Ok(0) | Err(_) if Instant::now() >= deadline => Err(ConnError::Timeout),
+        Ok(n) => {
+            up.rbuf.commit(n);
+            Ok(n)
+        }
+        Err(e) => Err(ConnError::Io(e)),
+    }
+}
+
 /// Reads until a final (non-1xx) response head is buffered in `up.rbuf`.
 async fn read_response_head(
+    shard: &Shard,
     up: &mut UpConn,
     rhead: &mut ResponseHead,
     snap: &Snapshot,
@@ -630,13 +674,8 @@ async fn read_response_head(
                 Err(_) => return Err(HeadError::Bad),
             }
         }
-        let Some(wait) = deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-        else {
-            return Err(HeadError::Timeout);
-        };
-        match read_into(&mut up.stream, &mut up.rbuf, 4096, max + 4096, wait).await {
+        // read_backend times out once the deadline has passed.
+        match read_backend(shard, up, 4096, max + 4096, deadline).await {
             Ok(0) | Err(ConnError::Io(_)) | Err(ConnError::Closed) if !received => {
                 return Err(HeadError::NothingReceived)
             }

@@ -111,6 +111,28 @@ impl IdleState {
     }
 }
 
+/// A backend read that must end by `deadline`.
+struct WaitSlot {
+    fd: RawFd,
+    deadline: Instant,
+    expired: bool,
+}
+
+/// Unwatches a backend read when dropped (also when its future is).
+pub struct BackendWatch<'a> {
+    shard: &'a Shard,
+    slot: usize,
+}
+
+impl Drop for BackendWatch<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.shard.waits.borrow_mut().get_mut(self.slot) {
+            *s = None;
+            self.shard.free_waits.borrow_mut().push(self.slot);
+        }
+    }
+}
+
 /// A connection known to the shard, for keep-alive expiry and draining.
 struct ConnSlot {
     fd: RawFd,
@@ -135,6 +157,9 @@ pub struct Shard {
     date: RefCell<[u8; 29]>,
     conns: RefCell<Vec<Option<ConnSlot>>>,
     free_slots: RefCell<Vec<usize>>,
+    /// Backend reads waiting with a deadline (see [`Shard::watch_backend`]).
+    waits: RefCell<Vec<Option<WaitSlot>>>,
+    free_waits: RefCell<Vec<usize>>,
     buffers: RefCell<Vec<Buffers>>,
     /// This shard's leases of every throttle limit (None: no limits).
     throttle: RefCell<Option<ShardThrottle>>,
@@ -164,6 +189,8 @@ impl Shard {
             date: RefCell::new([b' '; 29]),
             conns: RefCell::new(Vec::new()),
             free_slots: RefCell::new(Vec::new()),
+            waits: RefCell::new(Vec::new()),
+            free_waits: RefCell::new(Vec::new()),
             buffers: RefCell::new(Vec::new()),
             throttle: RefCell::new(guards.throttle),
             client_ip: guards.client_ip,
@@ -418,9 +445,49 @@ impl Shard {
     /// Advances the coarse clock and closes keep-alive connections idle past
     /// their deadline: shutting down the read side makes their pending read
     /// return end-of-file, and the connection task closes normally.
+    /// Watches a backend read on `fd` that must end by `deadline`: the
+    /// shard's tick shuts the socket's read side once it passes, so the
+    /// read returns end-of-file and the caller reports a timeout. This
+    /// replaces a timer per backend wait (arming and cancelling one cost
+    /// io_uring submissions per proxied request); deadlines are kept to
+    /// within one tick.
+    pub fn watch_backend(&self, fd: RawFd, deadline: Instant) -> BackendWatch<'_> {
+        let slot = WaitSlot {
+            fd,
+            deadline,
+            expired: false,
+        };
+        let mut waits = self.waits.borrow_mut();
+        let i = match self.free_waits.borrow_mut().pop() {
+            Some(i) => {
+                waits[i] = Some(slot);
+                i
+            }
+            None => {
+                waits.push(Some(slot));
+                waits.len() - 1
+            }
+        };
+        BackendWatch {
+            shard: self,
+            slot: i,
+        }
+    }
+
     pub fn expire_idle(&self, now: Instant) {
         self.coarse_now.set(now);
         self.refresh_date();
+        for w in self.waits.borrow_mut().iter_mut().flatten() {
+            if !w.expired && w.deadline <= now {
+                w.expired = true;
+                // SAFETY: shutdown(2) on the fd of a backend stream that
+                // outlives its watch (the watch borrows the read that
+                // borrows the stream, and unwatches when dropped).
+                unsafe {
+                    libc::shutdown(w.fd, libc::SHUT_RD);
+                }
+            }
+        }
         for slot in self.conns.borrow().iter().flatten() {
             if slot.idle.idle.get() && slot.idle.deadline.get() <= now {
                 slot.idle.idle.set(false);
