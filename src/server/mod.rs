@@ -64,8 +64,23 @@ pub async fn run_shard(
     // sends new connections to shards (or processes) still listening.
     drop(accept_tasks);
     shard.begin_drain();
+    // The tick keeps running while in-flight requests finish: it enforces
+    // backend deadlines and keeps the Date header current.
+    let ticking = async {
+        loop {
+            glommio::timer::sleep(tick).await;
+            shard.throttle_tick();
+            shard.expire_idle(Instant::now());
+        }
+    };
     let _ = glommio::timer::timeout(drain, async {
-        let _ = gate.close().await;
+        futures_lite::future::or(
+            async {
+                let _ = gate.close().await;
+            },
+            ticking,
+        )
+        .await;
         Ok(())
     })
     .await;
