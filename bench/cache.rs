@@ -62,6 +62,7 @@ fn benches(c: &mut Criterion) {
                 expires_ns: u64::MAX,
                 vary: None,
                 no_stale: false,
+                initial_age: 0,
             },
         );
     }

@@ -707,3 +707,40 @@ fn expires_bounds_the_ttl_and_must_revalidate_is_never_served_stale() {
     std::thread::sleep(Duration::from_millis(1100));
     assert_ne!(get(&mut c, "/prod/expires", "").text(), a);
 }
+
+#[test]
+fn large_not_modified_hits_send_no_body_and_backend_age_counts() {
+    let body = "z".repeat(40_000);
+    let b2 = body.clone();
+    let o = Origin::start(move |_| {
+        Reply::Raw(
+            format!(
+                "HTTP/1.1 200 OK\r\nETag: \"big\"\r\nAge: 5\r\nCache-Control: max-age=600\r\nContent-Length: {}\r\n\r\n{b2}",
+                b2.len()
+            )
+            .into_bytes(),
+        )
+    });
+    let text = one_route(o.addr, "")
+        .replace("capacity = \"1MB\"", "capacity = \"4MB\"")
+        .replace("max_entry_bytes = 2048", "max_entry_bytes = 200000");
+    let gw = TestGateway::start(&text);
+    let mut c = gw.connect();
+    assert_eq!(get(&mut c, "/prod/x", "").text(), body);
+    c.send(b"GET /prod/x HTTP/1.1\r\nHost: t\r\nIf-None-Match: \"big\"\r\n\r\n");
+    let r = c.read_response(true).expect("304");
+    assert_eq!(r.status, 304);
+    // In step: the next answer on the connection is the full hit, with
+    // one Age that includes the backend's 5 s.
+    let r = get(&mut c, "/prod/x", "");
+    assert_eq!(r.text(), body);
+    assert_eq!(
+        r.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("age"))
+            .count(),
+        1
+    );
+    let age: u64 = r.header("age").and_then(|a| a.parse().ok()).expect("age");
+    assert!((5..=6).contains(&age), "age {age}");
+}

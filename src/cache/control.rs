@@ -39,6 +39,8 @@ impl Storable {
         }
         if s_maxage.is_some() {
             self.max_age = s_maxage;
+            // RFC 9111 §5.2.2.10: s-maxage implies proxy-revalidate.
+            self.no_stale = true;
         }
     }
 }

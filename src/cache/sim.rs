@@ -152,6 +152,7 @@ fn object(id: u64) -> CachedResponse {
         expires_ns: u64::MAX,
         vary: None,
         no_stale: false,
+        initial_age: 0,
     }
 }
 
@@ -201,6 +202,7 @@ pub fn fill_synthetic(cache: &super::Cache, count: usize, body: usize) {
                 expires_ns: u64::MAX,
                 vary: None,
                 no_stale: false,
+                initial_age: 0,
             },
         );
     }

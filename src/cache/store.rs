@@ -52,6 +52,8 @@ pub struct CachedResponse {
     /// `must-revalidate` / `proxy-revalidate`: never served past its TTL
     /// (no stale-while-revalidate, no stale-if-error).
     pub no_stale: bool,
+    /// The backend's `Age` when stored, seconds: added to the age sent.
+    pub initial_age: u64,
 }
 
 impl CachedResponse {
@@ -468,6 +470,7 @@ mod tests {
             expires_ns: expires,
             vary: None,
             no_stale: false,
+            initial_age: 0,
         }
     }
 

@@ -497,6 +497,7 @@ fn a_cache_flush_by_key_removes_one_entry() {
                 expires_ns: u64::MAX,
                 vary: None,
                 no_stale: false,
+                initial_age: 0,
             },
         );
     }

@@ -151,6 +151,8 @@ pub(super) struct Capture {
     vary: Option<Vec<Box<[u8]>>>,
     /// `must-revalidate`: never served stale.
     no_stale: bool,
+    /// The backend's Age, seconds.
+    initial_age: u64,
     status: u16,
     headers: Bytes,
     body: BytesMut,
@@ -384,14 +386,18 @@ pub(super) fn lookup(
 }
 
 /// Headers a stored response keeps: end-to-end ones, without framing,
-/// Date (written fresh on every hit) or the request id.
+/// Date (written fresh on every hit), Age (computed on every hit) or the
+/// request id.
 fn stored_headers(buf: &[u8], resp: &ResponseHead) -> Bytes {
     let mut out = BytesMut::new();
     for h in &resp.headers {
         let keep = match h.kind {
             HeaderKind::ContentLength | HeaderKind::RequestId => false,
             k if k.is_hop_by_hop() => false,
-            _ => !h.name.of(buf).eq_ignore_ascii_case(b"date"),
+            _ => {
+                let name = h.name.of(buf);
+                !name.eq_ignore_ascii_case(b"date") && !name.eq_ignore_ascii_case(b"age")
+            }
         };
         if keep {
             out.put_slice(h.name.of(buf));
@@ -414,6 +420,7 @@ pub(super) fn start(
     let capture = capture_of(&fill, buf, resp, max);
     match capture {
         Some(st) => Some(Capture {
+            initial_age: received_age(buf, resp),
             vary: st.vary,
             status: resp.status,
             headers: stored_headers(buf, resp),
@@ -484,8 +491,11 @@ fn capture_of(fill: &Fill, buf: &[u8], resp: &ResponseHead, max: usize) -> Optio
                 .map_or(0, |d| d.as_secs());
             find(b"expires").map(|e| expires_in(e, find(b"date"), now))
         });
+        // What the backend's Age already used of its freshness (RFC 9111
+        // §4.2.3) does not count again.
         if let Some(age) = max_age {
-            ttl_ns = ttl_ns.min(age.saturating_mul(1_000_000_000));
+            let left = age.saturating_sub(received_age(buf, resp));
+            ttl_ns = ttl_ns.min(left.saturating_mul(1_000_000_000));
         }
         no_stale = st.no_stale;
     }
@@ -504,6 +514,16 @@ fn capture_of(fill: &Fill, buf: &[u8], resp: &ResponseHead, max: usize) -> Optio
         expect,
         no_stale,
     })
+}
+
+/// The backend's `Age` header, seconds (0 when absent or invalid).
+fn received_age(buf: &[u8], resp: &ResponseHead) -> u64 {
+    resp.headers
+        .iter()
+        .find(|h| h.name.of(buf).eq_ignore_ascii_case(b"age"))
+        .and_then(|h| std::str::from_utf8(h.value.of(buf)).ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// How a storable response is to be stored.
@@ -546,6 +566,7 @@ impl Capture {
                 expires_ns,
                 vary: Some(names.clone()),
                 no_stale: false,
+                initial_age: 0,
             };
             cache.store.insert(hash, spec);
             let req = &self.fill.req_headers;
@@ -573,6 +594,7 @@ impl Capture {
             expires_ns,
             vary: None,
             no_stale: self.no_stale,
+            initial_age: self.initial_age,
         };
         if !cache.store.insert(hash, entry) {
             self.fill.unstorable = true;
@@ -627,7 +649,7 @@ impl Conn {
         }
         if let Some(cache) = self.shard.cache.as_ref() {
             let now = cache.ns_at(self.shard.coarse_now());
-            let age = now.saturating_sub(entry.stored_ns) / 1_000_000_000;
+            let age = now.saturating_sub(entry.stored_ns) / 1_000_000_000 + entry.initial_age;
             let mut n = itoa::Buffer::new();
             block.put_slice(b"age: ");
             block.put_slice(n.format(age).as_bytes());
@@ -642,7 +664,8 @@ impl Conn {
             headers,
             body: if hit.not_modified { &[] } else { &entry.body },
         };
-        let has_body = entry.status >= 200 && entry.status != 204 && entry.status != 304;
+        let has_body =
+            !hit.not_modified && entry.status >= 200 && entry.status != 204 && entry.status != 304;
         if entry.body.len() >= ZERO_COPY_MIN && has_body && !info.head_request {
             // Head now (its Content-Length from the body), body straight
             // from the cache's shared bytes at the next flush.

@@ -620,13 +620,17 @@ async fn read_backend(
             if Instant::now() >= deadline {
                 return Err(ConnError::Timeout);
             }
-            let _watch = shard.watch_backend(fd, deadline);
-            read.await
+            let watch = shard.watch_backend(fd, deadline);
+            let r = read.await;
+            // Shut down by the tick: a timeout, even if bytes came in
+            // with it (the connection is dropped, never pooled).
+            if watch.fired() {
+                return Err(ConnError::Timeout);
+            }
+            r
         }
     };
     match result {
-        // End-of-file after the deadline is the tick's shutdown.
-        Ok(0) | Err(_) if Instant::now() >= deadline => Err(ConnError::Timeout),
         Ok(n) => {
             up.rbuf.commit(n);
             Ok(n)

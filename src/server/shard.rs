@@ -124,6 +124,20 @@ pub struct BackendWatch<'a> {
     slot: usize,
 }
 
+impl BackendWatch<'_> {
+    /// Whether the tick shut the read down (its deadline passed): the
+    /// read's outcome is then a timeout, whatever it returned, and the
+    /// connection must not be used again.
+    pub fn fired(&self) -> bool {
+        self.shard
+            .waits
+            .borrow()
+            .get(self.slot)
+            .and_then(Option::as_ref)
+            .is_some_and(|w| w.expired)
+    }
+}
+
 impl Drop for BackendWatch<'_> {
     fn drop(&mut self) {
         if let Some(s) = self.shard.waits.borrow_mut().get_mut(self.slot) {
@@ -480,9 +494,11 @@ impl Shard {
         for w in self.waits.borrow_mut().iter_mut().flatten() {
             if !w.expired && w.deadline <= now {
                 w.expired = true;
-                // SAFETY: shutdown(2) on the fd of a backend stream that
-                // outlives its watch (the watch borrows the read that
-                // borrows the stream, and unwatches when dropped).
+                // SAFETY: shutdown(2) on the fd of a live backend stream:
+                // a watch exists only as a local of `read_backend` while it
+                // awaits a read on that stream (which it borrows), and
+                // unwatches when dropped, also on cancellation, before the
+                // stream can be closed.
                 unsafe {
                     libc::shutdown(w.fd, libc::SHUT_RD);
                 }
