@@ -79,6 +79,9 @@ fn print_config_error(e: &ConfigError) {
 fn check(path: &Path, profile: Option<&Path>) -> ExitCode {
     match config::load_with_profile(path, profile, &Host::detect()) {
         Ok(snap) => {
+            for w in &snap.warnings {
+                println!("warning: {w}");
+            }
             let routes: usize = snap.apis.iter().map(|a| a.routes.len()).sum();
             println!(
                 "{}: OK ({} API(s), {} route(s), {} listener(s), {} shard(s))",
@@ -105,6 +108,9 @@ fn run(path: &Path, profile: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for w in &snap.warnings {
+        eprintln!("tollgate: warning: {w}");
+    }
     let cores = snap.server.cores.clone();
     // Handlers first: a signal that arrives once "listening" is printed
     // must drain, not kill the process with the default action.

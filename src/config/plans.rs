@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use super::schema::Config;
 use super::snapshot::{Api, Limit};
+use super::ConfigIssue;
 use crate::auth::api_key::{self, KeyId, KeyTable};
 use crate::throttle::quota::Period;
 
@@ -39,6 +40,7 @@ pub(super) fn build(
     apis: &mut [Api],
     limits: &mut Vec<Limit>,
     issue: &mut impl FnMut(String, String),
+    warnings: &mut Vec<ConfigIssue>,
 ) -> (KeyTable, Vec<QuotaInfo>) {
     let mut keys = KeyTable::default();
     for (i, k) in config.api_keys.iter().enumerate() {
@@ -110,7 +112,18 @@ pub(super) fn build(
         let mut stages = Vec::new();
         for (si, s) in plan.stages.iter().enumerate() {
             match find_stage(apis, s) {
-                Some(found) => stages.push(found),
+                Some(found) => {
+                    let (a, st) = found;
+                    if !apis[a].stages[st].key_required.iter().any(|&k| k) {
+                        warnings.push(ConfigIssue {
+                            path: format!("{path}.stages[{si}]"),
+                            reason: format!(
+                                "no route of `{s}` requires an API key, so this plan meters nothing there (set api_key_required on the stage or its routes)"
+                            ),
+                        });
+                    }
+                    stages.push(found)
+                }
                 None => issue(
                     format!("{path}.stages[{si}]"),
                     format!("`{s}` is not an `API/STAGE` of this configuration"),

@@ -154,6 +154,9 @@ pub struct Snapshot {
     pub route_counters: Vec<String>,
     /// The shared response cache, if any stage caches.
     pub cache: Option<CacheSpec>,
+    /// Settings that are valid but probably not what was meant; printed by
+    /// `tollgate check` and `tollgate run`.
+    pub warnings: Vec<ConfigIssue>,
 }
 
 impl Snapshot {
@@ -419,7 +422,9 @@ impl Snapshot {
         if config.apis.is_empty() {
             issue("api".into(), "at least one [[api]] is required".into());
         }
-        let (keys, quotas) = super::plans::build(config, &mut apis, &mut limits, &mut issue);
+        let mut warnings = Vec::new();
+        let (keys, quotas) =
+            super::plans::build(config, &mut apis, &mut limits, &mut issue, &mut warnings);
         if th.quota_flush_interval.is_zero() {
             issue(
                 "server.throttle.quota_flush_interval".into(),
@@ -481,6 +486,7 @@ impl Snapshot {
             client_ip,
             route_counters,
             cache,
+            warnings,
         })
     }
 }

@@ -536,3 +536,29 @@ cache = { statuses = [200, 206, 304], stale_if_error = "2d" }
         assert!(got.iter().any(|p| p == want), "{want} missing from {got:?}");
     }
 }
+
+#[test]
+fn a_plan_on_a_stage_without_key_routes_is_a_warning() {
+    let text = format!(
+        r#"{PLANS}
+[[api.stage]]
+name = "open"
+[[api_key]]
+name = "alice"
+value = "alice-key-0123456789abcdef"
+[[usage_plan]]
+name = "p"
+stages = ["pets/prod", "pets/open"]
+keys = ["alice"]
+"#
+    );
+    // `open` is a second stage of `pets`; GET /pets requires a key only
+    // where the stage says so (prod), and no route does in `open`.
+    let snap = build(&text).expect("valid");
+    let paths: Vec<&str> = snap.warnings.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(paths, vec!["usage_plan[0].stages[1]"]);
+    assert!(build(include_str!("../../config.toml"))
+        .expect("bundled")
+        .warnings
+        .is_empty());
+}
