@@ -71,8 +71,11 @@ pub struct FileKey {
 
 /// Parses a key file: one key per line, `NAME VALUE` or
 /// `NAME sha256:HEX`; blank lines and lines starting with `#` are skipped.
-pub fn parse_key_file(text: &str) -> Result<Vec<FileKey>, KeyError> {
+///
+/// Every bad line is reported, not only the first.
+pub fn parse_key_file(text: &str) -> Result<Vec<FileKey>, Vec<KeyError>> {
     let mut keys = Vec::new();
+    let mut errors = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -84,20 +87,31 @@ pub fn parse_key_file(text: &str) -> Result<Vec<FileKey>, KeyError> {
         };
         let mut parts = line.split_whitespace();
         let (Some(name), Some(value), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(err("expected `NAME VALUE` or `NAME sha256:HEX`".to_string()));
+            errors.push(err("expected `NAME VALUE` or `NAME sha256:HEX`".to_string()));
+            continue;
         };
         let digest = match value.strip_prefix("sha256:") {
             Some(hex_text) => parse_digest(hex_text),
             None => digest_of_value(value),
-        }
-        .map_err(|e| err(format!("key `{name}`: {e}")))?;
+        };
+        let digest = match digest {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(err(format!("key `{name}`: {e}")));
+                continue;
+            }
+        };
         keys.push(FileKey {
             name: name.to_string(),
             digest,
             line: i + 1,
         });
     }
-    Ok(keys)
+    if errors.is_empty() {
+        Ok(keys)
+    } else {
+        Err(errors)
+    }
 }
 
 /// The configured keys, by digest.
@@ -212,12 +226,15 @@ mod tests {
         assert_eq!(keys[1].digest, [7u8; 32]);
         assert_eq!(
             parse_key_file("alice\n"),
-            Err(KeyError::File {
+            Err(vec![KeyError::File {
                 line: 1,
                 reason: "expected `NAME VALUE` or `NAME sha256:HEX`".into()
-            })
+            }])
         );
-        let e = parse_key_file("# c\nbob tooshort\n").expect_err("short");
-        assert!(matches!(e, KeyError::File { line: 2, .. }), "{e:?}");
+        let e = parse_key_file("# c\nbob tooshort\nok-key value-0123456789abcdefgh\ncarol x y\n")
+            .expect_err("bad lines");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(matches!(e[0], KeyError::File { line: 2, .. }), "{e:?}");
+        assert!(matches!(e[1], KeyError::File { line: 4, .. }), "{e:?}");
     }
 }

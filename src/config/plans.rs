@@ -77,13 +77,17 @@ pub(super) fn build(
         match std::fs::read_to_string(file) {
             Err(e) => issue(path, format!("cannot read {}: {e}", file.display())),
             Ok(text) => match api_key::parse_key_file(&text) {
-                Err(e) => issue(path, format!("{}: {e}", file.display())),
+                Err(errors) => {
+                    for e in errors {
+                        issue(path.clone(), format!("{}: {e}", file.display()));
+                    }
+                }
                 Ok(list) => {
                     for k in list {
                         if let Err(e) = keys.insert(&k.name, k.digest) {
                             issue(
                                 path.clone(),
-                                format!("{}: key `{}` {e}", file.display(), k.name),
+                                format!("{}: line {}: {e}", file.display(), k.line),
                             );
                         }
                     }
