@@ -5,7 +5,6 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -308,9 +307,7 @@ fn keyed_status(addr: SocketAddr) -> u16 {
 
 #[test]
 fn quota_counts_survive_kill_9_after_a_flush() {
-    let state = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("state-kill9-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&state);
+    let state = state_dir("kill9");
     let cfg = quota_config(&state, 2, 5, "DAY");
     {
         let mut gw = Running::start(&cfg);
@@ -331,9 +328,7 @@ fn quota_counts_survive_kill_9_after_a_flush() {
 
 #[test]
 fn quota_counts_survive_sigterm_at_once() {
-    let state = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("state-term-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&state);
+    let state = state_dir("term");
     let cfg = quota_config(&state, 2, 5, "DAY");
     {
         let mut gw = Running::start(&cfg);

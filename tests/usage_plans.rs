@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{Client, Origin, TestGateway};
@@ -21,12 +20,6 @@ fn get(c: &mut Client, path: &str, key: Option<&str>) -> common::Resp {
         .unwrap_or_default();
     c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n{key}\r\n").as_bytes());
     c.read_response(false).expect("response")
-}
-
-fn state_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tollgate-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
 }
 
 /// An API `pets` whose stage `prod` requires a key except on GET /open,
@@ -85,7 +78,7 @@ fn sha256_hex(s: &str) -> String {
 #[test]
 fn keys_are_required_checked_and_bound_to_stages_by_plans() {
     let origin = Origin::ok("pets");
-    let state = state_dir("keys");
+    let state = common::state_dir("keys");
     let plans = r#"
 [[usage_plan]]
 name = "basic"
@@ -148,7 +141,7 @@ keys = ["alice", "bob"]
 #[test]
 fn each_key_has_its_own_throttle_and_a_throttled_request_spends_no_quota() {
     let origin = Origin::ok("pets");
-    let state = state_dir("key-throttle");
+    let state = common::state_dir("key-throttle");
     let plans = r#"
 [[usage_plan]]
 name = "basic"
@@ -192,7 +185,7 @@ quota = { limit = 100, period = "DAY" }
 #[test]
 fn a_quota_refuses_with_limit_exceeded_and_offset_counts_in_the_first_period() {
     let origin = Origin::ok("pets");
-    let state = state_dir("quota");
+    let state = common::state_dir("quota");
     let plans = r#"
 [[usage_plan]]
 name = "small"
@@ -238,7 +231,7 @@ quota = { limit = 5, period = "MONTH", offset = 3 }
 
 #[test]
 fn a_quota_holds_exactly_across_two_shards() {
-    let state = state_dir("quota-shards");
+    let state = common::state_dir("quota-shards");
     let text = common::quota_config(&state, 2, 300, "WEEK");
     let gw = TestGateway::start(&text);
     let addr = gw.addr;
@@ -274,7 +267,7 @@ fn a_quota_holds_exactly_across_two_shards() {
 #[test]
 fn quota_counts_survive_a_restart() {
     let origin = Origin::ok("pets");
-    let state = state_dir("restart");
+    let state = common::state_dir("restart");
     let plans = r#"
 [[usage_plan]]
 name = "small"
@@ -302,7 +295,7 @@ quota = { limit = 5, period = "DAY" }
 #[test]
 fn the_client_ip_level_limits_each_address_and_comes_first() {
     let origin = Origin::ok("pets");
-    let state = state_dir("client-ip");
+    let state = common::state_dir("client-ip");
     let gw = TestGateway::start(&config(
         origin.addr,
         "",
@@ -332,7 +325,7 @@ fn the_client_ip_level_limits_each_address_and_comes_first() {
 #[test]
 fn a_request_refused_by_its_quota_spends_nothing_at_shared_levels() {
     let origin = Origin::ok("pets");
-    let state = state_dir("refund");
+    let state = common::state_dir("refund");
     let plans = r#"
 [[usage_plan]]
 name = "tiny"

@@ -503,3 +503,10 @@ pub fn keyed_get(addr: SocketAddr) -> Resp {
     c.send(format!("GET /prod/x HTTP/1.1\r\nHost: t\r\nx-api-key: {QUOTA_KEY}\r\n\r\n").as_bytes());
     c.read_response(false).expect("response")
 }
+
+/// An empty state directory for a test, unique to this process.
+pub fn state_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("tollgate-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
