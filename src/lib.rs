@@ -2,6 +2,7 @@
 //!
 //! See `docs/architecture.md` for the module map and request pipeline.
 
+pub mod admin;
 pub mod auth;
 pub mod cache;
 pub mod config;

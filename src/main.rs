@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use tollgate::config::{self, ConfigError, Host};
@@ -45,6 +45,21 @@ enum Command {
     },
     /// Inspect this host and print a tuning profile with warnings.
     Tune,
+    /// Ask a running gateway to load its configuration file again (through
+    /// its admin listener, `POST /reload`). Same as SIGHUP, but prints the
+    /// outcome: what changed, or every error while the old configuration
+    /// keeps running.
+    Reload {
+        /// The gateway's config.toml: the admin address and token are read
+        /// from it (`server.admin`).
+        config: Option<PathBuf>,
+        /// Admin address, instead of reading it from CONFIG.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        /// Admin bearer token (or TOLLGATE_ADMIN_TOKEN).
+        #[arg(long, env = "TOLLGATE_ADMIN_TOKEN")]
+        token: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -52,6 +67,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config, profile } => check(&config, profile.as_deref()),
         Command::Run { config, profile } => run(&config, profile.as_deref()),
+        Command::Reload {
+            config,
+            admin,
+            token,
+        } => reload(config.as_deref(), admin, token),
         Command::Tune => {
             let report = tollgate::tune::inspect();
             let rec = tollgate::tune::recommend(&report);
@@ -112,9 +132,10 @@ fn run(path: &Path, profile: Option<&Path>) -> ExitCode {
         eprintln!("tollgate: warning: {w}");
     }
     let cores = snap.server.cores.clone();
+    let admin_settings = snap.server.admin.clone();
     // Handlers first: a signal that arrives once "listening" is printed
     // must drain, not kill the process with the default action.
-    let signals = Signals::new([SIGTERM, SIGINT]);
+    let signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1]);
     let gateway = match runtime::start(snap) {
         Ok(g) => g,
         Err(e) => {
@@ -122,19 +143,54 @@ fn run(path: &Path, profile: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let stopper = gateway.stopper();
+    let control = gateway.control();
+    control.set_source(path.to_path_buf(), profile.map(Path::to_path_buf));
+    let admin = match admin_settings
+        .map(|a| tollgate::admin::start(control.clone(), &a).map_err(|e| (a.addr, e)))
+    {
+        Some(Ok(a)) => Some(a),
+        Some(Err((addr, e))) => {
+            eprintln!("tollgate: cannot start the admin listener on {addr}: {e} (set server.admin.addr, or enabled = false)");
+            gateway.stop();
+            gateway.join();
+            return ExitCode::FAILURE;
+        }
+        None => None,
+    };
     match signals {
         Ok(mut signals) => {
+            let control = control.clone();
             std::thread::spawn(move || {
-                let mut first = true;
+                let mut stopping = false;
                 for sig in signals.forever() {
-                    if first {
-                        eprintln!("tollgate: signal {sig}: draining in-flight requests");
-                        stopper.stop();
-                        first = false;
-                    } else {
-                        eprintln!("tollgate: second signal: exiting now");
-                        std::process::exit(130);
+                    match sig {
+                        SIGHUP => match control.reload_from_source() {
+                            Ok(r) => {
+                                eprintln!(
+                                    "tollgate: SIGHUP: configuration reloaded (generation {})",
+                                    r.generation
+                                );
+                                for w in &r.restart_needed {
+                                    eprintln!("tollgate: warning: {w} changed; it takes effect at the next start");
+                                }
+                            }
+                            Err(e) => {
+                                eprintln!("tollgate: SIGHUP: reload refused, the running configuration stays:");
+                                for i in e.issues() {
+                                    eprintln!("  {i}");
+                                }
+                            }
+                        },
+                        SIGUSR1 => control.reopen_logs(),
+                        _ if !stopping => {
+                            eprintln!("tollgate: signal {sig}: draining in-flight requests");
+                            control.stop();
+                            stopping = true;
+                        }
+                        _ => {
+                            eprintln!("tollgate: second signal: exiting now");
+                            std::process::exit(130);
+                        }
                     }
                 }
             });
@@ -144,8 +200,77 @@ fn run(path: &Path, profile: Option<&Path>) -> ExitCode {
     for addr in gateway.addrs() {
         eprintln!("tollgate: listening on http://{addr}");
     }
+    if let Some(a) = &admin {
+        eprintln!("tollgate: admin on http://{}", a.addr());
+    }
     eprintln!("tollgate: {} shard(s) on cores {cores:?}", cores.len());
     gateway.join();
+    drop(admin);
     eprintln!("tollgate: stopped");
     ExitCode::SUCCESS
+}
+
+fn reload(
+    config: Option<&Path>,
+    admin: Option<std::net::SocketAddr>,
+    token: Option<String>,
+) -> ExitCode {
+    let addr = match (admin, config) {
+        (Some(a), _) => a,
+        (None, Some(path)) => match admin_addr_of(path) {
+            Ok(Some(a)) => a,
+            Ok(None) => {
+                eprintln!(
+                    "tollgate: {}: server.admin is disabled; send SIGHUP instead",
+                    path.display()
+                );
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!("tollgate: {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => match tollgate::config::schema::DEFAULT_ADMIN_ADDR.parse() {
+            Ok(a) => a,
+            Err(_) => return ExitCode::FAILURE,
+        },
+    };
+    match tollgate::admin::request_reload(addr, token.as_deref()) {
+        Ok((200, body)) => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprintln!("tollgate: reload answered {status}:");
+            eprint!("{body}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("tollgate: cannot reach the admin listener on {addr}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The admin address in a config file, read leniently: the file may hold
+/// the very errors the reload is meant to report.
+fn admin_addr_of(path: &Path) -> Result<Option<std::net::SocketAddr>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let value: toml::Value = toml::from_str(&text).map_err(|e| e.message().trim().to_string())?;
+    let admin = value.get("server").and_then(|s| s.get("admin"));
+    if admin
+        .and_then(|a| a.get("enabled"))
+        .and_then(toml::Value::as_bool)
+        == Some(false)
+    {
+        return Ok(None);
+    }
+    let addr = admin
+        .and_then(|a| a.get("addr"))
+        .and_then(toml::Value::as_str)
+        .unwrap_or(tollgate::config::schema::DEFAULT_ADMIN_ADDR);
+    addr.parse()
+        .map(Some)
+        .map_err(|_| format!("server.admin.addr `{addr}` is not an IP:port address"))
 }

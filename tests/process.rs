@@ -51,6 +51,8 @@ mod tempfile_path {
 struct Running {
     child: Child,
     addr: SocketAddr,
+    /// The admin listener (on a port of its own: tests run in parallel).
+    admin: Option<SocketAddr>,
     _cfg: tempfile_path::TempConfig,
 }
 
@@ -61,7 +63,11 @@ impl Running {
 
     /// `tollgate run CONFIG EXTRA...`, waiting until it listens.
     fn start_with(config: &str, extra: &[&str]) -> Running {
-        let cfg = write_config(&config.replace("LISTEN", "127.0.0.1:0"));
+        let mut text = config.replace("LISTEN", "127.0.0.1:0");
+        if !text.contains("[server.admin]") {
+            text.push_str("\n[server.admin]\naddr = \"127.0.0.1:0\"\n");
+        }
+        let cfg = write_config(&text);
         let mut child = bin()
             .arg("run")
             .arg(&cfg.0)
@@ -81,11 +87,22 @@ impl Running {
                 break a.parse().expect("addr");
             }
         };
+        let admin_enabled = !config.contains("[server.admin]");
+        let admin = admin_enabled.then(|| loop {
+            let line = lines
+                .next()
+                .expect("tollgate exited before its admin listener started")
+                .expect("read stderr");
+            if let Some(a) = line.strip_prefix("tollgate: admin on http://") {
+                break a.parse().expect("admin addr");
+            }
+        });
         // Keep draining stderr so the child never blocks on it.
         std::thread::spawn(move || for _ in lines {});
         Running {
             child,
             addr,
+            admin,
             _cfg: cfg,
         }
     }
@@ -346,4 +363,66 @@ fn quota_counts_survive_sigterm_at_once() {
     assert_eq!(statuses, [200, 429]);
     drop(gw);
     let _ = std::fs::remove_dir_all(&state);
+}
+
+/// Writes `text` over the running gateway's config file.
+fn rewrite(gw: &Running, text: &str) {
+    let mut text = text.replace("LISTEN", &gw.addr.to_string());
+    text.push_str("\n[server.admin]\naddr = \"127.0.0.1:0\"\n");
+    std::fs::write(&gw._cfg.0, text).expect("rewrite config");
+}
+
+fn body_of(addr: SocketAddr, path: &str) -> (u16, String) {
+    let r = Client::connect(addr).get(path);
+    (r.status, r.text())
+}
+
+#[test]
+fn sighup_and_reload_command_apply_a_new_config_or_keep_the_old() {
+    let origin = Origin::ok("backend");
+    let v1 = proxy_config(origin.addr, "");
+    let gw = Running::start(&v1);
+    assert_eq!(body_of(gw.addr, "/mock"), (200, "mocked".into()));
+
+    // SIGHUP: the new route answers, the old one is gone.
+    let v2 = v1.replace("GET /mock", "GET /mock2");
+    rewrite(&gw, &v2);
+    gw.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while body_of(gw.addr, "/mock2").0 != 200 {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(body_of(gw.addr, "/mock").0, 404);
+
+    // `tollgate reload` with an invalid file: exit 1, every error shown,
+    // the running configuration stays. The admin address comes from the
+    // command line here (the file's says port 0).
+    let admin = gw.admin.expect("admin listener").to_string();
+    rewrite(&gw, &v2.replace("GET /mock2", "GET /mock3/{p+}/x"));
+    let out = bin()
+        .args(["reload", "--admin", &admin])
+        .output()
+        .expect("run reload");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("api[0].route[0].key"), "{err}");
+    assert!(err.contains("the running configuration stays"), "{err}");
+    assert_eq!(body_of(gw.addr, "/mock2"), (200, "mocked".into()));
+
+    // A valid file: exit 0 and a report.
+    rewrite(&gw, &v1);
+    let out = bin()
+        .args(["reload", "--admin", &admin])
+        .output()
+        .expect("run reload");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!(report["generation"], 2);
+    assert_eq!(body_of(gw.addr, "/mock"), (200, "mocked".into()));
+    assert_eq!(body_of(gw.addr, "/api/x"), (200, "backend".into()));
 }

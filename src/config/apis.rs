@@ -9,6 +9,7 @@ use super::snapshot::{Api, Limit, Stage};
 use crate::integration::{
     substitute_stage_variables, HttpIntegration, Integration, MockIntegration,
 };
+use crate::observe::metrics::RouteLabels;
 use crate::router::{RouteKey, RouteTable};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,10 +63,9 @@ pub struct Mount {
 pub(super) struct Compiled {
     pub apis: Vec<Api>,
     pub mounts: Vec<Mount>,
-    /// Per-route counter names (`api/stage METHOD /path`).
-    pub route_counters: Vec<String>,
-    /// Whether some route is cached.
-    pub cache_used: bool,
+    /// Per-route metric labels, indexed by a stage's `counter_base` plus
+    /// the route id.
+    pub route_labels: Vec<RouteLabels>,
 }
 
 /// Compiles every `[[api]]`; stage and route limits are appended to
@@ -78,8 +78,7 @@ pub(super) fn compile(
 ) -> Compiled {
     let mut apis = Vec::new();
     let mut mounts: Vec<Mount> = Vec::new();
-    let mut route_counters: Vec<String> = Vec::new();
-    let mut cache_used = false;
+    let mut route_labels: Vec<RouteLabels> = Vec::new();
     for (ai, a) in config.apis.iter().enumerate() {
         let apath = format!("api[{ai}]");
         if a.name.trim().is_empty() {
@@ -284,13 +283,13 @@ pub(super) fn compile(
                 .collect();
             let (cache, route_cache) =
                 super::caching::compile_stage(a, &apath, st, &spath, &param_names, issue);
-            cache_used |= route_cache.iter().any(Option::is_some);
-            let counter_base = route_counters.len() as u32;
-            route_counters.extend(
-                a.routes
-                    .iter()
-                    .map(|r| format!("{}/{} {}", a.name, st.name, r.key)),
-            );
+            let counter_base = route_labels.len() as u32;
+            route_labels.extend(a.routes.iter().map(|r| RouteLabels {
+                api: a.name.clone(),
+                stage: st.name.clone(),
+                route: r.key.clone(),
+                canary: false,
+            }));
             stages.push(Stage {
                 name: st.name.clone(),
                 integrations,
@@ -313,7 +312,6 @@ pub(super) fn compile(
     Compiled {
         apis,
         mounts,
-        route_counters,
-        cache_used,
+        route_labels,
     }
 }

@@ -155,10 +155,10 @@ pub(super) fn compile_stage(
     (Some(stage), routes)
 }
 
-/// The shared cache, when some stage caches.
+/// The shared cache's settings (also when no stage caches yet: a reload
+/// may turn caching on).
 pub(super) fn compile_server(
     config: &Config,
-    used: bool,
     issue: &mut impl FnMut(String, String),
 ) -> Option<CacheSpec> {
     let c = &config.server.cache;
@@ -197,38 +197,53 @@ pub(super) fn compile_server(
             format!("{} must be a power of two from 1 to 4096", c.segments),
         );
     }
-    let token = match (&c.invalidation_token, &c.invalidation_token_sha256) {
-        (Some(_), Some(_)) => {
-            issue(
-                "server.cache".into(),
-                "set at most one of `invalidation_token` and `invalidation_token_sha256`".into(),
-            );
-            None
-        }
-        (Some(t), None) => match api_key::digest_of_value(t) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                issue("server.cache.invalidation_token".into(), e.to_string());
-                None
-            }
-        },
-        (None, Some(h)) => match api_key::parse_digest(h) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                issue(
-                    "server.cache.invalidation_token_sha256".into(),
-                    e.to_string(),
-                );
-                None
-            }
-        },
-        (None, None) => None,
-    };
-    used.then_some(CacheSpec {
+    let token = secret(
+        c.invalidation_token.as_deref(),
+        c.invalidation_token_sha256.as_deref(),
+        "server.cache",
+        "invalidation_token",
+        issue,
+    );
+    Some(CacheSpec {
         capacity: c.capacity.0,
         max_entry: c.max_entry_bytes.0,
         segments: c.segments,
         lock_timeout: c.lock_timeout,
         token,
     })
+}
+
+/// A secret given as plain text (`{name}`) or as a SHA-256 hex digest
+/// (`{name}_sha256`) under `section`, as its digest.
+pub(super) fn secret(
+    plain: Option<&str>,
+    sha256: Option<&str>,
+    section: &str,
+    name: &str,
+    issue: &mut impl FnMut(String, String),
+) -> Option<KeyDigest> {
+    match (plain, sha256) {
+        (Some(_), Some(_)) => {
+            issue(
+                section.into(),
+                format!("set at most one of `{name}` and `{name}_sha256`"),
+            );
+            None
+        }
+        (Some(t), None) => match api_key::digest_of_value(t) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                issue(format!("{section}.{name}"), e.to_string());
+                None
+            }
+        },
+        (None, Some(h)) => match api_key::parse_digest(h) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                issue(format!("{section}.{name}_sha256"), e.to_string());
+                None
+            }
+        },
+        (None, None) => None,
+    }
 }

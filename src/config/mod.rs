@@ -21,8 +21,8 @@ pub use merge::merge;
 pub use plans::{KeyLimits, QuotaInfo};
 
 pub use snapshot::{
-    Api, ClientIpLimit, Limit, Listener, Resolved, Runtime, ServerSettings, Snapshot, Stage,
-    Timeouts,
+    AdminSettings, Api, ClientIpLimit, Limit, Listener, Resolved, Runtime, ServerSettings,
+    Snapshot, Stage, Timeouts,
 };
 
 use std::fmt;

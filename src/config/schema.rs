@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Default request line + header block limit: Amazon API Gateway's 10,240 bytes.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 10_240;
@@ -53,7 +53,7 @@ pub const DEFAULT_SPIN_BEFORE_PARK: Duration = Duration::ZERO;
 pub const DEFAULT_PREEMPT_TIMER: Duration = Duration::from_millis(100);
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -69,7 +69,7 @@ pub struct Config {
 }
 
 /// An API key: its value in plain text or as a SHA-256 digest (hex).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
     pub name: String,
@@ -81,7 +81,7 @@ pub struct ApiKeyConfig {
 
 /// A usage plan (Amazon API Gateway's): every key listed gets its own
 /// throttle and quota, counted over all the plan's stages together.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UsagePlanConfig {
     pub name: String,
@@ -97,7 +97,7 @@ pub struct UsagePlanConfig {
 }
 
 /// `limit` requests per `period` (DAY, WEEK or MONTH, UTC).
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaConfig {
     pub limit: u64,
@@ -109,7 +109,7 @@ pub struct QuotaConfig {
 }
 
 /// `shards = "auto" | N | [cores]`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum Shards {
     Named(String),
@@ -123,7 +123,7 @@ impl Default for Shards {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     #[serde(default)]
@@ -158,10 +158,41 @@ pub struct ServerConfig {
     /// The response cache shared by all shards and stages.
     #[serde(default)]
     pub cache: ServerCacheConfig,
+    /// The admin listener (metrics, status, reload, cache flushes).
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// Default admin listener: loopback only.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9901";
+
+/// The admin listener: `GET /metrics`, `GET /status`, `GET /config`,
+/// `POST /reload`, `POST /cache/flush`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub enabled: bool,
+    /// Loopback by default; any other address is the operator's choice.
+    pub addr: String,
+    /// Bearer token every admin request must carry (plain or as a
+    /// SHA-256 hex digest).
+    pub token: Option<String>,
+    pub token_sha256: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            addr: DEFAULT_ADMIN_ADDR.into(),
+            token: None,
+            token_sha256: None,
+        }
+    }
 }
 
 /// The response cache's size and invalidation credentials.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerCacheConfig {
     /// Amazon API Gateway's tiers ("0.5GB", "1.6GB", "6.1GB", "13.5GB",
@@ -209,6 +240,12 @@ impl Default for ServerCacheConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteSize(pub u64);
 
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -251,7 +288,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
 }
 
 /// A stage's cache settings (Amazon API Gateway's stage cache).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageCacheConfig {
     #[serde(default = "yes")]
@@ -282,7 +319,7 @@ fn default_cache_ttl() -> Duration {
 }
 
 /// Amazon API Gateway's "handle unauthorized requests" choices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum UnauthorizedInvalidation {
     /// 403 `{"message":"Forbidden"}`.
@@ -295,7 +332,7 @@ pub enum UnauthorizedInvalidation {
 }
 
 /// A route's cache overrides.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RouteCacheConfig {
     pub enabled: Option<bool>,
@@ -330,7 +367,7 @@ fn default_state_dir() -> PathBuf {
 }
 
 /// Per-shard executor settings (hardware tuning; see `tuning/`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeConfig {
     /// Bytes of io_uring fixed buffers per shard (locked memory).
@@ -374,6 +411,7 @@ impl Default for ServerConfig {
             api_keys_file: None,
             state_dir: default_state_dir(),
             cache: ServerCacheConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -382,7 +420,7 @@ fn default_request_id_header() -> String {
     "x-request-id".into()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
     pub addr: String,
@@ -402,7 +440,7 @@ fn default_backlog() -> u32 {
     DEFAULT_BACKLOG
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     pub max_header_bytes: usize,
@@ -424,7 +462,7 @@ impl Default for LimitsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TimeoutsConfig {
     #[serde(with = "humantime_serde")]
@@ -460,7 +498,7 @@ impl Default for TimeoutsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamConfig {
     pub max_idle_per_backend: usize,
@@ -478,7 +516,7 @@ impl Default for UpstreamConfig {
 }
 
 /// One API: selected by host and base path, with stages and routes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     pub name: String,
@@ -500,7 +538,7 @@ fn any_host() -> Vec<String> {
 
 /// A stage: `$default` serves at the API's root, any other name adds
 /// `/{name}` to the path; its variables fill `${stageVariables.NAME}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageConfig {
     pub name: String,
@@ -518,7 +556,7 @@ pub struct StageConfig {
 }
 
 /// A token-bucket throttle: `rate` requests per second, `burst` bucket size.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ThrottleConfig {
     pub rate: u64,
@@ -527,7 +565,7 @@ pub struct ThrottleConfig {
 
 /// Account-level throttle (Amazon API Gateway's per-account limit) and how
 /// shards share limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerThrottleConfig {
     pub enabled: bool,
@@ -544,7 +582,7 @@ pub struct ServerThrottleConfig {
 }
 
 /// A token bucket per client IP address, in a table of bounded size.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ClientIpThrottleConfig {
     pub rate: u64,
@@ -584,7 +622,7 @@ impl Default for ServerThrottleConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub key: String,
@@ -600,7 +638,7 @@ pub struct RouteConfig {
     pub cache: Option<RouteCacheConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum IntegrationConfig {
     /// Proxy to an HTTP backend.

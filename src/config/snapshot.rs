@@ -8,17 +8,19 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::caching::{CacheSpec, RouteCache, StageCache};
 use super::plans::{KeyLimits, QuotaInfo};
-use crate::auth::api_key::{KeyId, KeyTable};
+use crate::auth::api_key::{KeyDigest, KeyId, KeyTable};
 
 use super::apis::Mount;
 use super::schema::{Config, Shards};
 use super::{ConfigIssue, Host};
 use crate::http::{Limits, MAX_HEADER_SLOTS};
 use crate::integration::Integration;
+use crate::observe::metrics::{RouteLabels, UNMATCHED};
 use crate::router::{Params, RouteId, RouteTable};
 
 /// A listening socket to open on every shard.
@@ -54,6 +56,15 @@ pub struct ServerSettings {
     pub max_idle_per_backend: usize,
     pub upstream_idle_timeout: Duration,
     pub runtime: Runtime,
+    /// The admin listener, if enabled.
+    pub admin: Option<AdminSettings>,
+}
+
+/// Where the admin listener binds and the token it asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    pub addr: SocketAddr,
+    pub token: Option<KeyDigest>,
 }
 
 /// Executor settings for each shard.
@@ -79,7 +90,7 @@ pub struct Stage {
     /// The keys a usage plan admits on this stage, with their limits. A
     /// key not in this map is refused where a key is required.
     pub key_plans: HashMap<KeyId, KeyLimits>,
-    /// Index of route 0's counters in [`Snapshot::route_counters`].
+    /// Index of route 0's labels in [`Snapshot::route_labels`].
     pub counter_base: u32,
     /// The stage's cache settings, if it caches.
     pub cache: Option<StageCache>,
@@ -118,6 +129,8 @@ pub struct Resolved<'s, 'p> {
     pub api: &'s Api,
     pub stage: &'s Stage,
     pub route: RouteId,
+    /// The route's metric id (see [`Snapshot::metric_id`]).
+    pub metric: u32,
     pub params: Params,
     /// The path after the API and stage prefixes; parameters index into it.
     pub path: &'p [u8],
@@ -149,17 +162,34 @@ pub struct Snapshot {
     pub quota_flush_interval: Duration,
     pub state_dir: PathBuf,
     pub client_ip: Option<ClientIpLimit>,
-    /// Names of per-route counters (`api/stage METHOD /path`), indexed by
-    /// a stage's `counter_base` plus the route id.
-    pub route_counters: Vec<String>,
+    /// Per-route metric labels, indexed by a stage's `counter_base` plus
+    /// the route id.
+    pub route_labels: Vec<RouteLabels>,
+    /// Stable metric ids of `route_labels`, set when the snapshot is
+    /// installed (see [`crate::observe::metrics::Registry`]).
+    pub metric_ids: OnceLock<Box<[u32]>>,
     /// The shared response cache, if any stage caches.
     pub cache: Option<CacheSpec>,
     /// Settings that are valid but probably not what was meant; printed by
     /// `tollgate check` and `tollgate run`.
     pub warnings: Vec<ConfigIssue>,
+    /// The configuration it was built from, defaults filled in (served
+    /// by the admin listener's `GET /config` with secrets redacted).
+    pub config: Config,
 }
 
 impl Snapshot {
+    /// The metric id of route counter `counter` (a stage's `counter_base`
+    /// plus the route id); [`UNMATCHED`] before the snapshot is installed.
+    #[inline]
+    pub fn metric_id(&self, counter: u32) -> u32 {
+        self.metric_ids
+            .get()
+            .and_then(|ids| ids.get(counter as usize))
+            .copied()
+            .unwrap_or(UNMATCHED)
+    }
+
     /// Finds API, stage and route for a request. `host` is the Host header
     /// (port allowed), `path` the request path.
     pub fn resolve<'s, 'p>(
@@ -195,6 +225,7 @@ impl Snapshot {
         Some(Resolved {
             api,
             stage,
+            metric: self.metric_id(stage.counter_base + m.route),
             route: m.route,
             params: m.params,
             path: rest,
@@ -253,6 +284,28 @@ impl Snapshot {
                 }
                 list.clone()
             }
+        };
+
+        let admin = if s.admin.enabled {
+            let token = super::caching::secret(
+                s.admin.token.as_deref(),
+                s.admin.token_sha256.as_deref(),
+                "server.admin",
+                "token",
+                &mut issue,
+            );
+            match s.admin.addr.parse::<SocketAddr>() {
+                Ok(addr) => Some(AdminSettings { addr, token }),
+                Err(_) => {
+                    issue(
+                        "server.admin.addr".into(),
+                        format!("`{}` is not an IP:port address", s.admin.addr),
+                    );
+                    None
+                }
+            }
+        } else {
+            None
         };
 
         let mut listeners = Vec::new();
@@ -416,8 +469,7 @@ impl Snapshot {
         let super::apis::Compiled {
             mut apis,
             mounts,
-            route_counters,
-            cache_used,
+            route_labels,
         } = super::apis::compile(config, t, &mut limits, &mut issue);
         if config.apis.is_empty() {
             issue("api".into(), "at least one [[api]] is required".into());
@@ -437,7 +489,7 @@ impl Snapshot {
             max_clients: c.max_clients,
         });
         super::plans::check_limits(config, &mut issue);
-        let cache = super::caching::compile_server(config, cache_used, &mut issue);
+        let cache = super::caching::compile_server(config, &mut issue);
 
         if !issues.is_empty() {
             return Err(issues);
@@ -467,6 +519,7 @@ impl Snapshot {
                 },
                 max_idle_per_backend: s.upstream.max_idle_per_backend,
                 upstream_idle_timeout: s.upstream.idle_timeout,
+                admin,
                 runtime: Runtime {
                     io_memory: rt.io_memory,
                     ring_depth: rt.ring_depth,
@@ -484,9 +537,11 @@ impl Snapshot {
             quota_flush_interval: th.quota_flush_interval,
             state_dir: s.state_dir.clone(),
             client_ip,
-            route_counters,
+            route_labels,
+            metric_ids: OnceLock::new(),
             cache,
             warnings,
+            config: config.clone(),
         })
     }
 }

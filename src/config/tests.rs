@@ -269,7 +269,10 @@ quota = {{ limit = 1000, period = "MONTH", offset = 10 }}
     assert_eq!(snap.quotas[0].name, "gold/alice");
     assert_eq!(snap.quotas[0].offset, 10);
     assert_eq!(
-        snap.route_counters,
+        snap.route_labels
+            .iter()
+            .map(|l| l.name())
+            .collect::<Vec<_>>(),
         vec!["pets/prod GET /pets", "pets/prod GET /open"]
     );
 }

@@ -264,6 +264,19 @@ pub fn local_response(
 /// Body of a 429 for an exhausted usage-plan quota (Amazon API Gateway's
 /// `QUOTA_EXCEEDED`).
 pub const QUOTA_EXCEEDED_BODY: &[u8] = br#"{"message":"Limit Exceeded"}"#;
+/// Its message.
+pub const QUOTA_EXCEEDED_MESSAGE: &str = "Limit Exceeded";
+
+/// The message of a gateway error (what [`error_body`] carries).
+pub fn error_message(status: u16) -> &'static str {
+    let body = error_body(status);
+    // Every body is `{"message":"..."}`.
+    std::str::from_utf8(body)
+        .ok()
+        .and_then(|b| b.strip_prefix(r#"{"message":""#))
+        .and_then(|b| b.strip_suffix(r#""}"#))
+        .unwrap_or("Internal Server Error")
+}
 
 /// Body of a gateway error in Amazon API Gateway's style.
 pub fn error_body(status: u16) -> &'static [u8] {

@@ -10,9 +10,11 @@ mod preflight;
 pub use preflight::{memlock_limit_kib, preflight, probe_ring, PreflightError};
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
 
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -20,12 +22,13 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::cache::Cache;
 use crate::config::Snapshot;
 use crate::observe::counters::{Counters, Level};
-use crate::server::{self, shard::Guards, Shard};
+use crate::observe::metrics::Registry;
+use crate::server::{self, shard::Guards, Mailbox, Shard, Swap};
 use crate::throttle::{
     self,
     client_ip::ClientIpTable,
     store::QuotaStore,
-    sync::{Coordinator, LimitSpec, Persistence, QuotaSpec, QuotaUsage, ShardThrottle},
+    sync::{Carry, Coordinator, LimitSpec, Persistence, QuotaSpec, QuotaUsage, ShardThrottle},
 };
 
 /// Why the gateway could not start.
@@ -51,13 +54,7 @@ pub enum StartError {
 /// A running gateway.
 pub struct Gateway {
     shards: Vec<ExecutorJoinHandle<()>>,
-    stop: Arc<AtomicBool>,
-    addrs: Vec<SocketAddr>,
-    /// The throttle reconciler thread; stops when the gateway is dropped.
-    throttle: Option<Coordinator>,
-    counters: Vec<Arc<Counters>>,
-    snapshot: Arc<Snapshot>,
-    cache: Option<Arc<Cache>>,
+    control: Arc<Control>,
 }
 
 /// Requests refused by the guards, summed over shards.
@@ -71,73 +68,55 @@ pub struct Refusals {
 
 impl Gateway {
     /// Bound addresses, one per configured listener (ports resolved).
-    pub fn addrs(&self) -> &[SocketAddr] {
-        &self.addrs
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.control.addrs()
+    }
+
+    /// The handle the admin listener and signal handlers use: reload,
+    /// metrics, status, cache flushes, stop.
+    pub fn control(&self) -> Arc<Control> {
+        self.control.clone()
     }
 
     /// A handle that can ask the gateway to stop from another thread.
     pub fn stopper(&self) -> Stopper {
-        Stopper(self.stop.clone())
+        Stopper(self.control.stop.clone())
     }
 
     /// Asks every shard to stop accepting and drain.
     pub fn stop(&self) {
-        self.stop.store(true, Ordering::Release);
+        self.control.stop.store(true, Ordering::Release);
     }
 
     /// Refusals so far, by level and by route.
     pub fn refusals(&self) -> Refusals {
-        let by_level = Level::ALL
-            .iter()
-            .map(|&l| (l, self.counters.iter().map(|c| c.level(l)).sum()))
-            .collect();
-        let by_route = self
-            .snapshot
-            .route_counters
-            .iter()
-            .enumerate()
-            .map(|(i, name)| (name.clone(), self.counters.iter().map(|c| c.route(i)).sum()))
-            .filter(|(_, n)| *n > 0)
-            .collect();
-        Refusals { by_level, by_route }
+        self.control.refusals()
     }
 
     /// Refusals at `level`, per shard.
     pub fn refusals_by_shard(&self, level: Level) -> Vec<u64> {
-        self.counters.iter().map(|c| c.level(level)).collect()
+        self.control
+            .counters
+            .iter()
+            .map(|c| c.level(level))
+            .collect()
     }
 
     /// The shared response cache (flush it, read its size), if any
     /// stage caches.
     pub fn cache(&self) -> Option<&Cache> {
-        self.cache.as_deref()
+        self.control.cache.as_deref()
     }
 
     /// Cache hits and misses per route (`api/stage METHOD /path`), routes
     /// with lookups only.
     pub fn cache_counts(&self) -> Vec<(String, u64, u64)> {
-        self.snapshot
-            .route_counters
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let (h, m) = self
-                    .counters
-                    .iter()
-                    .map(|c| c.cache(i))
-                    .fold((0, 0), |(a, b), (h, m)| (a + h, b + m));
-                (name.clone(), h, m)
-            })
-            .filter(|(_, h, m)| h + m > 0)
-            .collect()
+        self.control.cache_counts()
     }
 
     /// Every usage-plan quota: used and remaining this period, per key.
     pub fn quota_usage(&self) -> Vec<QuotaUsage> {
-        self.throttle
-            .as_ref()
-            .map(Coordinator::quota_usage)
-            .unwrap_or_default()
+        self.control.quota_usage()
     }
 
     /// Waits until every shard has finished.
@@ -145,6 +124,8 @@ impl Gateway {
         for h in self.shards {
             let _ = h.join();
         }
+        // The last quota flush, after every shard settled its leases.
+        self.control.state().throttle = None;
     }
 }
 
@@ -158,48 +139,508 @@ impl Stopper {
     }
 }
 
+/// One listening address as configured and as bound (port 0 resolved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Bound {
+    configured: SocketAddr,
+    bound: SocketAddr,
+}
+
+/// What a reload may replace, under one lock (reloads run one at a time).
+struct State {
+    snapshot: Arc<Snapshot>,
+    generation: u64,
+    loaded_at: SystemTime,
+    listeners: Vec<Bound>,
+    throttle: Option<Coordinator>,
+    limit_specs: (Vec<LimitSpec>, std::time::Duration),
+    client_ip: Option<(Arc<ClientIpTable>, Instant)>,
+    reloads: u64,
+    failed_reloads: u64,
+    last_error: Option<String>,
+}
+
+/// The running gateway as other threads see it: the admin listener,
+/// signal handlers, tests. Nothing here is touched on the request path
+/// except the per-shard mailboxes, which shards look at on their tick.
+pub struct Control {
+    stop: Arc<AtomicBool>,
+    registry: Registry,
+    counters: Vec<Arc<Counters>>,
+    mailboxes: Vec<Arc<Mailbox>>,
+    cache: Option<Arc<Cache>>,
+    cores: Vec<usize>,
+    started: SystemTime,
+    state: Mutex<State>,
+    /// Where `reload_from_source` reads the configuration.
+    source: Mutex<Option<(PathBuf, Option<PathBuf>)>>,
+}
+
+/// Why a reload was refused; the running configuration stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("no configuration file to reload (started without one)")]
+    NoSource,
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("the gateway is stopping")]
+    Stopping,
+}
+
+impl ReloadError {
+    /// Every problem as `path: reason` lines.
+    pub fn issues(&self) -> Vec<String> {
+        match self {
+            ReloadError::Config(e) => e.issues().iter().map(ToString::to_string).collect(),
+            e => vec![e.to_string()],
+        }
+    }
+}
+
+/// What a successful reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    pub generation: u64,
+    /// Settings that changed but apply only at the next start.
+    pub restart_needed: Vec<&'static str>,
+    pub listeners_opened: Vec<SocketAddr>,
+    pub listeners_closed: Vec<SocketAddr>,
+    /// Throttle buckets were rebuilt (their settings changed).
+    pub throttle_rebuilt: bool,
+    /// Cache entries dropped because their API's routes changed.
+    pub cache_entries_flushed: usize,
+    pub warnings: Vec<String>,
+}
+
+/// Figures for `GET /status`.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub version: &'static str,
+    pub started: SystemTime,
+    pub uptime: std::time::Duration,
+    pub cores: Vec<usize>,
+    pub generation: u64,
+    pub loaded_at: SystemTime,
+    pub listeners: Vec<SocketAddr>,
+    pub reloads: u64,
+    pub failed_reloads: u64,
+    pub last_error: Option<String>,
+    pub source: Option<PathBuf>,
+}
+
+impl Control {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The configuration new requests use.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.state().snapshot.clone()
+    }
+
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.state().listeners.iter().map(|b| b.bound).collect()
+    }
+
+    /// Asks every shard to stop accepting and drain.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// The metric registry and every shard's counters.
+    pub fn metrics(&self) -> (&Registry, &[Arc<Counters>]) {
+        (&self.registry, &self.counters)
+    }
+
+    pub fn cache(&self) -> Option<&Cache> {
+        self.cache.as_deref()
+    }
+
+    /// Access log lines written and dropped, every destination.
+    pub fn access_log_counts(&self) -> (u64, u64) {
+        (0, 0)
+    }
+
+    /// Reopens every access log file (SIGUSR1, after logrotate moved it).
+    pub fn reopen_logs(&self) {}
+
+    /// Remembers the files `reload_from_source` reads.
+    pub fn set_source(&self, config: PathBuf, profile: Option<PathBuf>) {
+        *self.source.lock().unwrap_or_else(|p| p.into_inner()) = Some((config, profile));
+    }
+
+    pub fn status(&self) -> Status {
+        let st = self.state();
+        Status {
+            version: env!("CARGO_PKG_VERSION"),
+            started: self.started,
+            uptime: self.started.elapsed().unwrap_or_default(),
+            cores: self.cores.clone(),
+            generation: st.generation,
+            loaded_at: st.loaded_at,
+            listeners: st.listeners.iter().map(|b| b.bound).collect(),
+            reloads: st.reloads,
+            failed_reloads: st.failed_reloads,
+            last_error: st.last_error.clone(),
+            source: self
+                .source
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|(c, _)| c.clone()),
+        }
+    }
+
+    pub fn refusals(&self) -> Refusals {
+        let snap = self.snapshot();
+        let by_level = Level::ALL
+            .iter()
+            .map(|&l| (l, self.counters.iter().map(|c| c.level(l)).sum()))
+            .collect();
+        let by_route = snap
+            .route_labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let id = snap.metric_id(i as u32);
+                let n = self.counters.iter().map(|c| c.route(id).refused).sum();
+                (l.name(), n)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        Refusals { by_level, by_route }
+    }
+
+    pub fn cache_counts(&self) -> Vec<(String, u64, u64)> {
+        let snap = self.snapshot();
+        snap.route_labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let id = snap.metric_id(i as u32);
+                let (h, m) = self
+                    .counters
+                    .iter()
+                    .map(|c| c.route(id))
+                    .fold((0, 0), |(h, m), t| (h + t.cache_hits, m + t.cache_misses));
+                (l.name(), h, m)
+            })
+            .filter(|(_, h, m)| h + m > 0)
+            .collect()
+    }
+
+    pub fn quota_usage(&self) -> Vec<QuotaUsage> {
+        self.state()
+            .throttle
+            .as_ref()
+            .map(Coordinator::quota_usage)
+            .unwrap_or_default()
+    }
+
+    /// Loads the configuration file again (with its profile) and applies
+    /// it; on any error the running configuration stays.
+    pub fn reload_from_source(&self) -> Result<ReloadReport, ReloadError> {
+        let source = self
+            .source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(ReloadError::NoSource)?;
+        let loaded = crate::config::load_with_profile(
+            &source.0,
+            source.1.as_deref(),
+            &crate::config::Host::detect(),
+        );
+        match loaded {
+            Ok(snap) => self.reload(snap),
+            Err(e) => {
+                let e = ReloadError::Config(e);
+                let mut st = self.state();
+                st.failed_reloads += 1;
+                st.last_error = Some(e.issues().join("; "));
+                Err(e)
+            }
+        }
+    }
+
+    /// Applies a validated configuration: every shard switches between
+    /// requests (requests in flight finish on the old one), new listen
+    /// addresses are opened before anything changes and removed ones
+    /// closed, throttles whose settings changed are rebuilt (quotas keep
+    /// their counts), and cached entries of APIs whose routes changed are
+    /// dropped. Settings that need a restart are reported, not applied.
+    pub fn reload(&self, new: Snapshot) -> Result<ReloadReport, ReloadError> {
+        let mut st = self.state();
+        let result = self.apply(&mut st, new);
+        match &result {
+            Ok(_) => {
+                st.reloads += 1;
+                st.last_error = None;
+            }
+            Err(e) => {
+                st.failed_reloads += 1;
+                st.last_error = Some(e.issues().join("; "));
+            }
+        }
+        result
+    }
+
+    fn apply(&self, st: &mut State, new: Snapshot) -> Result<ReloadReport, ReloadError> {
+        if self.stopping() {
+            return Err(ReloadError::Stopping);
+        }
+        let old = st.snapshot.clone();
+        let shards = self.cores.len();
+        let mut report = ReloadReport {
+            generation: st.generation,
+            restart_needed: restart_needed(&old, &new),
+            listeners_opened: Vec::new(),
+            listeners_closed: Vec::new(),
+            throttle_rebuilt: false,
+            cache_entries_flushed: 0,
+            warnings: new.warnings.iter().map(ToString::to_string).collect(),
+        };
+
+        // New listen addresses first: if one cannot be bound, nothing
+        // has changed yet.
+        let mut opened: Vec<Vec<(SocketAddr, std::net::TcpListener)>> =
+            (0..shards).map(|_| Vec::new()).collect();
+        let mut listeners = Vec::new();
+        for l in &new.server.listeners {
+            if let Some(b) = st.listeners.iter().find(|b| b.configured == l.addr) {
+                listeners.push(*b);
+                continue;
+            }
+            let socks = bind_shards(l.addr, l.backlog, shards)
+                .map_err(|(addr, source)| ReloadError::Bind { addr, source })?;
+            let bound = socks.first().map_or(l.addr, |(a, _)| *a);
+            for (i, s) in socks.into_iter().enumerate() {
+                opened[i].push(s);
+            }
+            listeners.push(Bound {
+                configured: l.addr,
+                bound,
+            });
+            report.listeners_opened.push(bound);
+        }
+        let closed: Vec<SocketAddr> = st
+            .listeners
+            .iter()
+            .filter(|b| !listeners.contains(b))
+            .map(|b| b.bound)
+            .collect();
+        report.listeners_closed = closed.clone();
+
+        // Throttles: kept as they are unless their settings changed.
+        let specs = (limit_specs(&new), new.sync_interval);
+        let mut throttles: Vec<Option<Option<ShardThrottle>>> = (0..shards).map(|_| None).collect();
+        let mut retired = None;
+        if specs != st.limit_specs {
+            let carry = st.throttle.as_ref().map(Coordinator::carry);
+            let store = st.throttle.as_ref().and_then(Coordinator::store);
+            let (coordinator, sides) = start_reconciler(&new, shards, carry, store)?;
+            let mut sides = sides.into_iter();
+            for slot in throttles.iter_mut() {
+                *slot = Some(sides.next().flatten());
+            }
+            retired = std::mem::replace(&mut st.throttle, coordinator);
+            st.limit_specs = specs;
+            report.throttle_rebuilt = true;
+        }
+        let client_ip = if new.client_ip == old.client_ip {
+            None
+        } else {
+            st.client_ip = new.client_ip.map(|c| {
+                (
+                    Arc::new(ClientIpTable::new(c.rate, c.burst, c.max_clients)),
+                    Instant::now(),
+                )
+            });
+            Some(st.client_ip.clone())
+        };
+
+        // Stable metric ids for the new routes.
+        let ids = self.registry.assign(&new.route_labels);
+        let _ = new.metric_ids.set(ids);
+        for c in &self.counters {
+            c.ensure(self.registry.len());
+        }
+
+        // Cache keys hold route ids: an API whose routes changed (or that
+        // is gone) loses its entries.
+        if let Some(cache) = &self.cache {
+            for a in &old.apis {
+                let same = new
+                    .apis
+                    .iter()
+                    .find(|n| n.name == a.name)
+                    .is_some_and(|n| n.route_keys == a.route_keys);
+                if !same {
+                    for s in &a.stages {
+                        report.cache_entries_flushed += cache.flush_stage(&a.name, &s.name);
+                    }
+                }
+            }
+        }
+
+        let new = Arc::new(new);
+        st.generation += 1;
+        let generation = st.generation;
+        for ((mb, listen), throttle) in self.mailboxes.iter().zip(opened).zip(throttles) {
+            let swap = Swap {
+                generation,
+                snapshot: new.clone(),
+                throttle,
+                client_ip: client_ip.clone(),
+                listen,
+                close: closed.clone(),
+            };
+            *mb.swap.lock().unwrap_or_else(|p| p.into_inner()) = Some(swap);
+            mb.posted.store(generation, Ordering::Release);
+        }
+        // Shards switch at their next tick (25 ms); the old reconciler
+        // stops once none uses it.
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while Instant::now() < deadline
+            && !self.stopping()
+            && self
+                .mailboxes
+                .iter()
+                .any(|m| m.applied.load(Ordering::Acquire) < generation)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        drop(retired);
+        st.snapshot = new;
+        st.listeners = listeners;
+        st.loaded_at = SystemTime::now();
+        report.generation = generation;
+        Ok(report)
+    }
+}
+
+/// Settings that differ between `old` and `new` but apply only at start.
+fn restart_needed(old: &Snapshot, new: &Snapshot) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    let (o, n) = (&old.server, &new.server);
+    if o.cores != n.cores {
+        v.push("server.shards");
+    }
+    if o.runtime != n.runtime {
+        v.push("server.runtime");
+    }
+    if o.max_idle_per_backend != n.max_idle_per_backend
+        || o.upstream_idle_timeout != n.upstream_idle_timeout
+    {
+        v.push("server.upstream");
+    }
+    if old.cache != new.cache {
+        v.push("server.cache");
+    }
+    if o.admin != n.admin {
+        v.push("server.admin");
+    }
+    if old.state_dir != new.state_dir {
+        v.push("server.state_dir");
+    }
+    if o.timeouts.drain != n.timeouts.drain {
+        v.push("server.timeouts.drain");
+    }
+    for l in &n.listeners {
+        if o.listeners
+            .iter()
+            .any(|p| p.addr == l.addr && p.backlog != l.backlog)
+        {
+            v.push("server.listen.backlog");
+            break;
+        }
+    }
+    v
+}
+
 /// Opens the listening sockets and starts one shard per configured core.
 pub fn start(snapshot: Arc<Snapshot>) -> Result<Gateway, StartError> {
     let rt = snapshot.server.runtime;
     preflight(snapshot.server.cores.len(), rt.io_memory)?;
     raise_nofile_limit();
     let cores = snapshot.server.cores.clone();
-    let mut per_shard: Vec<Vec<std::net::TcpListener>> = cores.iter().map(|_| Vec::new()).collect();
-    let mut addrs = Vec::new();
+    let mut per_shard: Vec<Vec<(SocketAddr, std::net::TcpListener)>> =
+        cores.iter().map(|_| Vec::new()).collect();
+    let mut listeners = Vec::new();
     for l in &snapshot.server.listeners {
-        let mut addr = l.addr;
-        for (i, sockets) in per_shard.iter_mut().enumerate() {
-            let sock = bind(addr, l.backlog).map_err(|source| StartError::Bind { addr, source })?;
-            if i == 0 {
-                // Port 0: every shard binds the port the first one got.
-                addr = sock
-                    .local_addr()
-                    .map_err(|source| StartError::Bind { addr, source })?;
-            }
-            sockets.push(sock);
+        let socks = bind_shards(l.addr, l.backlog, cores.len())
+            .map_err(|(addr, source)| StartError::Bind { addr, source })?;
+        let bound = socks.first().map_or(l.addr, |(a, _)| *a);
+        for (sockets, s) in per_shard.iter_mut().zip(socks) {
+            sockets.push(s);
         }
-        addrs.push(addr);
+        listeners.push(Bound {
+            configured: l.addr,
+            bound,
+        });
     }
 
     let stop = Arc::new(AtomicBool::new(false));
     let drain = snapshot.server.timeouts.drain;
     // One reconciler thread for every throttle limit, if there are any.
-    let (coordinator, mut throttles) = start_reconciler(&snapshot, cores.len())?;
+    let (coordinator, mut throttles) = start_reconciler(&snapshot, cores.len(), None, None)?;
     throttles.resize_with(cores.len(), || None);
     let client_ip = snapshot.client_ip.map(|c| {
         (
             Arc::new(ClientIpTable::new(c.rate, c.burst, c.max_clients)),
-            std::time::Instant::now(),
+            Instant::now(),
         )
     });
     let cache = snapshot
         .cache
         .as_ref()
         .map(|c| Cache::new(c.capacity, c.max_entry, c.segments, c.token, c.lock_timeout));
+    let registry = Registry::new();
+    let _ = snapshot
+        .metric_ids
+        .set(registry.assign(&snapshot.route_labels));
     let counters: Vec<Arc<Counters>> = cores
         .iter()
-        .map(|_| Arc::new(Counters::new(snapshot.route_counters.len())))
+        .map(|_| {
+            let c = Arc::new(Counters::new());
+            c.ensure(registry.len());
+            c
+        })
         .collect();
+    let mailboxes: Vec<Arc<Mailbox>> = cores.iter().map(|_| Arc::new(Mailbox::default())).collect();
+    let control = Arc::new(Control {
+        stop: stop.clone(),
+        registry,
+        counters: counters.clone(),
+        mailboxes: mailboxes.clone(),
+        cache: cache.clone(),
+        cores: cores.clone(),
+        started: SystemTime::now(),
+        state: Mutex::new(State {
+            snapshot: snapshot.clone(),
+            generation: 0,
+            loaded_at: SystemTime::now(),
+            listeners,
+            throttle: coordinator,
+            limit_specs: (limit_specs(&snapshot), snapshot.sync_interval),
+            client_ip: client_ip.clone(),
+            reloads: 0,
+            failed_reloads: 0,
+            last_error: None,
+        }),
+        source: Mutex::new(None),
+    });
     let mut shards = Vec::new();
     for (i, ((core, listeners), throttle)) in cores
         .iter()
@@ -216,6 +657,7 @@ pub fn start(snapshot: Arc<Snapshot>) -> Result<Gateway, StartError> {
             cache: cache.clone(),
         };
         let stop_flag = stop.clone();
+        let mailbox = mailboxes[i].clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
             .name(&format!("tollgate-{i}"))
             .io_memory(rt.io_memory)
@@ -224,7 +666,7 @@ pub fn start(snapshot: Arc<Snapshot>) -> Result<Gateway, StartError> {
             .preempt_timer(rt.preempt_timer)
             .spawn(move || async move {
                 let shard = Rc::new(Shard::new(i, snap, guards));
-                server::run_shard(shard, listeners, stop_flag, drain).await;
+                server::run_shard(shard, listeners, stop_flag, drain, mailbox).await;
             })
             .map_err(|e| StartError::Shard {
                 shard: i,
@@ -242,27 +684,31 @@ pub fn start(snapshot: Arc<Snapshot>) -> Result<Gateway, StartError> {
             }
         }
     }
-    Ok(Gateway {
-        shards,
-        stop,
-        addrs,
-        throttle: coordinator,
-        counters,
-        snapshot,
-        cache,
-    })
+    Ok(Gateway { shards, control })
 }
 
-/// Starts the throttle reconciler for the snapshot's limits (none: no
-/// thread), opening the quota store if there are quotas.
+/// One SO_REUSEPORT socket per shard on `addr` (port 0: every shard binds
+/// the port the first one got), each with its bound address.
 #[allow(clippy::type_complexity)]
-fn start_reconciler(
-    snapshot: &Snapshot,
+fn bind_shards(
+    addr: SocketAddr,
+    backlog: u32,
     shards: usize,
-) -> Result<(Option<Coordinator>, Vec<Option<ShardThrottle>>), StartError> {
-    if snapshot.limits.is_empty() {
-        return Ok((None, Vec::new()));
+) -> Result<Vec<(SocketAddr, std::net::TcpListener)>, (SocketAddr, std::io::Error)> {
+    let mut addr = addr;
+    let mut out = Vec::with_capacity(shards);
+    for i in 0..shards {
+        let sock = bind(addr, backlog).map_err(|e| (addr, e))?;
+        if i == 0 {
+            addr = sock.local_addr().map_err(|e| (addr, e))?;
+        }
+        out.push((addr, sock));
     }
+    Ok(out)
+}
+
+/// Every limit the snapshot configures, in its index order.
+fn limit_specs(snapshot: &Snapshot) -> Vec<LimitSpec> {
     let mut specs: Vec<LimitSpec> = snapshot
         .limits
         .iter()
@@ -273,23 +719,48 @@ fn start_reconciler(
         })
         .collect();
     for q in &snapshot.quotas {
-        specs[q.limit as usize].quota = Some(QuotaSpec {
-            name: q.name.clone(),
-            period: q.period,
-            offset: q.offset,
-        });
+        if let Some(s) = specs.get_mut(q.limit as usize) {
+            s.quota = Some(QuotaSpec {
+                name: q.name.clone(),
+                period: q.period,
+                offset: q.offset,
+            });
+        }
     }
+    specs
+}
+
+/// Starts the throttle reconciler for the snapshot's limits (none: no
+/// thread), with the quota store (`store` when a predecessor has it open)
+/// and a predecessor's quotas to continue (`carry`).
+#[allow(clippy::type_complexity)]
+fn start_reconciler(
+    snapshot: &Snapshot,
+    shards: usize,
+    carry: Option<Carry>,
+    store: Option<Arc<QuotaStore>>,
+) -> Result<(Option<Coordinator>, Vec<Option<ShardThrottle>>), StartError> {
+    if snapshot.limits.is_empty() {
+        return Ok((None, Vec::new()));
+    }
+    let specs = limit_specs(snapshot);
     let persistence = if snapshot.quotas.is_empty() {
         None
     } else {
-        let store =
-            QuotaStore::open(&snapshot.state_dir).map_err(|e| StartError::Throttle(e.into()))?;
+        let store = match store {
+            Some(s) => s,
+            None => Arc::new(
+                QuotaStore::open(&snapshot.state_dir)
+                    .map_err(|e| StartError::Throttle(e.into()))?,
+            ),
+        };
         Some(Persistence {
             store,
             flush_interval: snapshot.quota_flush_interval,
         })
     };
-    let (c, t) = throttle::sync::start(&specs, shards, snapshot.sync_interval, persistence)?;
+    let (c, t) =
+        throttle::sync::start_with(&specs, shards, snapshot.sync_interval, persistence, carry)?;
     Ok((Some(c), t.into_iter().map(Some).collect()))
 }
 

@@ -215,9 +215,7 @@ pub(super) async fn decide(
         let deadline = Instant::now() + cache.lock_timeout;
         while matches!(step, CacheStep::Wait) {
             if Instant::now() >= deadline {
-                shard
-                    .counters
-                    .cache_lookup(r.stage.counter_base + r.route, false);
+                shard.counters.cache_lookup(r.metric, false);
                 return Some(CacheStep::Miss(None));
             }
             glommio::timer::sleep(COALESCE_POLL).await;
@@ -287,7 +285,7 @@ pub(super) fn lookup(
     }
     key::build(kbuf, &stage.prefix, &rc.key, &input);
     let hash = cache.hasher.hash(kbuf);
-    let counter = r.stage.counter_base + r.route;
+    let counter = r.metric;
 
     let mut refresh = false;
     let mut warn = false;

@@ -26,7 +26,8 @@ use crate::http::response::ResponseHead;
 use crate::http::write::{self, LocalResponse};
 use crate::http::{BodyKind, HeaderKind, Version};
 use crate::integration::Integration;
-use crate::observe::counters::Level;
+use crate::observe::counters::{Exchange, Level};
+use crate::observe::metrics::UNMATCHED;
 
 /// Largest read while streaming a body.
 pub(super) const BODY_CHUNK: usize = 64 * 1024;
@@ -103,6 +104,43 @@ pub(super) struct Conn {
     /// A large cached body to write straight from the cache after `wbuf`
     /// (which holds its head), without copying it.
     pub pending: Option<bytes::Bytes>,
+    /// Bytes written to the client so far.
+    pub sent: u64,
+    /// What the current request did, for metrics and the access log.
+    pub exch: Exch,
+}
+
+/// What one request did: filled in as it runs, recorded when it ends.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Exch {
+    pub start: Instant,
+    /// The response status (0: none was written).
+    pub status: u16,
+    pub metric: u32,
+    pub bytes_in: u64,
+    /// `Conn::produced` when the request started.
+    pub out_mark: u64,
+    /// Time to the backend's response head, and its status.
+    pub integration: Option<(Duration, u16)>,
+    /// The message of an error the gateway answered with.
+    pub error: Option<&'static str>,
+    /// Answered from the cache (`Some(true)`) or looked up and missed.
+    pub cache: Option<bool>,
+}
+
+impl Exch {
+    fn new(start: Instant, bytes_in: u64, out_mark: u64) -> Exch {
+        Exch {
+            start,
+            status: 0,
+            metric: UNMATCHED,
+            bytes_in,
+            out_mark,
+            integration: None,
+            error: None,
+            cache: None,
+        }
+    }
 }
 
 /// Serves one accepted client connection until it closes.
@@ -117,7 +155,6 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     };
     let idle = Rc::new(IdleState::new(Instant::now()));
     let slot = shard.register(stream.as_raw_fd(), idle.clone());
-    shard.stats.accepted.set(shard.stats.accepted.get() + 1);
     let mut conn = Conn {
         shard: shard.clone(),
         stream,
@@ -137,6 +174,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         capture: None,
         stale: None,
         pending: None,
+        sent: 0,
+        exch: Exch::new(Instant::now(), 0, 0),
     };
     let _ = conn.run().await;
     shard.unregister(slot);
@@ -188,21 +227,28 @@ impl Conn {
                 HeadOutcome::Done => return Ok(()),
                 HeadOutcome::Reject(e) => {
                     self.linger = true;
+                    self.exch = Exch::new(Instant::now(), self.rbuf.len() as u64, self.produced());
                     self.error_response(&snap, e.status());
+                    self.finish_exchange();
                     return Ok(());
                 }
                 HeadOutcome::Timeout => {
+                    self.exch = Exch::new(Instant::now(), self.rbuf.len() as u64, self.produced());
                     self.error_response(&snap, 408);
+                    self.finish_exchange();
                     return Ok(());
                 }
             };
-            self.shard
-                .stats
-                .requests
-                .set(self.shard.stats.requests.get() + 1);
+            let body = match self.head.body {
+                BodyKind::Length(n) => n,
+                _ => 0,
+            };
+            self.exch = Exch::new(Instant::now(), head_len as u64 + body, self.produced());
             // Boxed: the request path's state is large, and keeping it out
             // of the connection's own future keeps idle connections small.
-            match Box::pin(self.handle(&snap, head_len)).await? {
+            let next = Box::pin(self.handle(&snap, head_len)).await;
+            self.finish_exchange();
+            match next? {
                 Next::KeepAlive if !self.shard.draining() => {
                     // Bound what a burst of pipelined requests can queue.
                     if self.wbuf.len() >= BODY_CHUNK || self.pending.is_some() {
@@ -355,6 +401,9 @@ impl Conn {
         }
 
         let resolved = snap.resolve(head.host.map(|h| h.of(buf)), method, head.path(buf));
+        if let Some(r) = &resolved {
+            self.exch.metric = r.metric;
+        }
         let api_key = head.header(HeaderKind::ApiKey).map(|h| h.value.of(buf));
         let verdict = self
             .shard
@@ -367,7 +416,7 @@ impl Conn {
                 let mut fill = None;
                 let shard = self.shard.clone();
                 let cached = match resolved.as_ref() {
-                    Some(r) if shard.cache.is_some() => {
+                    Some(r) if r.stage.cache.is_some() && shard.cache.is_some() => {
                         caching::decide(
                             &shard,
                             r,
@@ -380,6 +429,11 @@ impl Conn {
                         )
                         .await
                     }
+                    _ => None,
+                };
+                self.exch.cache = match &cached {
+                    Some(CacheStep::Hit(_)) => Some(true),
+                    Some(CacheStep::Miss(_)) => Some(false),
                     _ => None,
                 };
                 let local = match cached {
@@ -468,6 +522,10 @@ impl Conn {
                     Level::Quota => (429, write::QUOTA_EXCEEDED_BODY),
                     _ => (429, write::error_body(429)),
                 };
+                self.exch.error = Some(match refusal.level {
+                    Level::Quota => write::QUOTA_EXCEEDED_MESSAGE,
+                    _ => write::error_message(status),
+                });
                 let mut headers = [0u8; 80];
                 let headers = if status == 429 {
                     write::retry_after_headers(&mut headers, refusal.retry_after)
@@ -557,11 +615,36 @@ impl Conn {
         }
     }
 
+    /// Bytes produced for the client so far: sent, queued or pending.
+    pub(super) fn produced(&self) -> u64 {
+        self.sent + self.wbuf.len() as u64 + self.pending.as_ref().map_or(0, |p| p.len() as u64)
+    }
+
+    /// Counts the request that just ended (metrics; later the access log).
+    fn finish_exchange(&mut self) {
+        let e = &self.exch;
+        let status = if e.status == 0 {
+            // The client went away before an answer (NGINX's 499).
+            499
+        } else {
+            e.status
+        };
+        let exchange = Exchange {
+            status,
+            bytes_in: e.bytes_in,
+            bytes_out: self.produced().saturating_sub(e.out_mark),
+            latency: e.start.elapsed(),
+            integration: e.integration.map(|(d, _)| d),
+        };
+        self.shard.counters.record(e.metric, &exchange);
+    }
+
     /// Sends everything queued in the write buffer.
     pub(super) async fn flush(&mut self) -> Result<(), ConnError> {
         if self.wbuf.is_empty() {
             return Ok(());
         }
+        self.sent += self.wbuf.len() as u64 + self.pending.as_ref().map_or(0, |p| p.len() as u64);
         let wait = self.shard.snapshot().server.timeouts.client_send;
         let result = write_all(&mut self.stream, &self.wbuf, wait).await;
         self.wbuf.clear();

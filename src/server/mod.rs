@@ -8,11 +8,12 @@ mod proxy;
 mod respond;
 pub mod shard;
 
+use std::net::SocketAddr;
 use std::os::fd::IntoRawFd;
 use std::os::unix::io::FromRawFd;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use glommio::net::TcpListener;
@@ -26,43 +27,115 @@ const TICK: Duration = Duration::from_millis(25);
 /// How often idle backend connections are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// A reloaded configuration for one shard, left in its [`Mailbox`].
+pub struct Swap {
+    pub generation: u64,
+    pub snapshot: Arc<crate::config::Snapshot>,
+    /// New throttle leases (`None`: keep the current ones).
+    pub throttle: Option<Option<crate::throttle::sync::ShardThrottle>>,
+    /// A new per-client-IP table (`None`: keep the current one).
+    #[allow(clippy::type_complexity)]
+    pub client_ip: Option<Option<(Arc<crate::throttle::client_ip::ClientIpTable>, Instant)>>,
+    /// Listening sockets to start accepting on (new listen addresses).
+    pub listen: Vec<(SocketAddr, std::net::TcpListener)>,
+    /// Listen addresses to stop accepting on and close.
+    pub close: Vec<SocketAddr>,
+}
+
+/// Where the runtime leaves a shard's [`Swap`]; the shard looks at its
+/// tick (one atomic load) and takes it between requests.
+#[derive(Default)]
+pub struct Mailbox {
+    /// Generation of the swap waiting (0: none yet).
+    pub posted: AtomicU64,
+    pub swap: Mutex<Option<Swap>>,
+    /// Generation the shard runs.
+    pub applied: AtomicU64,
+}
+
+/// The shard's accept loops, by listen address.
+struct Acceptors {
+    shard: Rc<Shard>,
+    gate: Rc<Gate>,
+    /// Dropping a task cancels it, which drops (closes) its socket.
+    tasks: Vec<(SocketAddr, glommio::Task<()>)>,
+}
+
+impl Acceptors {
+    fn start(&mut self, addr: SocketAddr, l: std::net::TcpListener) {
+        // SAFETY: the fd comes from a bound, listening std listener whose
+        // ownership is transferred here with into_raw_fd.
+        let listener = unsafe { TcpListener::from_raw_fd(l.into_raw_fd()) };
+        let task =
+            glommio::spawn_local(accept_loop(self.shard.clone(), listener, self.gate.clone()));
+        self.tasks.push((addr, task));
+    }
+
+    /// Stops accepting on `addr` and closes its socket.
+    fn close(&mut self, addr: SocketAddr) {
+        self.tasks.retain(|(a, _)| *a != addr);
+    }
+
+    fn close_all(&mut self) {
+        self.tasks.clear();
+    }
+}
+
 /// Runs one shard: serves `listeners` until `stop` is set, then stops
 /// accepting and gives in-flight requests up to `drain` to finish.
+/// Reloads arrive through `mailbox`.
 pub async fn run_shard(
     shard: Rc<Shard>,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<(SocketAddr, std::net::TcpListener)>,
     stop: Arc<AtomicBool>,
     drain: Duration,
+    mailbox: Arc<Mailbox>,
 ) {
     let gate = Rc::new(Gate::new());
     // Take the first throttle leases before the first request.
     shard.throttle_tick();
-    let mut accept_tasks = Vec::new();
-    for l in listeners {
-        // SAFETY: the fd comes from a bound, listening std listener whose
-        // ownership is transferred here with into_raw_fd.
-        let listener = unsafe { TcpListener::from_raw_fd(l.into_raw_fd()) };
-        accept_tasks.push(glommio::spawn_local(accept_loop(
-            shard.clone(),
-            listener,
-            gate.clone(),
-        )));
+    let mut acceptors = Acceptors {
+        shard: shard.clone(),
+        gate: gate.clone(),
+        tasks: Vec::new(),
+    };
+    for (addr, l) in listeners {
+        acceptors.start(addr, l);
     }
     let mut last_sweep = Instant::now();
     // The tick also carries the throttle's lease exchange.
     let tick = TICK.min(shard.snapshot().sync_interval);
     while !stop.load(Ordering::Acquire) {
         glommio::timer::sleep(tick).await;
+        if mailbox.posted.load(Ordering::Acquire) != shard.generation() {
+            let swap = mailbox
+                .swap
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(mut swap) = swap {
+                for addr in std::mem::take(&mut swap.close) {
+                    acceptors.close(addr);
+                }
+                for (addr, l) in std::mem::take(&mut swap.listen) {
+                    acceptors.start(addr, l);
+                }
+                let generation = swap.generation;
+                shard.install(swap);
+                mailbox.applied.store(generation, Ordering::Release);
+            }
+        }
         shard.throttle_tick();
         shard.expire_idle(Instant::now());
+        shard.publish_gauges();
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = Instant::now();
             shard.sweep(last_sweep);
         }
     }
-    // Dropping the accept tasks closes the listening sockets; the kernel
+    // Ending the accept tasks closes the listening sockets; the kernel
     // sends new connections to shards (or processes) still listening.
-    drop(accept_tasks);
+    acceptors.close_all();
     shard.begin_drain();
     // The tick keeps running while in-flight requests finish: it enforces
     // backend deadlines and keeps the Date header current.

@@ -105,6 +105,7 @@ impl Conn {
         // closes after the response and the backend connection is dropped.
         let mut body_cut = false;
 
+        let integration_start = Instant::now();
         let mut up = loop {
             // A retry always goes to a fresh connection: another pooled one
             // may be just as stale.
@@ -165,7 +166,10 @@ impl Conn {
             // starts once the whole request has been sent.
             let deadline = Instant::now() + integ.timeout;
             match read_response_head(&shard, &mut up, &mut self.rhead, snap, info, deadline).await {
-                Ok(()) => break up,
+                Ok(()) => {
+                    self.exch.integration = Some((integration_start.elapsed(), self.rhead.status));
+                    break up;
+                }
                 Err(HeadError::NothingReceived) if reused && retryable && !retried => {
                     retried = true;
                     body = Some(ReqBody::Done);
@@ -202,6 +206,7 @@ impl Conn {
                 request_id_header: &snap.server.request_id_header,
                 request_id: rid.as_bytes(),
             };
+            self.exch.status = 101;
             write::switching_protocols_head(&mut self.wbuf, up.rbuf.filled(), &self.rhead, &meta);
             up.rbuf.consume(self.rhead.head_len);
             self.tunnel(&mut up, snap.server.timeouts.tunnel_idle)
@@ -219,6 +224,7 @@ impl Conn {
             request_id_header: &snap.server.request_id_header,
             request_id: rid.as_bytes(),
         };
+        self.exch.status = self.rhead.status;
         write::proxied_response_head(
             &mut self.wbuf,
             up.rbuf.filled(),
@@ -494,6 +500,7 @@ impl Conn {
                 self.rbuf.consume(n);
             }
             if !up.rbuf.is_empty() {
+                self.sent += up.rbuf.len() as u64;
                 write_all(&mut self.stream, up.rbuf.filled(), idle).await?;
                 let n = up.rbuf.len();
                 up.rbuf.consume(n);
@@ -516,6 +523,7 @@ impl Conn {
 
     async fn send(&mut self, data: &[u8]) -> Result<(), RelayError> {
         let wait = self.shard.snapshot().server.timeouts.client_send;
+        self.sent += data.len() as u64;
         write_all(&mut self.stream, data, wait)
             .await
             .map_err(RelayError::Client)

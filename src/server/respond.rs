@@ -62,6 +62,7 @@ impl Conn {
             request_id_header: &snap.server.request_id_header,
             request_id: rid.as_bytes(),
         };
+        self.exch.status = resp.status;
         let shard = self.shard.clone();
         shard.with_date(|date| {
             write::local_response(&mut self.wbuf, resp, date, &meta, info.head_request)
@@ -77,8 +78,7 @@ impl Conn {
         keep_alive: bool,
         rid: &RequestId,
     ) {
-        let errors = &self.shard.stats.gateway_errors;
-        errors.set(errors.get() + 1);
+        self.exch.error = Some(write::error_message(status));
         self.error_with_id(
             snap,
             status,
@@ -119,8 +119,7 @@ impl Conn {
     /// Counts and queues an error for a request whose head could not be
     /// parsed (or did not arrive in time): HTTP/1.1, then close.
     pub(super) fn error_response(&mut self, snap: &Snapshot, status: u16) {
-        let errors = &self.shard.stats.gateway_errors;
-        errors.set(errors.get() + 1);
+        self.exch.error = Some(write::error_message(status));
         let rid = RequestId::generated(&self.shard);
         self.error_with_id(snap, status, Version::Http11, false, false, &rid);
     }

@@ -38,18 +38,6 @@ const MAX_POOLED_BUFFERS: usize = 1024;
 /// Buffers grown beyond this by a large message are not pooled.
 const MAX_POOLED_CAPACITY: usize = 64 * 1024;
 
-/// Counters of one shard, read by tests and (later) the metrics endpoint.
-#[derive(Debug, Default)]
-pub struct ShardStats {
-    pub accepted: Cell<u64>,
-    pub open_connections: Cell<u64>,
-    pub requests: Cell<u64>,
-    /// Requests answered with an error produced by the gateway itself.
-    pub gateway_errors: Cell<u64>,
-    /// Requests refused with 429 by a throttle level or quota.
-    pub throttled: Cell<u64>,
-}
-
 /// Why a guard refused a request, and when the client may retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refusal {
@@ -81,11 +69,11 @@ pub struct Guards {
 
 impl Guards {
     /// No limits at all (tests, or a configuration without any).
-    pub fn none(routes: usize) -> Guards {
+    pub fn none() -> Guards {
         Guards {
             throttle: None,
             client_ip: None,
-            counters: Arc::new(Counters::new(routes)),
+            counters: Arc::new(Counters::new()),
             cache: None,
         }
     }
@@ -161,7 +149,6 @@ pub struct Shard {
     #[allow(clippy::redundant_allocation)]
     snapshot: RefCell<Rc<Arc<Snapshot>>>,
     pub pool: Pool,
-    pub stats: ShardStats,
     draining: Cell<bool>,
     rng: Cell<u64>,
     date_secs: Cell<u64>,
@@ -177,9 +164,11 @@ pub struct Shard {
     buffers: RefCell<Vec<Buffers>>,
     /// This shard's leases of every throttle limit (None: no limits).
     throttle: RefCell<Option<ShardThrottle>>,
-    client_ip: Option<(Arc<ClientIpTable>, Instant)>,
+    client_ip: RefCell<Option<(Arc<ClientIpTable>, Instant)>>,
     pub counters: Arc<Counters>,
     pub cache: Option<Arc<Cache>>,
+    /// The snapshot generation this shard runs.
+    generation: Cell<u64>,
 }
 
 impl Shard {
@@ -195,7 +184,6 @@ impl Shard {
             id,
             snapshot: RefCell::new(Rc::new(snapshot)),
             pool,
-            stats: ShardStats::default(),
             draining: Cell::new(false),
             rng: Cell::new(seed | 1),
             date_secs: Cell::new(0),
@@ -207,9 +195,10 @@ impl Shard {
             free_waits: RefCell::new(Vec::new()),
             buffers: RefCell::new(Vec::new()),
             throttle: RefCell::new(guards.throttle),
-            client_ip: guards.client_ip,
+            client_ip: RefCell::new(guards.client_ip),
             counters: guards.counters,
             cache: guards.cache,
+            generation: Cell::new(0),
         };
         shard.refresh_date();
         shard
@@ -230,18 +219,15 @@ impl Shard {
         api_key: Option<&[u8]>,
         client: std::net::IpAddr,
     ) -> Result<(), Refusal> {
-        let route = resolved.map(|r| r.stage.counter_base + r.route);
+        let route = resolved.map(|r| r.metric);
         let refuse = |level| {
             self.counters.refused(level, route);
-            if level != Level::Forbidden {
-                self.stats.throttled.set(self.stats.throttled.get() + 1);
-            }
             Err(Refusal {
                 level,
                 retry_after: 1,
             })
         };
-        if let Some((table, epoch)) = &self.client_ip {
+        if let Some((table, epoch)) = &*self.client_ip.borrow() {
             let now = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
             if !table.check(client, now) {
                 return refuse(Level::ClientIp);
@@ -299,6 +285,30 @@ impl Shard {
             Some(pos) => refuse(kinds[pos]),
             None => Ok(()),
         }
+    }
+
+    /// Switches to a reloaded configuration between requests: new
+    /// requests use `swap`'s snapshot, requests in flight finish on the
+    /// one they started with. Old throttle leases are settled first, so
+    /// what they admitted counts.
+    pub fn install(&self, swap: super::Swap) {
+        if let Some(throttle) = swap.throttle {
+            let mut t = self.throttle.borrow_mut();
+            if let Some(old) = t.as_mut() {
+                old.tick();
+            }
+            *t = throttle;
+        }
+        if let Some(client_ip) = swap.client_ip {
+            *self.client_ip.borrow_mut() = client_ip;
+        }
+        *self.snapshot.borrow_mut() = Rc::new(swap.snapshot);
+        self.generation.set(swap.generation);
+    }
+
+    /// The snapshot generation this shard runs.
+    pub fn generation(&self) -> u64 {
+        self.generation.get()
     }
 
     /// The periodic lease exchange with the reconciler.
@@ -375,9 +385,7 @@ impl Shard {
                 conns.len() - 1
             }
         };
-        self.stats
-            .open_connections
-            .set(self.stats.open_connections.get() + 1);
+        self.counters.connection_opened();
         i
     }
 
@@ -385,9 +393,7 @@ impl Shard {
         if let Some(s) = self.conns.borrow_mut().get_mut(i) {
             *s = None;
             self.free_slots.borrow_mut().push(i);
-            self.stats
-                .open_connections
-                .set(self.stats.open_connections.get().saturating_sub(1));
+            self.counters.connection_closed();
         }
     }
 
@@ -448,6 +454,14 @@ impl Shard {
     /// Periodic housekeeping: idle backend connections.
     pub fn sweep(&self, now: Instant) {
         self.pool.sweep(now);
+    }
+
+    /// Publishes the pool's figures for the metrics endpoint (at the tick).
+    pub fn publish_gauges(&self) {
+        let g = &self.counters.gauges;
+        Counters::set(&g.pool_idle, self.pool.idle_count() as u64);
+        Counters::set(&g.pool_opened, self.pool.stats.opened.get());
+        Counters::set(&g.pool_reused, self.pool.stats.reused.get());
     }
 
     /// The shard's coarse clock (see `coarse_now`).

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use time::{Date, Duration, OffsetDateTime, Time};
 
 /// How long a quota counts before it resets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Period {
     Day,

@@ -56,7 +56,8 @@ pub struct QuotaUsage {
 
 /// Where and how often quotas are persisted.
 pub struct Persistence {
-    pub store: QuotaStore,
+    /// Shared with a successor coordinator across a reload.
+    pub store: Arc<QuotaStore>,
     pub flush_interval: Duration,
 }
 
@@ -107,6 +108,7 @@ struct QuotaTrack {
     limit: usize,
     name: String,
     allowance: u64,
+    period: Period,
     clock: PeriodClock,
 }
 
@@ -195,7 +197,34 @@ pub struct Coordinator {
     quotas: Arc<Quotas>,
 }
 
+/// What a successor coordinator takes over at a reload: each quota's
+/// reconciler (by name, with its period clock, allowance and period), so
+/// leases shards hold or settle during the switch count where they
+/// belong, and the open store.
+pub struct Carry {
+    quotas: std::collections::HashMap<String, (SharedReconciler, PeriodClock, u64, Period)>,
+}
+
 impl Coordinator {
+    /// The quota state a successor continues from (see [`Carry`]).
+    pub fn carry(&self) -> Carry {
+        let quotas = lock(&self.quotas.tracks)
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    (self.recs[t.limit].clone(), t.clock, t.allowance, t.period),
+                )
+            })
+            .collect();
+        Carry { quotas }
+    }
+
+    /// The open quota store, if quotas are persisted.
+    pub fn store(&self) -> Option<Arc<QuotaStore>> {
+        self.quotas.persistence.as_ref().map(|p| p.store.clone())
+    }
+
     /// Every quota's usage (what shards hold in leases is counted at
     /// their next tick).
     pub fn quota_usage(&self) -> Vec<QuotaUsage> {
@@ -225,6 +254,20 @@ pub fn start(
     interval: Duration,
     persistence: Option<Persistence>,
 ) -> Result<(Coordinator, Vec<ShardThrottle>), StartError> {
+    start_with(limits, shards, interval, persistence, None)
+}
+
+/// [`start`], continuing the quotas of a predecessor (a reload): a quota
+/// with the same name, allowance and period keeps its reconciler and
+/// period; the others start from the store.
+pub fn start_with(
+    limits: &[LimitSpec],
+    shards: usize,
+    interval: Duration,
+    persistence: Option<Persistence>,
+    carry: Option<Carry>,
+) -> Result<(Coordinator, Vec<ShardThrottle>), StartError> {
+    let mut carried = carry.map(|c| c.quotas).unwrap_or_default();
     let mailboxes: Vec<Arc<Mailbox>> = (0..shards)
         .map(|_| Arc::new(Mailbox::new(limits.len())))
         .collect();
@@ -242,11 +285,25 @@ pub fn start(
             let rec = match &l.quota {
                 None => Reconciler::new(l.rate, l.burst, shards, 0),
                 Some(q) => {
+                    let same = carried.remove(&q.name).filter(|(_, _, allowance, period)| {
+                        *allowance == l.burst && *period == q.period
+                    });
+                    if let Some((rec, clock, _, _)) = same {
+                        tracks.push(QuotaTrack {
+                            limit: i,
+                            name: q.name.clone(),
+                            allowance: l.burst,
+                            period: q.period,
+                            clock,
+                        });
+                        return rec;
+                    }
                     let (clock, used) = restore(q, unix, stored.get(&q.name).copied());
                     tracks.push(QuotaTrack {
                         limit: i,
                         name: q.name.clone(),
                         allowance: l.burst,
+                        period: q.period,
                         clock,
                     });
                     Reconciler::quota(l.burst, used, shards, 0)

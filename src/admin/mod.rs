@@ -1,0 +1,443 @@
+//! The admin listener: `GET /metrics` (Prometheus text format),
+//! `GET /status`, `GET /config` (effective configuration, secrets
+//! redacted), `POST /reload`, `POST /cache/flush`. JSON answers and JSON
+//! errors (`{"message": ...}`).
+//!
+//! It runs on threads of its own with blocking sockets, never on a shard:
+//! its traffic is a scrape every few seconds and an operator's commands,
+//! and a slow admin client must not cost a shard anything. Loopback by
+//! default (`server.admin.addr`), with an optional bearer token.
+
+pub mod metrics;
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::auth::api_key::KeyDigest;
+use crate::config::AdminSettings;
+use crate::runtime::Control;
+
+/// Largest admin request head or body.
+const MAX_REQUEST: usize = 64 * 1024;
+/// A client gets this long to send its request and read the answer.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Admin connections served at once; more wait in the backlog.
+const MAX_CONNECTIONS: usize = 16;
+
+/// The running admin listener; stops when dropped.
+pub struct Admin {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Admin {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        // Wake the accept with a connection of our own.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Binds `settings.addr` and serves the admin API for `control`.
+pub fn start(control: Arc<Control>, settings: &AdminSettings) -> io::Result<Admin> {
+    let listener = TcpListener::bind(settings.addr)?;
+    let addr = listener.local_addr()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let token = settings.token;
+    let stop2 = stop.clone();
+    let busy = Arc::new(AtomicUsize::new(0));
+    let thread = std::thread::Builder::new()
+        .name("tollgate-admin".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::Acquire) {
+                    return;
+                }
+                let Ok(stream) = conn else { continue };
+                while busy.load(Ordering::Acquire) >= MAX_CONNECTIONS {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                busy.fetch_add(1, Ordering::AcqRel);
+                let (control, done) = (control.clone(), busy.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("tollgate-admin-conn".into())
+                    .spawn(move || {
+                        let _ = serve(stream, &control, token.as_ref());
+                        done.fetch_sub(1, Ordering::AcqRel);
+                    });
+                if spawned.is_err() {
+                    busy.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        })?;
+    Ok(Admin {
+        addr,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// An admin request, parsed.
+struct Request {
+    method: String,
+    path: String,
+    query: String,
+    authorization: Option<Vec<u8>>,
+}
+
+/// An admin answer.
+struct Response {
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+    extra: &'static str,
+}
+
+impl Response {
+    fn json(status: u16, v: &Value) -> Response {
+        let mut body = serde_json::to_vec_pretty(v).unwrap_or_default();
+        body.push(b'\n');
+        Response {
+            status,
+            content_type: "application/json",
+            body,
+            extra: "",
+        }
+    }
+
+    fn error(status: u16, message: &str) -> Response {
+        Response::json(status, &json!({ "message": message }))
+    }
+}
+
+fn serve(mut stream: TcpStream, control: &Control, token: Option<&KeyDigest>) -> io::Result<()> {
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let resp = match read_request(&mut stream) {
+        Ok(req) => {
+            if authorized(token, req.authorization.as_deref()) {
+                route(control, &req)
+            } else {
+                Response {
+                    extra: "www-authenticate: Bearer\r\n",
+                    ..Response::error(401, "Unauthorized")
+                }
+            }
+        }
+        Err(ReadError::Io(e)) => return Err(e),
+        Err(ReadError::TooLarge) => Response::error(413, "Request Entity Too Large"),
+        Err(ReadError::Bad) => Response::error(400, "Bad Request"),
+    };
+    let head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n{}\r\n",
+        resp.status,
+        reason(resp.status),
+        resp.content_type,
+        resp.body.len(),
+        resp.extra
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(&resp.body)?;
+    stream.flush()
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        413 => "Content Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+fn authorized(token: Option<&KeyDigest>, header: Option<&[u8]>) -> bool {
+    use sha2::Digest;
+    let Some(token) = token else {
+        return true;
+    };
+    let Some(presented) = header.and_then(|h| {
+        h.strip_prefix(b"Bearer ")
+            .or_else(|| h.strip_prefix(b"bearer "))
+    }) else {
+        return false;
+    };
+    <[u8; 32]>::from(sha2::Sha256::digest(presented.trim_ascii())) == *token
+}
+
+enum ReadError {
+    Io(io::Error),
+    TooLarge,
+    Bad,
+}
+
+fn read_request(stream: &mut TcpStream) -> Result<Request, ReadError> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Complete(head_len)) => {
+                let mut length = 0usize;
+                let mut authorization = None;
+                for h in req.headers.iter() {
+                    if h.name.eq_ignore_ascii_case("content-length") {
+                        length = std::str::from_utf8(h.value)
+                            .ok()
+                            .and_then(|v| v.trim().parse().ok())
+                            .ok_or(ReadError::Bad)?;
+                    } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                        return Err(ReadError::Bad);
+                    } else if h.name.eq_ignore_ascii_case("authorization") {
+                        authorization = Some(h.value.to_vec());
+                    }
+                }
+                if length > MAX_REQUEST {
+                    return Err(ReadError::TooLarge);
+                }
+                let target = req.path.unwrap_or("/").to_string();
+                let method = req.method.unwrap_or("GET").to_string();
+                let (path, query) = match target.split_once('?') {
+                    Some((p, q)) => (p.to_string(), q.to_string()),
+                    None => (target, String::new()),
+                };
+                // The body is read (so the client is not reset) and unused:
+                // every endpoint takes its arguments from the query.
+                while buf.len() < head_len + length {
+                    let n = stream.read(&mut chunk).map_err(ReadError::Io)?;
+                    if n == 0 {
+                        return Err(ReadError::Bad);
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                return Ok(Request {
+                    method,
+                    path,
+                    query,
+                    authorization,
+                });
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(_) => return Err(ReadError::Bad),
+        }
+        if buf.len() > MAX_REQUEST {
+            return Err(ReadError::TooLarge);
+        }
+        let n = stream.read(&mut chunk).map_err(ReadError::Io)?;
+        if n == 0 {
+            return Err(ReadError::Bad);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn route(control: &Control, req: &Request) -> Response {
+    let allowed = match req.path.as_str() {
+        "/metrics" | "/status" | "/config" => "GET",
+        "/reload" | "/cache/flush" => "POST",
+        _ => return Response::error(404, "Not Found"),
+    };
+    let method_ok = req.method == allowed || (allowed == "GET" && req.method == "HEAD");
+    if !method_ok {
+        return Response {
+            extra: if allowed == "GET" {
+                "allow: GET, HEAD\r\n"
+            } else {
+                "allow: POST\r\n"
+            },
+            ..Response::error(405, "Method Not Allowed")
+        };
+    }
+    match req.path.as_str() {
+        "/metrics" => Response {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: metrics::render(control).into_bytes(),
+            extra: "",
+        },
+        "/status" => Response::json(200, &status_json(control)),
+        "/config" => Response::json(200, &config_json(control)),
+        "/reload" => reload(control),
+        "/cache/flush" => flush(control, req),
+        _ => Response::error(404, "Not Found"),
+    }
+}
+
+fn unix(t: std::time::SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn status_json(control: &Control) -> Value {
+    let s = control.status();
+    json!({
+        "version": s.version,
+        "uptime_seconds": s.uptime.as_secs(),
+        "started_at": unix(s.started),
+        "shards": s.cores.iter().enumerate()
+            .map(|(i, c)| json!({"shard": i, "core": c}))
+            .collect::<Vec<_>>(),
+        "config": {
+            "file": s.source.map(|p| p.display().to_string()),
+            "generation": s.generation,
+            "loaded_at": unix(s.loaded_at),
+            "reloads": s.reloads,
+            "failed_reloads": s.failed_reloads,
+            "last_error": s.last_error,
+        },
+        "listeners": s.listeners.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    })
+}
+
+/// Keys whose values are secrets, wherever they appear.
+const SECRET_KEYS: [&str; 3] = ["value", "invalidation_token", "token"];
+
+fn redact(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if SECRET_KEYS.contains(&k.as_str()) && !v.is_null() {
+                    *v = Value::String("<redacted>".into());
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+fn config_json(control: &Control) -> Value {
+    let snap = control.snapshot();
+    let mut v = serde_json::to_value(&snap.config).unwrap_or(Value::Null);
+    redact(&mut v);
+    v
+}
+
+fn reload(control: &Control) -> Response {
+    match control.reload_from_source() {
+        Ok(r) => Response::json(
+            200,
+            &json!({
+                "message": "reloaded",
+                "generation": r.generation,
+                "restart_needed": r.restart_needed,
+                "listeners_opened": r.listeners_opened.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "listeners_closed": r.listeners_closed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "throttle_rebuilt": r.throttle_rebuilt,
+                "cache_entries_flushed": r.cache_entries_flushed,
+                "warnings": r.warnings,
+            }),
+        ),
+        Err(e) => Response::json(
+            400,
+            &json!({
+                "message": "reload refused; the running configuration stays",
+                "errors": e.issues(),
+            }),
+        ),
+    }
+}
+
+/// `POST /cache/flush` flushes everything; `?stage=API/STAGE` one stage.
+fn flush(control: &Control, req: &Request) -> Response {
+    let Some(cache) = control.cache() else {
+        return Response::json(200, &json!({"flushed": 0}));
+    };
+    let mut stage = None;
+    for pair in req.query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("stage", v)) => stage = Some(percent_decode(v)),
+            _ => return Response::error(400, "unknown parameter; use ?stage=API/STAGE or none"),
+        }
+    }
+    let flushed = match stage {
+        None => cache.flush_all(),
+        Some(s) => {
+            let Some((api, st)) = s.split_once('/') else {
+                return Response::error(400, "stage must be API/STAGE");
+            };
+            let snap = control.snapshot();
+            let known = snap
+                .apis
+                .iter()
+                .any(|a| a.name == api && a.stages.iter().any(|x| x.name == st));
+            if !known {
+                return Response::error(404, &format!("no stage {api}/{st}"));
+            }
+            cache.flush_stage(api, st)
+        }
+    };
+    Response::json(200, &json!({ "flushed": flushed }))
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                match s
+                    .get(i + 1..i + 3)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Asks the admin listener at `addr` to reload (`tollgate reload`).
+pub fn request_reload(addr: SocketAddr, token: Option<&str>) -> io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "POST /reload HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 0\r\nconnection: close\r\n{auth}\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    Ok((status, body))
+}
