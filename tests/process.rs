@@ -426,3 +426,48 @@ fn sighup_and_reload_command_apply_a_new_config_or_keep_the_old() {
     assert_eq!(body_of(gw.addr, "/mock"), (200, "mocked".into()));
     assert_eq!(body_of(gw.addr, "/api/x"), (200, "backend".into()));
 }
+
+#[test]
+fn sigusr1_reopens_access_logs_after_rotation() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let log = dir.join(format!("proc-access-{}.log", std::process::id()));
+    let rotated = log.with_extension("log.1");
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(&rotated);
+    let origin = Origin::ok("backend");
+    let config = proxy_config(origin.addr, "").replace(
+        "[[api]]\nname = \"t\"",
+        &format!(
+            "[[api]]\nname = \"t\"\n[[api.stage]]\nname = \"$default\"\naccess_log = {{ destination = \"{}\", format = \"clf\" }}",
+            log.display()
+        ),
+    );
+    let gw = Running::start(&config);
+    let wait_lines = |path: &std::path::Path, n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text.lines().count() >= n || Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert_eq!(body_of(gw.addr, "/mock").0, 200);
+    let first = wait_lines(&log, 1);
+    assert!(first.contains("\"GET /mock HTTP/1.1\" 200"), "{first}");
+    std::fs::rename(&log, &rotated).expect("rotate");
+    gw.signal(libc::SIGUSR1);
+    // The writer reopens within its idle check (500 ms).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !log.exists() {
+        assert!(Instant::now() < deadline, "SIGUSR1 did not reopen the log");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(body_of(gw.addr, "/api/x").0, 200);
+    let second = wait_lines(&log, 1);
+    assert!(second.contains("\"GET /api/x HTTP/1.1\" 200"), "{second}");
+    assert_eq!(wait_lines(&rotated, 1).lines().count(), 1);
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(&rotated);
+}

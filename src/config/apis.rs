@@ -3,12 +3,15 @@
 //! settings, and the host/path mounts requests are resolved by.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use super::schema::{Config, IntegrationConfig, TimeoutsConfig};
+use super::schema::{AccessLogConfig, Config, IntegrationConfig, TimeoutsConfig};
+use super::snapshot::StageLog;
 use super::snapshot::{Api, Limit, Stage};
 use crate::integration::{
     substitute_stage_variables, HttpIntegration, Integration, MockIntegration,
 };
+use crate::observe::access_log::{Destination, Format};
 use crate::observe::metrics::RouteLabels;
 use crate::router::{RouteKey, RouteTable};
 
@@ -66,6 +69,48 @@ pub(super) struct Compiled {
     /// Per-route metric labels, indexed by a stage's `counter_base` plus
     /// the route id.
     pub route_labels: Vec<RouteLabels>,
+    /// Access logs, indexed like `route_labels`.
+    pub route_logs: Vec<Option<Arc<StageLog>>>,
+    /// Every access log destination, in first-use order.
+    pub log_destinations: Vec<Destination>,
+}
+
+/// Compiles a stage's access log settings; `dests` collects destinations.
+fn compile_log(
+    l: &AccessLogConfig,
+    spath: &str,
+    dests: &mut Vec<Destination>,
+    issue: &mut impl FnMut(String, String),
+) -> Option<Arc<StageLog>> {
+    let format = match Format::parse(&l.format) {
+        Ok(f) => f,
+        Err(e) => {
+            issue(format!("{spath}.access_log.format"), e.to_string());
+            return None;
+        }
+    };
+    let dest = match l.destination.trim() {
+        "" => {
+            issue(
+                format!("{spath}.access_log.destination"),
+                "must be \"stdout\" or a file path".into(),
+            );
+            return None;
+        }
+        "stdout" | "-" => Destination::Stdout,
+        path => Destination::File(path.into()),
+    };
+    let sink = match dests.iter().position(|d| *d == dest) {
+        Some(i) => i,
+        None => {
+            dests.push(dest);
+            dests.len() - 1
+        }
+    };
+    Some(Arc::new(StageLog {
+        format,
+        sink: sink as u32,
+    }))
 }
 
 /// Compiles every `[[api]]`; stage and route limits are appended to
@@ -79,6 +124,8 @@ pub(super) fn compile(
     let mut apis = Vec::new();
     let mut mounts: Vec<Mount> = Vec::new();
     let mut route_labels: Vec<RouteLabels> = Vec::new();
+    let mut route_logs = Vec::new();
+    let mut log_destinations = Vec::new();
     for (ai, a) in config.apis.iter().enumerate() {
         let apath = format!("api[{ai}]");
         if a.name.trim().is_empty() {
@@ -151,6 +198,7 @@ pub(super) fn compile(
             throttle: None,
             api_key_required: false,
             cache: None,
+            access_log: None,
         }];
         let stage_cfgs: &[_] = if a.stages.is_empty() {
             &default_stage
@@ -290,6 +338,11 @@ pub(super) fn compile(
                 route: r.key.clone(),
                 canary: false,
             }));
+            let log = st
+                .access_log
+                .as_ref()
+                .and_then(|l| compile_log(l, &spath, &mut log_destinations, issue));
+            route_logs.extend(a.routes.iter().map(|_| log.clone()));
             stages.push(Stage {
                 name: st.name.clone(),
                 integrations,
@@ -313,5 +366,7 @@ pub(super) fn compile(
         apis,
         mounts,
         route_labels,
+        route_logs,
+        log_destinations,
     }
 }

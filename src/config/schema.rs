@@ -553,6 +553,24 @@ pub struct StageConfig {
     /// Response cache for the stage's GET and HEAD routes.
     #[serde(default)]
     pub cache: Option<StageCacheConfig>,
+    /// Access log of the stage's requests (off unless set).
+    #[serde(default)]
+    pub access_log: Option<AccessLogConfig>,
+}
+
+/// A stage's access log (Amazon API Gateway's access log settings).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// `"stdout"` or a file path (appended to; reopened on SIGUSR1).
+    pub destination: String,
+    /// `"clf"`, `"json"`, `"csv"` or a template of `$context.*` variables.
+    #[serde(default = "default_log_format")]
+    pub format: String,
+}
+
+fn default_log_format() -> String {
+    "json".into()
 }
 
 /// A token-bucket throttle: `rate` requests per second, `burst` bucket size.

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::caching::{CacheSpec, RouteCache, StageCache};
@@ -20,6 +20,7 @@ use super::schema::{Config, Shards};
 use super::{ConfigIssue, Host};
 use crate::http::{Limits, MAX_HEADER_SLOTS};
 use crate::integration::Integration;
+use crate::observe::access_log::{Destination, Format};
 use crate::observe::metrics::{RouteLabels, UNMATCHED};
 use crate::router::{Params, RouteId, RouteTable};
 
@@ -98,6 +99,14 @@ pub struct Stage {
     pub route_cache: Vec<Option<RouteCache>>,
 }
 
+/// A stage's access log: its format and which destination it writes to.
+#[derive(Debug)]
+pub struct StageLog {
+    pub format: Format,
+    /// Index into [`Snapshot::log_destinations`].
+    pub sink: u32,
+}
+
 /// The per-client-IP throttle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIpLimit {
@@ -165,6 +174,10 @@ pub struct Snapshot {
     /// Per-route metric labels, indexed by a stage's `counter_base` plus
     /// the route id.
     pub route_labels: Vec<RouteLabels>,
+    /// Per route counter: the stage's access log, if it logs.
+    pub route_logs: Vec<Option<Arc<StageLog>>>,
+    /// Every access log destination; `StageLog::sink` indexes it.
+    pub log_destinations: Vec<Destination>,
     /// Stable metric ids of `route_labels`, set when the snapshot is
     /// installed (see [`crate::observe::metrics::Registry`]).
     pub metric_ids: OnceLock<Box<[u32]>>,
@@ -470,6 +483,8 @@ impl Snapshot {
             mut apis,
             mounts,
             route_labels,
+            route_logs,
+            log_destinations,
         } = super::apis::compile(config, t, &mut limits, &mut issue);
         if config.apis.is_empty() {
             issue("api".into(), "at least one [[api]] is required".into());
@@ -538,6 +553,8 @@ impl Snapshot {
             state_dir: s.state_dir.clone(),
             client_ip,
             route_labels,
+            route_logs,
+            log_destinations,
             metric_ids: OnceLock::new(),
             cache,
             warnings,

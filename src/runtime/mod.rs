@@ -21,6 +21,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::cache::Cache;
 use crate::config::Snapshot;
+use crate::observe::access_log::{AccessLog, Destination};
 use crate::observe::counters::{Counters, Level};
 use crate::observe::metrics::Registry;
 use crate::server::{self, shard::Guards, Mailbox, Shard, Swap};
@@ -43,6 +44,11 @@ pub enum StartError {
     },
     #[error(transparent)]
     Throttle(#[from] throttle::sync::StartError),
+    #[error("cannot open access log {dest}: {source}")]
+    AccessLog {
+        dest: String,
+        source: std::io::Error,
+    },
     #[error("cannot start shard {shard} on core {core}: {reason}")]
     Shard {
         shard: usize,
@@ -155,6 +161,8 @@ struct State {
     throttle: Option<Coordinator>,
     limit_specs: (Vec<LimitSpec>, std::time::Duration),
     client_ip: Option<(Arc<ClientIpTable>, Instant)>,
+    /// Access log writers, indexed like the snapshot's `log_destinations`.
+    logs: Vec<(Destination, Arc<AccessLog>)>,
     reloads: u64,
     failed_reloads: u64,
     last_error: Option<String>,
@@ -269,11 +277,18 @@ impl Control {
 
     /// Access log lines written and dropped, every destination.
     pub fn access_log_counts(&self) -> (u64, u64) {
-        (0, 0)
+        self.state()
+            .logs
+            .iter()
+            .fold((0, 0), |(w, d), (_, l)| (w + l.written(), d + l.dropped()))
     }
 
     /// Reopens every access log file (SIGUSR1, after logrotate moved it).
-    pub fn reopen_logs(&self) {}
+    pub fn reopen_logs(&self) {
+        for (_, l) in &self.state().logs {
+            l.reopen();
+        }
+    }
 
     /// Remembers the files `reload_from_source` reads.
     pub fn set_source(&self, config: PathBuf, profile: Option<PathBuf>) {
@@ -442,7 +457,22 @@ impl Control {
             .collect();
         report.listeners_closed = closed.clone();
 
-        // Throttles: kept as they are unless their settings changed.
+        // Access logs: writers for new destinations (a file that cannot
+        // be opened refuses the reload), new shard buffers if the list
+        // changed.
+        let logs_changed = !st
+            .logs
+            .iter()
+            .map(|(d, _)| d)
+            .eq(new.log_destinations.iter());
+        let opened_logs = if logs_changed {
+            Some(open_logs(&new.log_destinations, &st.logs)?)
+        } else {
+            None
+        };
+
+        // Throttles: kept as they are unless their settings changed (the
+        // last step that can fail; nothing has changed before it).
         let specs = (limit_specs(&new), new.sync_interval);
         let mut throttles: Vec<Option<Option<ShardThrottle>>> = (0..shards).map(|_| None).collect();
         let mut retired = None;
@@ -458,6 +488,10 @@ impl Control {
             st.limit_specs = specs;
             report.throttle_rebuilt = true;
         }
+        let retired_logs = match opened_logs {
+            Some(l) => std::mem::replace(&mut st.logs, l),
+            None => Vec::new(),
+        };
         let client_ip = if new.client_ip == old.client_ip {
             None
         } else {
@@ -505,6 +539,7 @@ impl Control {
                 client_ip: client_ip.clone(),
                 listen,
                 close: closed.clone(),
+                logs: logs_changed.then(|| st.logs.iter().map(|(_, l)| l.shard_buffer()).collect()),
             };
             *mb.swap.lock().unwrap_or_else(|p| p.into_inner()) = Some(swap);
             mb.posted.store(generation, Ordering::Release);
@@ -522,6 +557,8 @@ impl Control {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         drop(retired);
+        // Writers no shard uses any more write what they were sent, then stop.
+        drop(retired_logs);
         st.snapshot = new;
         st.listeners = listeners;
         st.loaded_at = SystemTime::now();
@@ -606,6 +643,7 @@ pub fn start(snapshot: Arc<Snapshot>) -> Result<Gateway, StartError> {
         .cache
         .as_ref()
         .map(|c| Cache::new(c.capacity, c.max_entry, c.segments, c.token, c.lock_timeout));
+    let logs = open_logs(&snapshot.log_destinations, &[])?;
     let registry = Registry::new();
     let _ = snapshot
         .metric_ids
@@ -635,6 +673,7 @@ pub fn start(snapshot: Arc<Snapshot>) -> Result<Gateway, StartError> {
             throttle: coordinator,
             limit_specs: (limit_specs(&snapshot), snapshot.sync_interval),
             client_ip: client_ip.clone(),
+            logs: logs.clone(),
             reloads: 0,
             failed_reloads: 0,
             last_error: None,
@@ -655,6 +694,7 @@ pub fn start(snapshot: Arc<Snapshot>) -> Result<Gateway, StartError> {
             client_ip: client_ip.clone(),
             counters: counters[i].clone(),
             cache: cache.clone(),
+            logs: logs.iter().map(|(_, l)| l.shard_buffer()).collect(),
         };
         let stop_flag = stop.clone();
         let mailbox = mailboxes[i].clone();
@@ -706,6 +746,34 @@ fn bind_shards(
     }
     Ok(out)
 }
+
+/// Access log writers for `dests`, reusing those in `existing`.
+fn open_logs(
+    dests: &[Destination],
+    existing: &[(Destination, Arc<AccessLog>)],
+) -> Result<Vec<(Destination, Arc<AccessLog>)>, StartError> {
+    dests
+        .iter()
+        .map(|d| {
+            if let Some((_, l)) = existing.iter().find(|(e, _)| e == d) {
+                return Ok((d.clone(), l.clone()));
+            }
+            AccessLog::start(d.clone(), LOG_QUEUE_BATCHES)
+                .map(|l| (d.clone(), l))
+                .map_err(|source| StartError::AccessLog {
+                    dest: match d {
+                        Destination::Stdout => "stdout".into(),
+                        Destination::File(p) => p.display().to_string(),
+                    },
+                    source,
+                })
+        })
+        .collect()
+}
+
+/// Batches (up to 64 KiB each) queued per access log writer before
+/// shards keep lines in their own buffers.
+const LOG_QUEUE_BATCHES: usize = 64;
 
 /// Every limit the snapshot configures, in its index order.
 fn limit_specs(snapshot: &Snapshot) -> Vec<LimitSpec> {

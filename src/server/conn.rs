@@ -26,6 +26,7 @@ use crate::http::response::ResponseHead;
 use crate::http::write::{self, LocalResponse};
 use crate::http::{BodyKind, HeaderKind, Version};
 use crate::integration::Integration;
+use crate::observe::access_log::LogRecord;
 use crate::observe::counters::{Exchange, Level};
 use crate::observe::metrics::UNMATCHED;
 
@@ -108,6 +109,34 @@ pub(super) struct Conn {
     pub sent: u64,
     /// What the current request did, for metrics and the access log.
     pub exch: Exch,
+    /// The request's fields for its access log line.
+    log: LogScratch,
+}
+
+/// Request fields an access log line needs, copied out of the read buffer
+/// before the head is consumed (only for stages that log).
+#[derive(Debug, Default)]
+struct LogScratch {
+    buf: Vec<u8>,
+    rid: std::ops::Range<usize>,
+    method: std::ops::Range<usize>,
+    path: std::ops::Range<usize>,
+    user_agent: Option<std::ops::Range<usize>>,
+    host: Option<std::ops::Range<usize>>,
+    key: Option<crate::auth::api_key::KeyId>,
+    http10: bool,
+}
+
+impl LogScratch {
+    fn put(&mut self, v: &[u8]) -> std::ops::Range<usize> {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(v);
+        start..self.buf.len()
+    }
+
+    fn get(&self, r: &std::ops::Range<usize>) -> &[u8] {
+        self.buf.get(r.clone()).unwrap_or_default()
+    }
 }
 
 /// What one request did: filled in as it runs, recorded when it ends.
@@ -126,6 +155,8 @@ pub(super) struct Exch {
     pub error: Option<&'static str>,
     /// Answered from the cache (`Some(true)`) or looked up and missed.
     pub cache: Option<bool>,
+    /// The route counter whose stage logs this request.
+    pub log: Option<u32>,
 }
 
 impl Exch {
@@ -139,6 +170,7 @@ impl Exch {
             integration: None,
             error: None,
             cache: None,
+            log: None,
         }
     }
 }
@@ -176,6 +208,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         pending: None,
         sent: 0,
         exch: Exch::new(Instant::now(), 0, 0),
+        log: LogScratch::default(),
     };
     let _ = conn.run().await;
     shard.unregister(slot);
@@ -229,13 +262,13 @@ impl Conn {
                     self.linger = true;
                     self.exch = Exch::new(Instant::now(), self.rbuf.len() as u64, self.produced());
                     self.error_response(&snap, e.status());
-                    self.finish_exchange();
+                    self.finish_exchange(&snap);
                     return Ok(());
                 }
                 HeadOutcome::Timeout => {
                     self.exch = Exch::new(Instant::now(), self.rbuf.len() as u64, self.produced());
                     self.error_response(&snap, 408);
-                    self.finish_exchange();
+                    self.finish_exchange(&snap);
                     return Ok(());
                 }
             };
@@ -247,7 +280,7 @@ impl Conn {
             // Boxed: the request path's state is large, and keeping it out
             // of the connection's own future keeps idle connections small.
             let next = Box::pin(self.handle(&snap, head_len)).await;
-            self.finish_exchange();
+            self.finish_exchange(&snap);
             match next? {
                 Next::KeepAlive if !self.shard.draining() => {
                     // Bound what a burst of pipelined requests can queue.
@@ -403,6 +436,29 @@ impl Conn {
         let resolved = snap.resolve(head.host.map(|h| h.of(buf)), method, head.path(buf));
         if let Some(r) = &resolved {
             self.exch.metric = r.metric;
+            let counter = r.stage.counter_base + r.route;
+            if snap
+                .route_logs
+                .get(counter as usize)
+                .is_some_and(Option::is_some)
+            {
+                self.exch.log = Some(counter);
+                let l = &mut self.log;
+                l.buf.clear();
+                l.rid = l.put(rid.as_bytes());
+                l.method = l.put(method);
+                l.path = l.put(head.path(buf));
+                l.host = head.host.map(|h| l.put(h.of(buf)));
+                l.user_agent = head
+                    .headers
+                    .iter()
+                    .find(|h| h.name.of(buf).eq_ignore_ascii_case(b"user-agent"))
+                    .map(|h| l.put(h.value.of(buf)));
+                l.key = head
+                    .header(HeaderKind::ApiKey)
+                    .and_then(|h| snap.keys.lookup(h.value.of(buf)));
+                l.http10 = head.version == Version::Http10;
+            }
         }
         let api_key = head.header(HeaderKind::ApiKey).map(|h| h.value.of(buf));
         let verdict = self
@@ -620,8 +676,9 @@ impl Conn {
         self.sent + self.wbuf.len() as u64 + self.pending.as_ref().map_or(0, |p| p.len() as u64)
     }
 
-    /// Counts the request that just ended (metrics; later the access log).
-    fn finish_exchange(&mut self) {
+    /// Counts the request that just ended, and writes its access log line
+    /// if its stage logs.
+    fn finish_exchange(&mut self, snap: &Snapshot) {
         let e = &self.exch;
         let status = if e.status == 0 {
             // The client went away before an answer (NGINX's 499).
@@ -637,6 +694,51 @@ impl Conn {
             integration: e.integration.map(|(d, _)| d),
         };
         self.shard.counters.record(e.metric, &exchange);
+        if let Some(counter) = e.log {
+            self.log_line(snap, counter, &exchange);
+        }
+    }
+
+    /// Renders the access log line of the request that just ended into
+    /// the shard's buffer for its stage's destination.
+    fn log_line(&self, snap: &Snapshot, counter: u32, x: &Exchange) {
+        let Some(Some(stage_log)) = snap.route_logs.get(counter as usize) else {
+            return;
+        };
+        let labels = snap.route_labels.get(counter as usize);
+        let l = &self.log;
+        let e = &self.exch;
+        let rec = LogRecord {
+            request_id: l.get(&l.rid),
+            source_ip: self.peer.ip,
+            time: std::time::SystemTime::now()
+                .checked_sub(x.latency)
+                .unwrap_or(std::time::UNIX_EPOCH),
+            method: l.get(&l.method),
+            route_key: labels.map(|r| r.route.as_str()),
+            path: l.get(&l.path),
+            status: x.status,
+            http10: l.http10,
+            response_length: x.bytes_out,
+            latency: x.latency,
+            integration_latency: e.integration.map(|(d, _)| d),
+            integration_status: e.integration.map(|(_, s)| s),
+            error_message: e.error,
+            user_agent: l.user_agent.as_ref().map(|r| l.get(r)),
+            stage: labels.map(|r| r.stage.as_str()),
+            api: labels.map(|r| r.api.as_str()),
+            host: l.host.as_ref().map(|r| l.get(r)),
+            api_key_id: l.key.map(|k| snap.keys.name(k)),
+            cache: e.cache,
+        };
+        if let Some(out) = self
+            .shard
+            .logs
+            .borrow_mut()
+            .get_mut(stage_log.sink as usize)
+        {
+            out.line(|buf| stage_log.format.render(&rec, buf));
+        }
     }
 
     /// Sends everything queued in the write buffer.

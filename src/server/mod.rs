@@ -40,6 +40,8 @@ pub struct Swap {
     pub listen: Vec<(SocketAddr, std::net::TcpListener)>,
     /// Listen addresses to stop accepting on and close.
     pub close: Vec<SocketAddr>,
+    /// New access log buffers (`None`: the destinations did not change).
+    pub logs: Option<Vec<crate::observe::access_log::ShardLog>>,
 }
 
 /// Where the runtime leaves a shard's [`Swap`]; the shard looks at its
@@ -128,6 +130,7 @@ pub async fn run_shard(
         shard.throttle_tick();
         shard.expire_idle(Instant::now());
         shard.publish_gauges();
+        shard.flush_logs();
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = Instant::now();
             shard.sweep(last_sweep);
@@ -144,6 +147,7 @@ pub async fn run_shard(
             glommio::timer::sleep(tick).await;
             shard.throttle_tick();
             shard.expire_idle(Instant::now());
+            shard.flush_logs();
         }
     };
     let _ = glommio::timer::timeout(drain, async {
@@ -158,8 +162,9 @@ pub async fn run_shard(
     })
     .await;
     // Settle the last leases, so the final quota flush counts every
-    // request this shard admitted.
+    // request this shard admitted; hand over the last log lines.
     shard.throttle_tick();
+    shard.flush_logs();
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, gate: Rc<Gate>) {

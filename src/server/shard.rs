@@ -16,6 +16,7 @@ use crate::cache::Cache;
 use crate::config::Resolved;
 use crate::config::Snapshot;
 use crate::http::Header;
+use crate::observe::access_log::ShardLog;
 use crate::observe::counters::{Counters, Level};
 use crate::throttle::client_ip::ClientIpTable;
 use crate::throttle::quota::Period;
@@ -65,6 +66,9 @@ pub struct Guards {
     pub counters: Arc<Counters>,
     /// The shared response cache, if any stage caches.
     pub cache: Option<Arc<Cache>>,
+    /// This shard's buffer for each access log destination, indexed like
+    /// [`Snapshot::log_destinations`].
+    pub logs: Vec<ShardLog>,
 }
 
 impl Guards {
@@ -75,6 +79,7 @@ impl Guards {
             client_ip: None,
             counters: Arc::new(Counters::new()),
             cache: None,
+            logs: Vec::new(),
         }
     }
 }
@@ -169,6 +174,8 @@ pub struct Shard {
     pub cache: Option<Arc<Cache>>,
     /// The snapshot generation this shard runs.
     generation: Cell<u64>,
+    /// Access log buffers, indexed like the snapshot's `log_destinations`.
+    pub logs: RefCell<Vec<ShardLog>>,
 }
 
 impl Shard {
@@ -199,6 +206,7 @@ impl Shard {
             counters: guards.counters,
             cache: guards.cache,
             generation: Cell::new(0),
+            logs: RefCell::new(guards.logs),
         };
         shard.refresh_date();
         shard
@@ -301,6 +309,10 @@ impl Shard {
         }
         if let Some(client_ip) = swap.client_ip {
             *self.client_ip.borrow_mut() = client_ip;
+        }
+        if let Some(logs) = swap.logs {
+            // The old buffers hand their lines over as they drop.
+            *self.logs.borrow_mut() = logs;
         }
         *self.snapshot.borrow_mut() = Rc::new(swap.snapshot);
         self.generation.set(swap.generation);
@@ -454,6 +466,13 @@ impl Shard {
     /// Periodic housekeeping: idle backend connections.
     pub fn sweep(&self, now: Instant) {
         self.pool.sweep(now);
+    }
+
+    /// Hands buffered access log lines to their writers (at the tick).
+    pub fn flush_logs(&self) {
+        for l in self.logs.borrow_mut().iter_mut() {
+            l.flush();
+        }
     }
 
     /// Publishes the pool's figures for the metrics endpoint (at the tick).

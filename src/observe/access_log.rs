@@ -1,0 +1,2303 @@
+//! Access logs in the manner of Amazon API Gateway: a format compiled once
+//! at config load from `$context.*` variables (or a `clf`, `json` or `csv`
+//! preset), rendered per request into a shard-local buffer, and written to
+//! stdout or a file by one writer thread per destination.
+//!
+//! # Formatting (sans I/O)
+//!
+//! [`Format::parse`] compiles a template into literal pieces and variables;
+//! [`Format::render`] appends exactly one line for a [`LogRecord`] to a
+//! `Vec<u8>`, allocating nothing besides growing that vector. Variable
+//! names are matched longest first (`$context.requestTimeEpoch` before
+//! `$context.requestTime`); a name followed directly by a letter, digit or
+//! `_` (`$context.statusX`), an unknown name or a `$` that does not start
+//! a `$context.` variable is rejected with its name, as is a template with
+//! a line break in it. Absent values render as `-`.
+//!
+//! | variable | value |
+//! |---|---|
+//! | `$context.requestId`, `$context.extendedRequestId` | request id |
+//! | `$context.identity.sourceIp` | client address (IPv4-mapped IPv6 shown as IPv4) |
+//! | `$context.requestTime` | request start, CLF, UTC: `01/Dec/2025:04:04:25 +0000` |
+//! | `$context.requestTimeEpoch` | request start, epoch milliseconds |
+//! | `$context.httpMethod` | method |
+//! | `$context.routeKey` | matched route (`GET /pets/{id}`) |
+//! | `$context.path` | request path as sent (stage included), no query |
+//! | `$context.status` | response status |
+//! | `$context.protocol` | `HTTP/1.1` or `HTTP/1.0` |
+//! | `$context.responseLength` | response body bytes |
+//! | `$context.responseLatency` | whole request, milliseconds |
+//! | `$context.integrationLatency`, `$context.integration.latency` | backend call, milliseconds |
+//! | `$context.integrationStatus`, `$context.integration.status` | backend status |
+//! | `$context.error.message` | gateway error message |
+//! | `$context.identity.userAgent`, `$context.userAgent` | `User-Agent` |
+//! | `$context.stage` | stage name |
+//! | `$context.apiId` | API name |
+//! | `$context.domainName` | `Host` header |
+//! | `$context.identity.apiKeyId` | name of the API key presented |
+//! | `$context.cacheStatus` | `hit`, `miss` (tollgate extension) |
+//!
+//! # Escaping
+//!
+//! Most values come from the client (path, method, user agent, host) and
+//! may hold any byte: quotes, backslashes, CR/LF, control bytes, invalid
+//! UTF-8. None of them can break a line or its format:
+//!
+//! - **default** (`clf` and templates not starting with `{`), as NGINX's
+//!   `escape=default`: `"`, `\`, bytes below 0x20, 0x7f and bytes from
+//!   0x80 up are written as `\xHH` (upper-case hex), so the line is plain
+//!   ASCII and the escaping can be undone byte for byte.
+//! - **JSON** (the `json` preset and templates whose first non-space
+//!   character is `{`): values are JSON string contents: `\"`, `\\`,
+//!   `\n`, `\r`, `\t`, `\u00XX` for other control bytes and 0x7f; valid
+//!   UTF-8 passes through and each invalid sequence becomes `\ufffd` (as
+//!   `String::from_utf8_lossy` does). Where a variable stands is worked
+//!   out when the template is compiled: a variable that is a whole JSON
+//!   string (`"$context.path"`) or stands outside a string
+//!   (`$context.status`) renders `null` when absent (the quotes go too);
+//!   outside a string, text values are quoted and numbers are bare. A
+//!   variable inside a longer string (`"$context.httpMethod $context.path"`)
+//!   renders `-` when absent. So as long as the template's own text is
+//!   JSON, every line is JSON.
+//! - **CSV** (the `csv` preset; RFC 4180): a value holding `,`, `"`, CR or
+//!   LF is quoted, `"` doubled; control bytes, `\` and bytes of invalid
+//!   UTF-8 are written as `\xHH`, valid UTF-8 passes through.
+//!
+//! # Time
+//!
+//! `$context.requestTime` is the CLF text of the request's second. Many
+//! requests share a second, so each thread keeps the last second it
+//! rendered ([`TimeCache`], one entry): the date arithmetic runs once per
+//! second per shard, every other request copies 26 bytes.
+//!
+//! # Writing: per-shard buffers and a writer thread
+//!
+//! A shard is one thread running many connections; a `write(2)` to a slow
+//! disk (or a stdout piped into a stalled collector) would stall all of
+//! them. So a shard never touches the destination: each shard appends its
+//! lines to its own [`ShardLog`] buffer (no lock, no atomic per line) and
+//! hands the filled buffer over a bounded channel to the destination's
+//! writer thread ([`AccessLog`], thread `tollgate-log`) at the shard's tick
+//! or when the buffer passes a batch size (64 KiB). The writer writes the
+//! batch with one `write_all` and sends the emptied buffer back to its
+//! shard, so in steady state no buffer is allocated.
+//!
+//! **Drop policy.** Handing a batch over never blocks: if the writer's
+//! queue is full, the shard keeps buffering up to its cap (1 MiB); past
+//! the cap, lines are dropped and counted ([`AccessLog::dropped`]), as are
+//! lines of a batch the writer failed to write and lines sent after the
+//! writer stopped. Request handling never waits for the log; once every
+//! shard has flushed and the writer has stopped, `written + dropped` is the
+//! number of lines the shards offered.
+//!
+//! **Rotation.** [`AccessLog::reopen`] (on `SIGUSR1`, after logrotate moved
+//! the file) makes the writer reopen the path before its next batch, and
+//! at least every 500 ms when idle: new lines go to a new file at the
+//! path, the renamed file keeps the old ones.
+
+use std::cell::RefCell;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::mem;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+// ---------------------------------------------------------------------------
+// Record
+// ---------------------------------------------------------------------------
+
+/// What one request leaves in the access log. Borrowed from the request
+/// and response; built after the response is sent.
+#[derive(Debug, Clone, Copy)]
+pub struct LogRecord<'a> {
+    pub request_id: &'a [u8],
+    pub source_ip: IpAddr,
+    /// Request start.
+    pub time: SystemTime,
+    pub method: &'a [u8],
+    /// The matched route (`GET /pets/{id}`); `None` if none matched.
+    pub route_key: Option<&'a str>,
+    /// Request path as sent, stage included, without the query.
+    pub path: &'a [u8],
+    pub status: u16,
+    /// Protocol `HTTP/1.0`, else `HTTP/1.1`.
+    pub http10: bool,
+    /// Response body bytes.
+    pub response_length: u64,
+    /// Whole request.
+    pub latency: Duration,
+    /// The backend call, if there was one.
+    pub integration_latency: Option<Duration>,
+    /// The backend's status, if there was a backend response.
+    pub integration_status: Option<u16>,
+    pub error_message: Option<&'a str>,
+    pub user_agent: Option<&'a [u8]>,
+    pub stage: Option<&'a str>,
+    /// The API's name.
+    pub api: Option<&'a str>,
+    /// The `Host` header.
+    pub host: Option<&'a [u8]>,
+    /// Name of the API key presented, if any.
+    pub api_key_id: Option<&'a str>,
+    /// `Some(true)` a cache hit, `Some(false)` a miss, `None` not cached.
+    pub cache: Option<bool>,
+}
+
+// ---------------------------------------------------------------------------
+// Format
+// ---------------------------------------------------------------------------
+
+/// Why a format was refused at config load.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    #[error("access log format is empty")]
+    Empty,
+    #[error("unknown access log variable `{0}`")]
+    UnknownVariable(String),
+    #[error("access log format contains a line break (each request logs one line)")]
+    LineBreak,
+    #[error("access log format starts with `{{` (JSON) but leaves a string unterminated")]
+    UnterminatedJsonString,
+}
+
+/// A variable of the template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Var {
+    RequestId,
+    SourceIp,
+    RequestTime,
+    RequestTimeEpoch,
+    HttpMethod,
+    RouteKey,
+    Path,
+    Status,
+    Protocol,
+    ResponseLength,
+    ResponseLatency,
+    IntegrationLatency,
+    IntegrationStatus,
+    ErrorMessage,
+    UserAgent,
+    Stage,
+    ApiId,
+    DomainName,
+    ApiKeyId,
+    CacheStatus,
+}
+
+/// Variable names after `$context.`, aliases included.
+const VARS: &[(&str, Var)] = &[
+    ("requestId", Var::RequestId),
+    ("extendedRequestId", Var::RequestId),
+    ("identity.sourceIp", Var::SourceIp),
+    ("requestTime", Var::RequestTime),
+    ("requestTimeEpoch", Var::RequestTimeEpoch),
+    ("httpMethod", Var::HttpMethod),
+    ("routeKey", Var::RouteKey),
+    ("path", Var::Path),
+    ("status", Var::Status),
+    ("protocol", Var::Protocol),
+    ("responseLength", Var::ResponseLength),
+    ("responseLatency", Var::ResponseLatency),
+    ("integrationLatency", Var::IntegrationLatency),
+    ("integration.latency", Var::IntegrationLatency),
+    ("integrationStatus", Var::IntegrationStatus),
+    ("integration.status", Var::IntegrationStatus),
+    ("error.message", Var::ErrorMessage),
+    ("identity.userAgent", Var::UserAgent),
+    ("userAgent", Var::UserAgent),
+    ("stage", Var::Stage),
+    ("apiId", Var::ApiId),
+    ("domainName", Var::DomainName),
+    ("identity.apiKeyId", Var::ApiKeyId),
+    ("cacheStatus", Var::CacheStatus),
+];
+
+const PREFIX: &str = "$context.";
+
+/// `clf` preset: NGINX/Amazon API Gateway common log format, request id
+/// last.
+const CLF: &str = "$context.identity.sourceIp - - [$context.requestTime] \
+\"$context.httpMethod $context.path $context.protocol\" \
+$context.status $context.responseLength $context.requestId";
+
+/// `json` preset.
+const JSON: &str = "{\"requestId\":\"$context.requestId\",\
+\"ip\":\"$context.identity.sourceIp\",\
+\"requestTime\":\"$context.requestTime\",\
+\"httpMethod\":\"$context.httpMethod\",\
+\"routeKey\":\"$context.routeKey\",\
+\"path\":\"$context.path\",\
+\"status\":$context.status,\
+\"protocol\":\"$context.protocol\",\
+\"responseLength\":$context.responseLength,\
+\"responseLatency\":$context.responseLatency,\
+\"integrationLatency\":$context.integrationLatency,\
+\"integrationStatus\":$context.integrationStatus,\
+\"errorMessage\":\"$context.error.message\",\
+\"userAgent\":\"$context.identity.userAgent\",\
+\"stage\":\"$context.stage\",\
+\"api\":\"$context.apiId\"}";
+
+/// `csv` preset: the `json` preset's fields in the same order.
+const CSV: &str = "$context.requestId,$context.identity.sourceIp,\
+$context.requestTime,$context.httpMethod,$context.routeKey,$context.path,\
+$context.status,$context.protocol,$context.responseLength,\
+$context.responseLatency,$context.integrationLatency,\
+$context.integrationStatus,$context.error.message,\
+$context.identity.userAgent,$context.stage,$context.apiId";
+
+/// How the template is escaped as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Default,
+    Json,
+    Csv,
+}
+
+/// How one variable is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Emit {
+    /// NGINX `escape=default`, absent `-`.
+    Default,
+    /// RFC 4180 field, absent `-`.
+    Csv,
+    /// Inside a longer JSON string: escaped contents, absent `-`.
+    JsonIn,
+    /// The whole of a JSON string (its quotes were taken out of the
+    /// literals): `"value"`, absent `null`.
+    JsonWhole,
+    /// Outside a JSON string: numbers bare, text quoted, absent `null`.
+    JsonBare,
+}
+
+/// Literal text, then a variable (one dispatch per variable, not per
+/// piece of text).
+#[derive(Debug, Clone)]
+struct Piece {
+    lit: Box<[u8]>,
+    var: Var,
+    emit: Emit,
+}
+
+/// A compiled access log format; shared read-only by all shards.
+#[derive(Debug, Clone)]
+pub struct Format {
+    pieces: Box<[Piece]>,
+    /// Literal text after the last variable, and the newline.
+    tail: Box<[u8]>,
+}
+
+enum Raw {
+    Lit(Vec<u8>),
+    Var(Var),
+}
+
+impl Format {
+    /// Compiles `"clf"`, `"json"`, `"csv"` (presets) or a template with
+    /// `$context.NAME` variables; text between variables is literal. A
+    /// template whose first non-space character is `{` is JSON.
+    pub fn parse(text: &str) -> Result<Format, FormatError> {
+        match text {
+            "clf" => compile(CLF, Mode::Default),
+            "json" => compile(JSON, Mode::Json),
+            "csv" => compile(CSV, Mode::Csv),
+            _ if text.trim_start().starts_with('{') => compile(text, Mode::Json),
+            _ => compile(text, Mode::Default),
+        }
+    }
+
+    /// Appends exactly one line (ending in `'\n'`) for `rec` to `out`. No
+    /// allocation besides growing `out`.
+    pub fn render(&self, rec: &LogRecord<'_>, out: &mut Vec<u8>) {
+        for piece in self.pieces.iter() {
+            out.extend_from_slice(&piece.lit);
+            emit_value(value(piece.var, rec), piece.emit, out);
+        }
+        out.extend_from_slice(&self.tail);
+    }
+}
+
+fn compile(text: &str, mode: Mode) -> Result<Format, FormatError> {
+    if text.trim().is_empty() {
+        return Err(FormatError::Empty);
+    }
+    if text.contains(['\n', '\r']) {
+        return Err(FormatError::LineBreak);
+    }
+    let raw = tokenize(text)?;
+    let emits = match mode {
+        Mode::Default => vec![Emit::Default; raw.len()],
+        Mode::Csv => vec![Emit::Csv; raw.len()],
+        Mode::Json => json_placement(&raw)?,
+    };
+    // JsonWhole takes the quotes around it out of the literals next to it.
+    let mut trim = vec![(0usize, 0usize); raw.len()];
+    for (i, e) in emits.iter().enumerate() {
+        if *e == Emit::JsonWhole {
+            trim[i - 1].1 = 1;
+            trim[i + 1].0 = 1;
+        }
+    }
+    let mut pieces = Vec::with_capacity(raw.len());
+    let mut lit = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        match r {
+            Raw::Lit(t) => {
+                let (front, back) = trim[i];
+                lit.extend_from_slice(&t[front..t.len() - back]);
+            }
+            Raw::Var(var) => pieces.push(Piece {
+                lit: mem::take(&mut lit).into(),
+                var,
+                emit: emits[i],
+            }),
+        }
+    }
+    lit.push(b'\n');
+    Ok(Format {
+        pieces: pieces.into(),
+        tail: lit.into(),
+    })
+}
+
+/// Splits a template into literals and variables.
+fn tokenize(text: &str) -> Result<Vec<Raw>, FormatError> {
+    let mut raw = Vec::new();
+    let mut lit = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        lit.extend_from_slice(&rest.as_bytes()[..at]);
+        rest = &rest[at..];
+        let (var, len) = variable(rest)?;
+        if !lit.is_empty() {
+            raw.push(Raw::Lit(mem::take(&mut lit)));
+        }
+        raw.push(Raw::Var(var));
+        rest = &rest[len..];
+    }
+    lit.extend_from_slice(rest.as_bytes());
+    if !lit.is_empty() {
+        raw.push(Raw::Lit(lit));
+    }
+    Ok(raw)
+}
+
+/// The variable at the start of `s` (which starts with `$`) and its
+/// length: the longest known name, not followed by a letter, digit or `_`.
+fn variable(s: &str) -> Result<(Var, usize), FormatError> {
+    let unknown = || {
+        let after = &s[1..];
+        let mut len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+            .unwrap_or(after.len());
+        if len == 0 {
+            // `${...}` or the like: show up to the next space.
+            len = after.find(char::is_whitespace).unwrap_or(after.len());
+            while len > 40 || !after.is_char_boundary(len) {
+                len -= 1;
+            }
+        }
+        let name = &s[..1 + len];
+        let name = if name.len() > 1 {
+            name.trim_end_matches('.')
+        } else {
+            name
+        };
+        FormatError::UnknownVariable(name.to_string())
+    };
+    let Some(after) = s.strip_prefix(PREFIX) else {
+        return Err(unknown());
+    };
+    let best = VARS
+        .iter()
+        .filter(|(name, _)| after.starts_with(name))
+        .max_by_key(|(name, _)| name.len());
+    match best {
+        Some((name, var)) => {
+            let next = after[name.len()..].chars().next();
+            if next.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                Err(unknown())
+            } else {
+                Ok((*var, PREFIX.len() + name.len()))
+            }
+        }
+        None => Err(unknown()),
+    }
+}
+
+/// Where each variable of a JSON template stands: outside a string, as a
+/// whole string (`"$context.path"`) or inside a longer one. Entries for
+/// literals are unused.
+fn json_placement(raw: &[Raw]) -> Result<Vec<Emit>, FormatError> {
+    let mut emits = vec![Emit::JsonBare; raw.len()];
+    let mut in_str = false;
+    let mut escaped = false;
+    // The last byte of the previous piece opened a string.
+    let mut just_opened = false;
+    for (i, r) in raw.iter().enumerate() {
+        match r {
+            Raw::Lit(t) => {
+                just_opened = false;
+                for &b in t {
+                    if in_str {
+                        just_opened = false;
+                        if escaped {
+                            escaped = false;
+                        } else if b == b'\\' {
+                            escaped = true;
+                        } else if b == b'"' {
+                            in_str = false;
+                        }
+                    } else {
+                        just_opened = b == b'"';
+                        in_str = just_opened;
+                    }
+                }
+            }
+            Raw::Var(_) => {
+                let closes_next = matches!(
+                    raw.get(i + 1),
+                    Some(Raw::Lit(t)) if t.first() == Some(&b'"')
+                );
+                emits[i] = if !in_str {
+                    Emit::JsonBare
+                } else if just_opened && closes_next {
+                    Emit::JsonWhole
+                } else {
+                    Emit::JsonIn
+                };
+                just_opened = false;
+                escaped = false;
+            }
+        }
+    }
+    if in_str {
+        return Err(FormatError::UnterminatedJsonString);
+    }
+    Ok(emits)
+}
+
+// ---------------------------------------------------------------------------
+// Values
+// ---------------------------------------------------------------------------
+
+/// One variable's value for one record.
+enum Value<'a> {
+    Absent,
+    /// Bytes that may need escaping.
+    Text(&'a [u8]),
+    Num(u64),
+    Ip(IpAddr),
+    /// Epoch seconds, rendered as CLF time.
+    Time(u64),
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn value<'a>(var: Var, rec: &LogRecord<'a>) -> Value<'a> {
+    let text = |t: Option<&'a [u8]>| t.map_or(Value::Absent, Value::Text);
+    let str_ = |t: Option<&'a str>| t.map_or(Value::Absent, |s| Value::Text(s.as_bytes()));
+    let since_epoch = || rec.time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    match var {
+        Var::RequestId => Value::Text(rec.request_id),
+        Var::SourceIp => Value::Ip(rec.source_ip.to_canonical()),
+        Var::RequestTime => Value::Time(since_epoch().as_secs()),
+        Var::RequestTimeEpoch => Value::Num(millis(since_epoch())),
+        Var::HttpMethod => Value::Text(rec.method),
+        Var::RouteKey => str_(rec.route_key),
+        Var::Path => Value::Text(rec.path),
+        Var::Status => Value::Num(u64::from(rec.status)),
+        Var::Protocol => Value::Text(if rec.http10 { b"HTTP/1.0" } else { b"HTTP/1.1" }),
+        Var::ResponseLength => Value::Num(rec.response_length),
+        Var::ResponseLatency => Value::Num(millis(rec.latency)),
+        Var::IntegrationLatency => rec
+            .integration_latency
+            .map_or(Value::Absent, |d| Value::Num(millis(d))),
+        Var::IntegrationStatus => rec
+            .integration_status
+            .map_or(Value::Absent, |s| Value::Num(u64::from(s))),
+        Var::ErrorMessage => str_(rec.error_message),
+        Var::UserAgent => text(rec.user_agent),
+        Var::Stage => str_(rec.stage),
+        Var::ApiId => str_(rec.api),
+        Var::DomainName => text(rec.host),
+        Var::ApiKeyId => str_(rec.api_key_id),
+        Var::CacheStatus => match rec.cache {
+            Some(true) => Value::Text(b"hit"),
+            Some(false) => Value::Text(b"miss"),
+            None => Value::Absent,
+        },
+    }
+}
+
+fn emit_value(v: Value<'_>, emit: Emit, out: &mut Vec<u8>) {
+    match (v, emit) {
+        (Value::Absent, Emit::JsonWhole | Emit::JsonBare) => out.extend_from_slice(b"null"),
+        (Value::Absent, _) => out.push(b'-'),
+        (Value::Num(n), Emit::JsonWhole) => {
+            out.push(b'"');
+            push_u64(n, out);
+            out.push(b'"');
+        }
+        (Value::Num(n), _) => push_u64(n, out),
+        (Value::Text(t), Emit::Default) => escape_default(t, out),
+        (Value::Text(t), Emit::Csv) => escape_csv(t, out),
+        (Value::Text(t), Emit::JsonIn) => escape_json(t, out),
+        (Value::Text(t), Emit::JsonWhole | Emit::JsonBare) => {
+            out.push(b'"');
+            escape_json(t, out);
+            out.push(b'"');
+        }
+        // Addresses and times are plain ASCII without quotes, backslashes,
+        // commas or control bytes: no escaping in any mode.
+        (Value::Ip(ip), Emit::JsonWhole | Emit::JsonBare) => {
+            out.push(b'"');
+            push_ip(ip, out);
+            out.push(b'"');
+        }
+        (Value::Ip(ip), _) => push_ip(ip, out),
+        (Value::Time(secs), Emit::JsonWhole | Emit::JsonBare) => {
+            out.push(b'"');
+            push_clf_time(secs, out);
+            out.push(b'"');
+        }
+        (Value::Time(secs), _) => push_clf_time(secs, out),
+    }
+}
+
+fn push_u64(n: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+fn push_ip(ip: IpAddr, out: &mut Vec<u8>) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            let mut buf = itoa::Buffer::new();
+            out.extend_from_slice(buf.format(a).as_bytes());
+            for o in [b, c, d] {
+                out.push(b'.');
+                out.extend_from_slice(buf.format(o).as_bytes());
+            }
+        }
+        IpAddr::V6(v6) => {
+            // Writing to a Vec cannot fail; Ipv6Addr's Display formats on
+            // the stack.
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Escaping
+// ---------------------------------------------------------------------------
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
+
+fn push_hex_escape(b: u8, out: &mut Vec<u8>) {
+    out.extend_from_slice(&[
+        b'\\',
+        b'x',
+        HEX_UPPER[usize::from(b >> 4)],
+        HEX_UPPER[usize::from(b & 15)],
+    ]);
+}
+
+/// Whether `needs` holds for any byte of `s`: a branch-free pass the
+/// compiler vectorizes (predicates combine with `|`, not `||`, for the
+/// same reason), several times faster than stopping at the first hit.
+#[inline(always)]
+fn any_byte(s: &[u8], needs: impl Fn(u8) -> bool) -> bool {
+    s.iter().fold(false, |hit, &b| hit | needs(b))
+}
+
+/// Copies `s` to `out`, writing each byte for which `needs` holds through
+/// `escape` instead. Most values need no escaping at all: they are found
+/// clean by one vectorized pass and copied at once; otherwise clean
+/// stretches are skipped 16 bytes at a time before looking at single
+/// bytes.
+#[inline(always)]
+fn escape_with(
+    s: &[u8],
+    out: &mut Vec<u8>,
+    needs: impl Fn(u8) -> bool + Copy,
+    mut escape: impl FnMut(u8, &mut Vec<u8>),
+) {
+    const BLOCK: usize = 16;
+    if !any_byte(s, needs) {
+        out.extend_from_slice(s);
+        return;
+    }
+    let mut start = 0;
+    for (i, block) in s.chunks(BLOCK).enumerate() {
+        if !any_byte(block, needs) {
+            continue;
+        }
+        for (j, &b) in block.iter().enumerate() {
+            if needs(b) {
+                let at = i * BLOCK + j;
+                out.extend_from_slice(&s[start..at]);
+                escape(b, out);
+                start = at + 1;
+            }
+        }
+    }
+    out.extend_from_slice(&s[start..]);
+}
+
+/// Default escaping (NGINX `escape=default`): `"`, `\`, control bytes,
+/// 0x7f and bytes ≥ 0x80 as `\xHH`.
+fn escape_default(v: &[u8], out: &mut Vec<u8>) {
+    escape_with(
+        v,
+        out,
+        |b| !(0x20..0x7f).contains(&b) | (b == b'"') | (b == b'\\'),
+        push_hex_escape,
+    );
+}
+
+/// For each byte of valid UTF-8: 0 passes through, `u` is written as
+/// `\u00XX`, any other value `c` as `\c`.
+const JSON_ESCAPES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = b'u';
+        i += 1;
+    }
+    t[0x7f] = b'u';
+    t[b'\n' as usize] = b'n';
+    t[b'\r' as usize] = b'r';
+    t[b'\t' as usize] = b't';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+/// Control bytes, 0x7f, `"` and `\`: escaped in JSON strings and (but
+/// for `"`, doubled there) in CSV fields.
+#[inline(always)]
+fn json_special(b: u8) -> bool {
+    (b < 0x20) | (b == 0x7f) | (b == b'"') | (b == b'\\')
+}
+
+/// JSON string contents (without the quotes); invalid UTF-8 becomes
+/// `\ufffd`, one per maximal invalid sequence (as
+/// `String::from_utf8_lossy`).
+fn escape_json(v: &[u8], out: &mut Vec<u8>) {
+    // The common case: plain ASCII with nothing to escape.
+    if !any_byte(v, |b| json_special(b) | (b >= 0x80)) {
+        out.extend_from_slice(v);
+        return;
+    }
+    // `from_utf8` checks ASCII a word at a time; `utf8_chunks` goes byte
+    // by byte, so it is only for what is not UTF-8.
+    match std::str::from_utf8(v) {
+        Ok(s) => escape_json_valid(s.as_bytes(), out),
+        Err(_) => {
+            for chunk in v.utf8_chunks() {
+                escape_json_valid(chunk.valid().as_bytes(), out);
+                if !chunk.invalid().is_empty() {
+                    out.extend_from_slice(b"\\ufffd");
+                }
+            }
+        }
+    }
+}
+
+/// JSON string contents of valid UTF-8.
+fn escape_json_valid(s: &[u8], out: &mut Vec<u8>) {
+    escape_with(s, out, json_special, |b, out| {
+        match JSON_ESCAPES[usize::from(b)] {
+            b'u' => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX_LOWER[usize::from(b >> 4)],
+                HEX_LOWER[usize::from(b & 15)],
+            ]),
+            e => out.extend_from_slice(&[b'\\', e]),
+        }
+    });
+}
+
+/// A CSV field (RFC 4180): quoted if it holds `,`, `"`, CR or LF, with
+/// `"` doubled; control bytes, 0x7f, `\` and bytes of invalid UTF-8 as
+/// `\xHH`.
+fn escape_csv(v: &[u8], out: &mut Vec<u8>) {
+    // The common case: plain ASCII with nothing to quote or escape.
+    if !any_byte(v, |b| json_special(b) | (b == b',') | (b >= 0x80)) {
+        out.extend_from_slice(v);
+        return;
+    }
+    // memchr: LLVM turns a four-way comparison into a per-byte loop.
+    let quote =
+        memchr::memchr3(b',', b'"', b'\n', v).is_some() || memchr::memchr(b'\r', v).is_some();
+    if quote {
+        out.push(b'"');
+    }
+    match std::str::from_utf8(v) {
+        Ok(s) => escape_csv_valid(s.as_bytes(), out),
+        Err(_) => {
+            for chunk in v.utf8_chunks() {
+                escape_csv_valid(chunk.valid().as_bytes(), out);
+                for &b in chunk.invalid() {
+                    push_hex_escape(b, out);
+                }
+            }
+        }
+    }
+    if quote {
+        out.push(b'"');
+    }
+}
+
+/// CSV field contents of valid UTF-8.
+fn escape_csv_valid(s: &[u8], out: &mut Vec<u8>) {
+    escape_with(s, out, json_special, |b, out| {
+        if b == b'"' {
+            out.extend_from_slice(b"\"\"");
+        } else {
+            push_hex_escape(b, out);
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Time
+// ---------------------------------------------------------------------------
+
+/// Length of `01/Dec/2025:04:04:25 +0000`.
+const CLF_TIME_LEN: usize = 26;
+
+/// Last second representable with a four-digit year (9999-12-31T23:59:59Z).
+const MAX_CLF_SECS: u64 = 253_402_300_799;
+
+/// The CLF text of the last second rendered: most requests of a shard
+/// share their second with the previous one.
+#[derive(Debug, Clone)]
+pub struct TimeCache {
+    secs: u64,
+    text: [u8; CLF_TIME_LEN],
+}
+
+impl Default for TimeCache {
+    fn default() -> Self {
+        TimeCache::new()
+    }
+}
+
+impl TimeCache {
+    pub const fn new() -> TimeCache {
+        TimeCache {
+            secs: u64::MAX,
+            text: [0; CLF_TIME_LEN],
+        }
+    }
+
+    /// `01/Dec/2025:04:04:25 +0000` for `secs` since the epoch, UTC
+    /// (clamped to year 9999).
+    pub fn clf(&mut self, secs: u64) -> &[u8; CLF_TIME_LEN] {
+        let secs = secs.min(MAX_CLF_SECS);
+        if secs != self.secs {
+            self.text = clf_time(secs);
+            self.secs = secs;
+        }
+        &self.text
+    }
+}
+
+thread_local! {
+    static TIME_CACHE: RefCell<TimeCache> = const { RefCell::new(TimeCache::new()) };
+}
+
+fn push_clf_time(secs: u64, out: &mut Vec<u8>) {
+    TIME_CACHE.with_borrow_mut(|c| out.extend_from_slice(c.clf(secs)));
+}
+
+const MONTHS: [&[u8; 3]; 12] = [
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
+];
+
+/// Renders `secs` (at most [`MAX_CLF_SECS`]) as CLF time, UTC.
+fn clf_time(secs: u64) -> [u8; CLF_TIME_LEN] {
+    let (year, month, day) = civil_from_days(secs / 86_400);
+    let sod = secs % 86_400;
+    let (h, m, s) = (sod / 3600, sod / 60 % 60, sod % 60);
+    let two = |n: u64| [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
+    let mut t = [0u8; CLF_TIME_LEN];
+    t[0..2].copy_from_slice(&two(day));
+    t[2] = b'/';
+    t[3..6].copy_from_slice(MONTHS[(month - 1) as usize]);
+    t[6] = b'/';
+    t[7..9].copy_from_slice(&two(year / 100));
+    t[9..11].copy_from_slice(&two(year % 100));
+    t[11] = b':';
+    t[12..14].copy_from_slice(&two(h));
+    t[14] = b':';
+    t[15..17].copy_from_slice(&two(m));
+    t[17] = b':';
+    t[18..20].copy_from_slice(&two(s));
+    t[20..26].copy_from_slice(b" +0000");
+    t
+}
+
+/// (year, month 1–12, day 1–31) of a day count since 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`, for days ≥ 0).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+// ---------------------------------------------------------------------------
+// Writer
+// ---------------------------------------------------------------------------
+
+/// Where an access log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Stdout,
+    /// Appended to (created if missing); reopened on [`AccessLog::reopen`].
+    File(PathBuf),
+}
+
+/// Bytes a shard buffers before handing a batch to the writer.
+pub const BATCH_BYTES: usize = 64 * 1024;
+/// Bytes a shard buffers at most while the writer's queue is full; lines
+/// past it are dropped.
+pub const SHARD_CAP_BYTES: usize = 1024 * 1024;
+/// Room for a line past the batch size, so a batch rarely reallocates.
+const LINE_SLACK: usize = 8 * 1024;
+/// How often an idle writer looks at the reopen flag.
+const IDLE_CHECK: Duration = Duration::from_millis(500);
+
+/// Counters and flags shared by the shards and the writer thread.
+#[derive(Debug, Default)]
+struct Shared {
+    written: AtomicU64,
+    dropped: AtomicU64,
+    reopen: AtomicBool,
+}
+
+/// What a shard's batches carry back: the way home for the buffer and the
+/// counters.
+struct Link {
+    back: SyncSender<Vec<u8>>,
+    shared: Arc<Shared>,
+}
+
+/// Whole lines of one shard. Lines of a batch dropped unwritten (the writer
+/// gone, a failed write) are counted as dropped.
+struct Batch {
+    buf: Vec<u8>,
+    lines: u64,
+    link: Arc<Link>,
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if self.lines > 0 {
+            self.link
+                .shared
+                .dropped
+                .fetch_add(self.lines, Ordering::Release);
+        }
+    }
+}
+
+enum Msg {
+    Batch(Batch),
+    /// Look at the reopen flag now.
+    Wake,
+    /// Write what is queued, then end.
+    Stop,
+}
+
+/// Where the writer thread writes.
+trait Sink: Send {
+    fn write(&mut self, buf: &[u8]) -> io::Result<()>;
+    fn reopen(&mut self) -> io::Result<()>;
+}
+
+struct StdoutSink;
+
+impl Sink for StdoutSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        out.write_all(buf)?;
+        out.flush()
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct FileSink {
+    path: PathBuf,
+    file: File,
+}
+
+fn open_append(path: &std::path::Path) -> io::Result<File> {
+    OpenOptions::new().append(true).create(true).open(path)
+}
+
+impl Sink for FileSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.file.write_all(buf)
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        // On failure the old file stays in use.
+        self.file = open_append(&self.path)?;
+        Ok(())
+    }
+}
+
+/// An access log destination and its writer thread (`tollgate-log`).
+/// Shared by the shards through an `Arc`; each shard writes through its
+/// own [`ShardLog`]. Dropping it stops the writer like [`AccessLog::stop`].
+pub struct AccessLog {
+    tx: SyncSender<Msg>,
+    shared: Arc<Shared>,
+    queue_batches: usize,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessLog")
+            .field("queue_batches", &self.queue_batches)
+            .field("written", &self.written())
+            .field("dropped", &self.dropped())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AccessLog {
+    /// Opens the destination (a file for append, created if missing, so
+    /// errors surface now) and starts its writer thread with a queue of
+    /// `queue_batches` batches (at least 1).
+    pub fn start(dest: Destination, queue_batches: usize) -> io::Result<Arc<AccessLog>> {
+        let (sink, label): (Box<dyn Sink>, String) = match dest {
+            Destination::Stdout => (Box::new(StdoutSink), "stdout".to_string()),
+            Destination::File(path) => {
+                let file = open_append(&path)?;
+                let label = path.display().to_string();
+                (Box::new(FileSink { path, file }), label)
+            }
+        };
+        AccessLog::start_sink(sink, label, queue_batches)
+    }
+
+    fn start_sink(
+        sink: Box<dyn Sink>,
+        label: String,
+        queue_batches: usize,
+    ) -> io::Result<Arc<AccessLog>> {
+        let queue_batches = queue_batches.max(1);
+        let (tx, rx) = mpsc::sync_channel(queue_batches);
+        let shared = Arc::new(Shared::default());
+        let thread = std::thread::Builder::new()
+            .name("tollgate-log".to_string())
+            .spawn({
+                let shared = Arc::clone(&shared);
+                move || run_writer(rx, sink, &label, &shared)
+            })?;
+        Ok(Arc::new(AccessLog {
+            tx,
+            shared,
+            queue_batches,
+            thread: Mutex::new(Some(thread)),
+        }))
+    }
+
+    /// A buffer for one shard: batches of [`BATCH_BYTES`], at most
+    /// [`SHARD_CAP_BYTES`] buffered.
+    pub fn shard_buffer(self: &Arc<Self>) -> ShardLog {
+        self.shard_buffer_with_limits(BATCH_BYTES, SHARD_CAP_BYTES)
+    }
+
+    /// A buffer for one shard that hands a batch to the writer once it
+    /// holds `batch_bytes` and drops lines once it holds `cap_bytes`.
+    pub fn shard_buffer_with_limits(
+        self: &Arc<Self>,
+        batch_bytes: usize,
+        cap_bytes: usize,
+    ) -> ShardLog {
+        let batch_bytes = batch_bytes.max(1);
+        // Buffers in flight per shard: the queue, the one being written,
+        // and the one coming back.
+        let (back, back_rx) = mpsc::sync_channel(self.queue_batches + 2);
+        let capacity = batch_bytes.min(cap_bytes) + LINE_SLACK;
+        ShardLog {
+            tx: self.tx.clone(),
+            link: Arc::new(Link {
+                back,
+                shared: Arc::clone(&self.shared),
+            }),
+            back_rx,
+            cur: Vec::with_capacity(capacity),
+            lines: 0,
+            spare: None,
+            capacity,
+            batch_bytes,
+            cap_bytes,
+            flush_at: batch_bytes,
+            dropped: 0,
+        }
+    }
+
+    /// Asks the writer to reopen the file before its next batch (and
+    /// within 500 ms if idle), e.g. on `SIGUSR1` after logrotate moved it.
+    /// Nothing for stdout.
+    pub fn reopen(&self) {
+        self.shared.reopen.store(true, Ordering::Release);
+        // A full queue means a batch is coming, which checks the flag.
+        let _ = self.tx.try_send(Msg::Wake);
+    }
+
+    /// Lines dropped by all shards (published at each shard's flush).
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Acquire)
+    }
+
+    /// Lines written.
+    pub fn written(&self) -> u64 {
+        self.shared.written.load(Ordering::Acquire)
+    }
+
+    /// Writes what was handed over so far and joins the writer thread.
+    /// Batches handed over later are dropped (and counted). Idempotent.
+    pub fn stop(&self) {
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            // Blocks while the queue is full: this is not a shard.
+            let _ = self.tx.send(Msg::Stop);
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run_writer(rx: Receiver<Msg>, mut sink: Box<dyn Sink>, label: &str, shared: &Shared) {
+    let mut failing = false;
+    loop {
+        let msg = match rx.recv_timeout(IDLE_CHECK) {
+            Ok(msg) => Some(msg),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        if shared.reopen.swap(false, Ordering::AcqRel) {
+            if let Err(e) = sink.reopen() {
+                eprintln!("tollgate: access log {label}: reopen: {e}");
+            }
+        }
+        match msg {
+            Some(Msg::Batch(batch)) => write_batch(batch, &mut *sink, label, shared, &mut failing),
+            Some(Msg::Wake) | None => {}
+            Some(Msg::Stop) => {
+                // What was queued before Stop (and since) is written;
+                // anything sent after the receiver is gone counts as
+                // dropped at the sender.
+                while let Ok(msg) = rx.try_recv() {
+                    if let Msg::Batch(batch) = msg {
+                        write_batch(batch, &mut *sink, label, shared, &mut failing);
+                    }
+                }
+                break;
+            }
+        }
+    }
+}
+
+fn write_batch(
+    mut batch: Batch,
+    sink: &mut dyn Sink,
+    label: &str,
+    shared: &Shared,
+    failing: &mut bool,
+) {
+    let written = match sink.write(&batch.buf) {
+        Ok(()) => {
+            *failing = false;
+            mem::take(&mut batch.lines)
+        }
+        Err(e) => {
+            // The batch's lines count as dropped when it is dropped below.
+            if !*failing {
+                eprintln!(
+                    "tollgate: access log {label}: {e} (dropping lines until a write succeeds)"
+                );
+                *failing = true;
+            }
+            0
+        }
+    };
+    let mut buf = mem::take(&mut batch.buf);
+    buf.clear();
+    // The shard may be gone or have enough buffers: then it is freed.
+    let _ = batch.link.back.try_send(buf);
+    // Counted after the buffer went back: whoever sees the count finds
+    // the buffer home.
+    shared.written.fetch_add(written, Ordering::Release);
+}
+
+/// One shard's access log buffer; owned by the shard thread. Lines go
+/// into a local buffer (no lock, no atomic); [`ShardLog::flush`] hands it
+/// to the writer without blocking. Dropping it flushes once more and
+/// counts what could not be handed over as dropped.
+pub struct ShardLog {
+    tx: SyncSender<Msg>,
+    link: Arc<Link>,
+    /// Emptied buffers coming back from the writer.
+    back_rx: Receiver<Vec<u8>>,
+    /// Lines not yet handed over.
+    cur: Vec<u8>,
+    lines: u64,
+    /// An empty buffer kept after a hand-over failed.
+    spare: Option<Vec<u8>>,
+    /// Capacity of a new buffer.
+    capacity: usize,
+    batch_bytes: usize,
+    cap_bytes: usize,
+    /// Size at which `line` hands the buffer over: the batch size, or one
+    /// more batch after a hand-over failed (the queue was full).
+    flush_at: usize,
+    /// Drops not yet published to the shared counter.
+    dropped: u64,
+}
+
+impl std::fmt::Debug for ShardLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardLog")
+            .field("buffered_bytes", &self.cur.len())
+            .field("buffered_lines", &self.lines)
+            .field("batch_bytes", &self.batch_bytes)
+            .field("cap_bytes", &self.cap_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShardLog {
+    /// Appends one line through `f` (which calls [`Format::render`])
+    /// unless the buffer holds its cap already: then the line is counted
+    /// as dropped and `f` is not called. Hands the buffer over once it
+    /// holds a batch. Never blocks; allocates nothing in steady state.
+    pub fn line(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
+        if self.cur.len() >= self.cap_bytes {
+            self.dropped += 1;
+            return;
+        }
+        f(&mut self.cur);
+        self.lines += 1;
+        if self.cur.len() >= self.flush_at {
+            self.flush();
+        }
+    }
+
+    /// Hands the buffered lines to the writer (at the shard's tick, and by
+    /// [`ShardLog::line`] once a batch is full) and publishes the drop
+    /// count. If the writer's queue is full the lines stay buffered (up to
+    /// the cap) for the next try. Never blocks.
+    pub fn flush(&mut self) {
+        if self.dropped > 0 {
+            self.link
+                .shared
+                .dropped
+                .fetch_add(self.dropped, Ordering::Release);
+            self.dropped = 0;
+        }
+        if self.lines == 0 {
+            self.cur.clear();
+            return;
+        }
+        let next = match self.spare.take() {
+            Some(buf) => buf,
+            None => self
+                .back_rx
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(self.capacity)),
+        };
+        let batch = Batch {
+            buf: mem::replace(&mut self.cur, next),
+            lines: mem::take(&mut self.lines),
+            link: Arc::clone(&self.link),
+        };
+        match self.tx.try_send(Msg::Batch(batch)) {
+            Ok(()) => self.flush_at = self.batch_bytes,
+            Err(TrySendError::Full(msg)) => {
+                if let Msg::Batch(mut batch) = msg {
+                    // Take the lines back; the batch then counts nothing.
+                    self.lines = mem::take(&mut batch.lines);
+                    let next = mem::replace(&mut self.cur, mem::take(&mut batch.buf));
+                    self.spare = Some(next);
+                }
+                self.flush_at = self.cur.len().saturating_add(self.batch_bytes);
+            }
+            // The writer has stopped: the batch, dropped here, counted its
+            // lines as dropped.
+            Err(TrySendError::Disconnected(_)) => self.flush_at = self.batch_bytes,
+        }
+    }
+}
+
+impl Drop for ShardLog {
+    fn drop(&mut self) {
+        self.flush();
+        if self.lines > 0 {
+            self.link
+                .shared
+                .dropped
+                .fetch_add(self.lines, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::sync::Condvar;
+    use std::time::Instant;
+
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    // -- helpers ---------------------------------------------------------
+
+    fn full() -> LogRecord<'static> {
+        LogRecord {
+            request_id: b"c0ffee-1",
+            source_ip: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
+            time: UNIX_EPOCH + Duration::from_millis(1_764_561_865_123),
+            method: b"GET",
+            route_key: Some("GET /pets/{id}"),
+            path: b"/prod/pets/42",
+            status: 200,
+            http10: false,
+            response_length: 1234,
+            latency: Duration::from_micros(15_900),
+            integration_latency: Some(Duration::from_millis(12)),
+            integration_status: Some(201),
+            error_message: Some("boom"),
+            user_agent: Some(b"curl/8.5.0"),
+            stage: Some("prod"),
+            api: Some("petstore"),
+            host: Some(b"api.example.com"),
+            api_key_id: Some("partner-a"),
+            cache: Some(true),
+        }
+    }
+
+    fn bare() -> LogRecord<'static> {
+        LogRecord {
+            route_key: None,
+            integration_latency: None,
+            integration_status: None,
+            error_message: None,
+            user_agent: None,
+            stage: None,
+            api: None,
+            host: None,
+            api_key_id: None,
+            cache: None,
+            ..full()
+        }
+    }
+
+    fn render(format: &str, rec: &LogRecord<'_>) -> String {
+        let f = Format::parse(format).expect("format parses");
+        let mut out = Vec::new();
+        f.render(rec, &mut out);
+        String::from_utf8(out).expect("test lines are UTF-8")
+    }
+
+    fn render_bytes(format: &str, rec: &LogRecord<'_>) -> Vec<u8> {
+        let f = Format::parse(format).expect("format parses");
+        let mut out = Vec::new();
+        f.render(rec, &mut out);
+        out
+    }
+
+    fn unknown(name: &str) -> Result<(), FormatError> {
+        Err(FormatError::UnknownVariable(name.to_string()))
+    }
+
+    fn parse_err(text: &str) -> Result<(), FormatError> {
+        Format::parse(text).map(|_| ())
+    }
+
+    /// Undoes `\xHH` escapes (default and CSV modes).
+    fn unescape_hex(s: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < s.len() {
+            if s[i] == b'\\' {
+                assert_eq!(s.get(i + 1), Some(&b'x'), "bare backslash in {s:?}");
+                let hex = std::str::from_utf8(&s[i + 2..i + 4]).expect("hex digits");
+                out.push(u8::from_str_radix(hex, 16).expect("hex digits"));
+                i += 4;
+            } else {
+                out.push(s[i]);
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// Splits one CSV record (RFC 4180, no line break inside).
+    fn csv_fields(line: &[u8]) -> Vec<Vec<u8>> {
+        let mut fields = Vec::new();
+        let mut i = 0;
+        loop {
+            let mut field = Vec::new();
+            if line.get(i) == Some(&b'"') {
+                i += 1;
+                loop {
+                    match (line.get(i), line.get(i + 1)) {
+                        (Some(b'"'), Some(b'"')) => {
+                            field.push(b'"');
+                            i += 2;
+                        }
+                        (Some(b'"'), _) => {
+                            i += 1;
+                            break;
+                        }
+                        (Some(&b), _) => {
+                            field.push(b);
+                            i += 1;
+                        }
+                        (None, _) => panic!("unterminated quoted field in {line:?}"),
+                    }
+                }
+            } else {
+                while let Some(&b) = line.get(i) {
+                    if b == b',' {
+                        break;
+                    }
+                    assert_ne!(b, b'"', "quote in unquoted field");
+                    field.push(b);
+                    i += 1;
+                }
+            }
+            fields.push(field);
+            match line.get(i) {
+                Some(b',') => i += 1,
+                None => return fields,
+                Some(b) => panic!("garbage {b} after quoted field in {line:?}"),
+            }
+        }
+    }
+
+    /// A JSON value, as far as the tests need one.
+    #[derive(Debug, Clone, PartialEq)]
+    enum J {
+        Null,
+        Bool(bool),
+        Num(String),
+        Str(String),
+        Arr(Vec<J>),
+        Obj(Vec<(String, J)>),
+    }
+
+    impl J {
+        fn get(&self, key: &str) -> &J {
+            match self {
+                J::Obj(m) => m
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v)
+                    .unwrap_or_else(|| panic!("no key {key}")),
+                _ => panic!("not an object"),
+            }
+        }
+
+        fn str(&self) -> &str {
+            match self {
+                J::Str(s) => s,
+                other => panic!("not a string: {other:?}"),
+            }
+        }
+    }
+
+    /// A strict JSON parser (RFC 8259) for checking rendered lines.
+    struct Json<'a> {
+        s: &'a [u8],
+        i: usize,
+    }
+
+    fn parse_json(text: &[u8]) -> Result<J, String> {
+        std::str::from_utf8(text).map_err(|e| format!("not UTF-8: {e}"))?;
+        let mut p = Json { s: text, i: 0 };
+        let v = p.value()?;
+        if p.i != text.len() {
+            return Err(format!("trailing bytes at {}", p.i));
+        }
+        Ok(v)
+    }
+
+    impl Json<'_> {
+        fn peek(&self) -> Option<u8> {
+            self.s.get(self.i).copied()
+        }
+
+        fn ws(&mut self) {
+            while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+                self.i += 1;
+            }
+        }
+
+        fn eat(&mut self, b: u8) -> Result<(), String> {
+            if self.peek() == Some(b) {
+                self.i += 1;
+                Ok(())
+            } else {
+                Err(format!("expected `{}` at {}", b as char, self.i))
+            }
+        }
+
+        fn word(&mut self, w: &str, v: J) -> Result<J, String> {
+            if self.s[self.i..].starts_with(w.as_bytes()) {
+                self.i += w.len();
+                Ok(v)
+            } else {
+                Err(format!("bad literal at {}", self.i))
+            }
+        }
+
+        fn value(&mut self) -> Result<J, String> {
+            self.ws();
+            let v = match self.peek() {
+                Some(b'{') => {
+                    self.i += 1;
+                    let mut m = Vec::new();
+                    self.ws();
+                    if self.peek() == Some(b'}') {
+                        self.i += 1;
+                    } else {
+                        loop {
+                            self.ws();
+                            let k = self.string()?;
+                            self.ws();
+                            self.eat(b':')?;
+                            m.push((k, self.value()?));
+                            match self.peek() {
+                                Some(b',') => self.i += 1,
+                                Some(b'}') => {
+                                    self.i += 1;
+                                    break;
+                                }
+                                _ => return Err(format!("bad object at {}", self.i)),
+                            }
+                        }
+                    }
+                    J::Obj(m)
+                }
+                Some(b'[') => {
+                    self.i += 1;
+                    let mut a = Vec::new();
+                    self.ws();
+                    if self.peek() == Some(b']') {
+                        self.i += 1;
+                    } else {
+                        loop {
+                            a.push(self.value()?);
+                            match self.peek() {
+                                Some(b',') => self.i += 1,
+                                Some(b']') => {
+                                    self.i += 1;
+                                    break;
+                                }
+                                _ => return Err(format!("bad array at {}", self.i)),
+                            }
+                        }
+                    }
+                    J::Arr(a)
+                }
+                Some(b'"') => J::Str(self.string()?),
+                Some(b't') => self.word("true", J::Bool(true))?,
+                Some(b'f') => self.word("false", J::Bool(false))?,
+                Some(b'n') => self.word("null", J::Null)?,
+                Some(b'-' | b'0'..=b'9') => self.number()?,
+                _ => return Err(format!("no value at {}", self.i)),
+            };
+            self.ws();
+            Ok(v)
+        }
+
+        fn digits(&mut self) -> usize {
+            let start = self.i;
+            while matches!(self.peek(), Some(b'0'..=b'9')) {
+                self.i += 1;
+            }
+            self.i - start
+        }
+
+        fn number(&mut self) -> Result<J, String> {
+            let start = self.i;
+            if self.peek() == Some(b'-') {
+                self.i += 1;
+            }
+            let int_start = self.i;
+            let n = self.digits();
+            if n == 0 || (n > 1 && self.s[int_start] == b'0') {
+                return Err(format!("bad number at {start}"));
+            }
+            if self.peek() == Some(b'.') {
+                self.i += 1;
+                if self.digits() == 0 {
+                    return Err(format!("bad fraction at {start}"));
+                }
+            }
+            if matches!(self.peek(), Some(b'e' | b'E')) {
+                self.i += 1;
+                if matches!(self.peek(), Some(b'+' | b'-')) {
+                    self.i += 1;
+                }
+                if self.digits() == 0 {
+                    return Err(format!("bad exponent at {start}"));
+                }
+            }
+            let text = std::str::from_utf8(&self.s[start..self.i]).map_err(|e| e.to_string())?;
+            Ok(J::Num(text.to_string()))
+        }
+
+        fn hex4(&mut self) -> Result<u32, String> {
+            let h = self
+                .s
+                .get(self.i..self.i + 4)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad \\u at {}", self.i))?;
+            self.i += 4;
+            Ok(h)
+        }
+
+        fn string(&mut self) -> Result<String, String> {
+            self.eat(b'"')?;
+            let mut out = String::new();
+            loop {
+                let b = self.peek().ok_or("unterminated string")?;
+                self.i += 1;
+                match b {
+                    b'"' => return Ok(out),
+                    b'\\' => {
+                        let e = self.peek().ok_or("unterminated escape")?;
+                        self.i += 1;
+                        let c = match e {
+                            b'"' => '"',
+                            b'\\' => '\\',
+                            b'/' => '/',
+                            b'b' => '\u{8}',
+                            b'f' => '\u{c}',
+                            b'n' => '\n',
+                            b'r' => '\r',
+                            b't' => '\t',
+                            b'u' => {
+                                let hi = self.hex4()?;
+                                let code = if (0xD800..0xDC00).contains(&hi) {
+                                    self.eat(b'\\')?;
+                                    self.eat(b'u')?;
+                                    let lo = self.hex4()?;
+                                    if !(0xDC00..0xE000).contains(&lo) {
+                                        return Err("lone high surrogate".into());
+                                    }
+                                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                                } else {
+                                    hi
+                                };
+                                char::from_u32(code).ok_or("bad code point")?
+                            }
+                            _ => return Err(format!("bad escape at {}", self.i)),
+                        };
+                        out.push(c);
+                    }
+                    0..=0x1f => return Err(format!("raw control byte at {}", self.i - 1)),
+                    _ => {
+                        // The line was checked to be UTF-8: copy one char.
+                        let start = self.i - 1;
+                        let len = match b {
+                            0..=0x7f => 1,
+                            0xc0..=0xdf => 2,
+                            0xe0..=0xef => 3,
+                            _ => 4,
+                        };
+                        let ch = std::str::from_utf8(&self.s[start..start + len])
+                            .map_err(|e| e.to_string())?;
+                        out.push_str(ch);
+                        self.i = start + len;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The line without its newline, checking there is exactly one, last.
+    fn one_line(out: &[u8]) -> &[u8] {
+        assert_eq!(out.last(), Some(&b'\n'), "line ends in a newline");
+        let body = &out[..out.len() - 1];
+        assert!(
+            !body.contains(&b'\n') && !body.contains(&b'\r'),
+            "one line: {:?}",
+            String::from_utf8_lossy(out)
+        );
+        body
+    }
+
+    // -- variables and parsing -------------------------------------------
+
+    const ALL_VARS: &str = "$context.requestId|$context.extendedRequestId|\
+$context.identity.sourceIp|$context.requestTime|$context.requestTimeEpoch|\
+$context.httpMethod|$context.routeKey|$context.path|$context.status|\
+$context.protocol|$context.responseLength|$context.responseLatency|\
+$context.integrationLatency|$context.integration.latency|\
+$context.integrationStatus|$context.integration.status|$context.error.message|\
+$context.identity.userAgent|$context.userAgent|$context.stage|$context.apiId|\
+$context.domainName|$context.identity.apiKeyId|$context.cacheStatus";
+
+    #[test]
+    fn every_variable_renders() {
+        assert_eq!(
+            render(ALL_VARS, &full()),
+            "c0ffee-1|c0ffee-1|203.0.113.7|01/Dec/2025:04:04:25 +0000|1764561865123|\
+GET|GET /pets/{id}|/prod/pets/42|200|HTTP/1.1|1234|15|12|12|201|201|boom|\
+curl/8.5.0|curl/8.5.0|prod|petstore|api.example.com|partner-a|hit\n"
+        );
+        // Every name of the table is in the test's template.
+        assert_eq!(VARS.len(), ALL_VARS.split('|').count());
+        for (name, _) in VARS {
+            assert!(ALL_VARS.contains(&format!("$context.{name}|")) || ALL_VARS.ends_with(name));
+        }
+    }
+
+    #[test]
+    fn absent_values_render_as_dash() {
+        assert_eq!(
+            render(ALL_VARS, &bare()),
+            "c0ffee-1|c0ffee-1|203.0.113.7|01/Dec/2025:04:04:25 +0000|1764561865123|\
+GET|-|/prod/pets/42|200|HTTP/1.1|1234|15|-|-|-|-|-|-|-|-|-|-|-|-\n"
+        );
+        let rec = LogRecord {
+            http10: true,
+            cache: Some(false),
+            ..bare()
+        };
+        assert_eq!(
+            render("$context.protocol $context.cacheStatus", &rec),
+            "HTTP/1.0 miss\n"
+        );
+    }
+
+    #[test]
+    fn source_ip_v6_and_mapped_v4() {
+        let v6 = LogRecord {
+            source_ip: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+            ..full()
+        };
+        assert_eq!(render("$context.identity.sourceIp", &v6), "2001:db8::1\n");
+        let mapped = LogRecord {
+            source_ip: IpAddr::V6(Ipv4Addr::new(192, 0, 2, 9).to_ipv6_mapped()),
+            ..full()
+        };
+        assert_eq!(render("$context.identity.sourceIp", &mapped), "192.0.2.9\n");
+    }
+
+    #[test]
+    fn literal_text_and_longest_names() {
+        assert_eq!(
+            render("t=$context.requestTimeEpoch s=$context.status.", &full()),
+            "t=1764561865123 s=200.\n"
+        );
+        assert_eq!(
+            render(
+                "[$context.integration.status/$context.integration.latency]",
+                &full()
+            ),
+            "[201/12]\n"
+        );
+        assert_eq!(
+            render("$context.requestId-$context.stage", &full()),
+            "c0ffee-1-prod\n"
+        );
+        assert_eq!(render("no variables", &full()), "no variables\n");
+    }
+
+    #[test]
+    fn bad_formats_are_refused_with_the_name() {
+        assert_eq!(parse_err("ip $context.foo end"), unknown("$context.foo"));
+        assert_eq!(parse_err("$context.statusX"), unknown("$context.statusX"));
+        assert_eq!(
+            parse_err("$context.request_id"),
+            unknown("$context.request_id")
+        );
+        assert_eq!(
+            parse_err("$context.integration.foo"),
+            unknown("$context.integration.foo")
+        );
+        assert_eq!(
+            parse_err("$context.integration"),
+            unknown("$context.integration")
+        );
+        assert_eq!(parse_err("a $context. b"), unknown("$context"));
+        assert_eq!(parse_err("$requestId"), unknown("$requestId"));
+        assert_eq!(parse_err("cost $5"), unknown("$5"));
+        assert_eq!(parse_err("end $"), unknown("$"));
+        assert_eq!(parse_err("${context.path} x"), unknown("${context.path}"));
+        assert_eq!(parse_err(""), Err(FormatError::Empty));
+        assert_eq!(parse_err("  \t"), Err(FormatError::Empty));
+        assert_eq!(parse_err("$context.path\n"), Err(FormatError::LineBreak));
+        assert_eq!(parse_err("a\rb"), Err(FormatError::LineBreak));
+        assert_eq!(
+            parse_err("{\"p\":\"$context.path}"),
+            Err(FormatError::UnterminatedJsonString)
+        );
+        assert_eq!(
+            FormatError::UnknownVariable("$context.foo".into()).to_string(),
+            "unknown access log variable `$context.foo`"
+        );
+    }
+
+    // -- presets -----------------------------------------------------------
+
+    #[test]
+    fn clf_preset() {
+        assert_eq!(
+            render("clf", &full()),
+            "203.0.113.7 - - [01/Dec/2025:04:04:25 +0000] \"GET /prod/pets/42 HTTP/1.1\" \
+200 1234 c0ffee-1\n"
+        );
+    }
+
+    #[test]
+    fn json_preset() {
+        let line = render("json", &full());
+        assert_eq!(
+            line,
+            "{\"requestId\":\"c0ffee-1\",\"ip\":\"203.0.113.7\",\
+\"requestTime\":\"01/Dec/2025:04:04:25 +0000\",\"httpMethod\":\"GET\",\
+\"routeKey\":\"GET /pets/{id}\",\"path\":\"/prod/pets/42\",\"status\":200,\
+\"protocol\":\"HTTP/1.1\",\"responseLength\":1234,\"responseLatency\":15,\
+\"integrationLatency\":12,\"integrationStatus\":201,\"errorMessage\":\"boom\",\
+\"userAgent\":\"curl/8.5.0\",\"stage\":\"prod\",\"api\":\"petstore\"}\n"
+        );
+        assert!(parse_json(one_line(line.as_bytes())).is_ok());
+    }
+
+    #[test]
+    fn json_preset_absent_values_are_null() {
+        let line = render("json", &bare());
+        assert_eq!(
+            line,
+            "{\"requestId\":\"c0ffee-1\",\"ip\":\"203.0.113.7\",\
+\"requestTime\":\"01/Dec/2025:04:04:25 +0000\",\"httpMethod\":\"GET\",\
+\"routeKey\":null,\"path\":\"/prod/pets/42\",\"status\":200,\
+\"protocol\":\"HTTP/1.1\",\"responseLength\":1234,\"responseLatency\":15,\
+\"integrationLatency\":null,\"integrationStatus\":null,\"errorMessage\":null,\
+\"userAgent\":null,\"stage\":null,\"api\":null}\n"
+        );
+        let j = parse_json(one_line(line.as_bytes())).expect("valid JSON");
+        assert_eq!(j.get("routeKey"), &J::Null);
+        assert_eq!(j.get("integrationLatency"), &J::Null);
+        assert_eq!(j.get("status"), &J::Num("200".into()));
+    }
+
+    #[test]
+    fn csv_preset() {
+        assert_eq!(
+            render("csv", &full()),
+            "c0ffee-1,203.0.113.7,01/Dec/2025:04:04:25 +0000,GET,GET /pets/{id},\
+/prod/pets/42,200,HTTP/1.1,1234,15,12,201,boom,curl/8.5.0,prod,petstore\n"
+        );
+        assert_eq!(
+            render("csv", &bare()),
+            "c0ffee-1,203.0.113.7,01/Dec/2025:04:04:25 +0000,GET,-,\
+/prod/pets/42,200,HTTP/1.1,1234,15,-,-,-,-,-,-\n"
+        );
+    }
+
+    #[test]
+    fn json_templates_place_variables() {
+        let t = "  {\"req\":\"$context.httpMethod $context.path\",\
+\"s\":\"$context.status\",\"n\":$context.status,\
+\"ip\":$context.identity.sourceIp,\"e\":\"$context.error.message\",\
+\"e2\":$context.error.message,\"e3\":\"x$context.error.message\",\
+\"il\":\"$context.integrationLatency\",\"t\":$context.requestTime,\
+\"k\\\"$context.stage\":1}";
+        let line = render(t, &bare());
+        assert_eq!(
+            line,
+            "  {\"req\":\"GET /prod/pets/42\",\"s\":\"200\",\"n\":200,\
+\"ip\":\"203.0.113.7\",\"e\":null,\"e2\":null,\"e3\":\"x-\",\"il\":null,\
+\"t\":\"01/Dec/2025:04:04:25 +0000\",\"k\\\"-\":1}\n"
+        );
+        assert!(parse_json(one_line(line.as_bytes())).is_ok());
+        // Not JSON: a template that does not start with `{`.
+        assert_eq!(render("\"$context.path\"", &bare()), "\"/prod/pets/42\"\n");
+    }
+
+    // -- escaping ------------------------------------------------------------
+
+    const HOSTILE: &[u8] = b"/a\"b\\c\r\nd\t\x01\x7f\xff\xc3\xa9\xe2\x82";
+
+    #[test]
+    fn json_escaping_exact() {
+        let mut out = Vec::new();
+        escape_json(HOSTILE, &mut out);
+        assert_eq!(
+            String::from_utf8(out).expect("UTF-8"),
+            r#"/a\"b\\c\r\nd\t\u0001\u007f\ufffdé\ufffd"#
+        );
+    }
+
+    #[test]
+    fn json_escaping_of_hostile_input_keeps_the_line_json() {
+        let rec = LogRecord {
+            method: b"G\"E\nT",
+            path: HOSTILE,
+            user_agent: Some(b"\x00\x1b[31mred\xed\xa0\x80 \xf0\x9f\x98\x80"),
+            host: Some(b"\xc3"),
+            error_message: Some("quote \" backslash \\ \u{2028} é"),
+            route_key: Some("GET /{proxy+}"),
+            ..full()
+        };
+        let out = render_bytes("json", &rec);
+        let j = parse_json(one_line(&out)).expect("valid JSON");
+        assert_eq!(j.get("path").str(), String::from_utf8_lossy(HOSTILE));
+        assert_eq!(j.get("httpMethod").str(), "G\"E\nT");
+        assert_eq!(
+            j.get("userAgent").str(),
+            String::from_utf8_lossy(b"\x00\x1b[31mred\xed\xa0\x80 \xf0\x9f\x98\x80")
+        );
+        assert_eq!(
+            j.get("errorMessage").str(),
+            "quote \" backslash \\ \u{2028} é"
+        );
+        let host = render_bytes("{\"h\":\"$context.domainName\"}", &rec);
+        assert_eq!(host, b"{\"h\":\"\\ufffd\"}\n");
+    }
+
+    #[test]
+    fn default_escaping_exact() {
+        let mut out = Vec::new();
+        escape_default(HOSTILE, &mut out);
+        assert_eq!(
+            String::from_utf8(out).expect("ASCII"),
+            r"/a\x22b\x5Cc\x0D\x0Ad\x09\x01\x7F\xFF\xC3\xA9\xE2\x82"
+        );
+        let rec = LogRecord {
+            path: b"/a\"b",
+            method: b"GET\r\nX: y",
+            ..full()
+        };
+        assert_eq!(
+            render("clf", &rec),
+            "203.0.113.7 - - [01/Dec/2025:04:04:25 +0000] \"GET\\x0D\\x0AX: y /a\\x22b \
+HTTP/1.1\" 200 1234 c0ffee-1\n"
+        );
+    }
+
+    #[test]
+    fn csv_escaping_exact() {
+        let csv = |v: &[u8]| {
+            let mut out = Vec::new();
+            escape_csv(v, &mut out);
+            String::from_utf8(out).expect("UTF-8")
+        };
+        assert_eq!(
+            csv(HOSTILE),
+            r#""/a""b\x5Cc\x0D\x0Ad\x09\x01\x7F\xFFé\xE2\x82""#
+        );
+        assert_eq!(csv(b"a,b"), "\"a,b\"");
+        assert_eq!(csv(b"\"\""), "\"\"\"\"\"\"");
+        assert_eq!(csv(b"plain text"), "plain text");
+        assert_eq!(csv(b"tab\there"), r"tab\x09here");
+        assert_eq!(csv(b""), "");
+        let rec = LogRecord {
+            user_agent: Some(b"Mozilla/5.0 (X11, Linux)"),
+            ..full()
+        };
+        let out = render_bytes("csv", &rec);
+        let fields = csv_fields(one_line(&out));
+        assert_eq!(fields.len(), 16);
+        assert_eq!(fields[13], b"Mozilla/5.0 (X11, Linux)");
+    }
+
+    proptest! {
+        /// Whatever the client sends, every mode gives one line that
+        /// parses and gives the value back (lossily for JSON).
+        #[test]
+        fn hostile_bytes_round_trip(
+            path in vec(any::<u8>(), 0..64),
+            ua in vec(any::<u8>(), 0..100),
+            method in vec(any::<u8>(), 0..8),
+            err in vec(any::<char>(), 0..12),
+        ) {
+            let err: String = err.into_iter().collect();
+            let rec = LogRecord {
+                path: &path,
+                method: &method,
+                user_agent: Some(&ua),
+                error_message: Some(&err),
+                ..full()
+            };
+
+            let out = render_bytes("json", &rec);
+            let j = parse_json(one_line(&out)).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(j.get("path").str(), String::from_utf8_lossy(&path));
+            prop_assert_eq!(j.get("userAgent").str(), String::from_utf8_lossy(&ua));
+            prop_assert_eq!(j.get("httpMethod").str(), String::from_utf8_lossy(&method));
+            prop_assert_eq!(j.get("errorMessage").str(), err.as_str());
+
+            let out = render_bytes("csv", &rec);
+            let fields = csv_fields(one_line(&out));
+            prop_assert_eq!(fields.len(), 16);
+            prop_assert_eq!(unescape_hex(&fields[3]), method.clone());
+            prop_assert_eq!(unescape_hex(&fields[5]), path.clone());
+            prop_assert_eq!(unescape_hex(&fields[13]), ua.clone());
+            prop_assert_eq!(unescape_hex(&fields[12]), err.as_bytes());
+
+            let out = render_bytes("$context.path", &rec);
+            let line = one_line(&out);
+            prop_assert!(line.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'"'));
+            prop_assert_eq!(unescape_hex(line), path.clone());
+
+            let out = render_bytes("clf", &rec);
+            let line = one_line(&out);
+            prop_assert_eq!(line.iter().filter(|&&b| b == b'"').count(), 2);
+        }
+    }
+
+    // -- time ----------------------------------------------------------------
+
+    #[test]
+    fn clf_time_text() {
+        let text = |secs| String::from_utf8(clf_time(secs).to_vec()).expect("ASCII");
+        assert_eq!(text(1_764_561_865), "01/Dec/2025:04:04:25 +0000");
+        assert_eq!(text(0), "01/Jan/1970:00:00:00 +0000");
+        assert_eq!(text(951_868_800), "01/Mar/2000:00:00:00 +0000");
+        assert_eq!(text(1_709_208_000), "29/Feb/2024:12:00:00 +0000");
+        assert_eq!(text(1_234_567_890), "13/Feb/2009:23:31:30 +0000");
+        assert_eq!(text(MAX_CLF_SECS), "31/Dec/9999:23:59:59 +0000");
+
+        let mut cache = TimeCache::new();
+        assert_eq!(cache.clf(1_764_561_865), b"01/Dec/2025:04:04:25 +0000");
+        assert_eq!(cache.clf(1_764_561_865), b"01/Dec/2025:04:04:25 +0000");
+        assert_eq!(cache.clf(1_764_561_866), b"01/Dec/2025:04:04:26 +0000");
+        assert_eq!(cache.clf(u64::MAX), b"31/Dec/9999:23:59:59 +0000");
+
+        let before_epoch = LogRecord {
+            time: UNIX_EPOCH - Duration::from_secs(5),
+            ..full()
+        };
+        assert_eq!(
+            render(
+                "$context.requestTime $context.requestTimeEpoch",
+                &before_epoch
+            ),
+            "01/Jan/1970:00:00:00 +0000 0\n"
+        );
+    }
+
+    // -- writer ----------------------------------------------------------------
+
+    fn temp_path(name: &str) -> PathBuf {
+        static N: AtomicU64 = AtomicU64::new(0);
+        std::env::temp_dir().join(format!(
+            "tollgate-access-{name}-{}-{}.log",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
+    fn wait_until(mut done: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if done() {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Flushes until everything buffered was handed over.
+    fn hand_over(shard: &mut ShardLog) {
+        assert!(wait_until(|| {
+            shard.flush();
+            shard.lines == 0
+        }));
+    }
+
+    fn read(path: &std::path::Path) -> String {
+        fs::read_to_string(path).expect("log file")
+    }
+
+    #[test]
+    fn writer_types_are_shareable() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<AccessLog>();
+        send_sync::<Format>();
+        send::<ShardLog>();
+    }
+
+    #[test]
+    fn lines_arrive_in_order() {
+        let path = temp_path("order");
+        let log = AccessLog::start(Destination::File(path.clone()), 2).expect("open");
+        let mut shards = [
+            log.shard_buffer_with_limits(256, 1 << 20),
+            log.shard_buffer(),
+        ];
+        let mut expected = [String::new(), String::new()];
+        for i in 0..2000 {
+            let s = i % 2;
+            shards[s].line(|out| {
+                let _ = writeln!(out, "shard {s} line {i}");
+            });
+            expected[s].push_str(&format!("shard {s} line {i}\n"));
+            if i % 300 == 0 {
+                shards[s].flush();
+            }
+        }
+        for shard in shards.iter_mut() {
+            hand_over(shard);
+        }
+        drop(shards);
+        log.stop();
+        assert_eq!(log.written(), 2000);
+        assert_eq!(log.dropped(), 0);
+        let text = read(&path);
+        for (s, want) in expected.iter().enumerate() {
+            let got: String = text
+                .lines()
+                .filter(|l| l.starts_with(&format!("shard {s} ")))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            assert_eq!(&got, want, "shard {s} in order");
+        }
+        let _ = fs::remove_file(&path);
+    }
+
+    #[test]
+    fn buffers_are_reused() {
+        let path = temp_path("reuse");
+        let log = AccessLog::start(Destination::File(path.clone()), 2).expect("open");
+        let mut shard = log.shard_buffer();
+        let mut seen = Vec::new();
+        for i in 0..50u64 {
+            shard.line(|out| out.extend_from_slice(b"x\n"));
+            let ptr = shard.cur.as_ptr() as usize;
+            if !seen.contains(&ptr) {
+                seen.push(ptr);
+            }
+            shard.flush();
+            assert!(wait_until(|| log.written() == i + 1));
+        }
+        assert!(seen.len() <= 3, "{} buffers for 50 batches", seen.len());
+        drop(shard);
+        drop(log);
+        let _ = fs::remove_file(&path);
+    }
+
+    #[test]
+    fn reopen_after_rename_writes_a_new_file() {
+        let path = temp_path("rotate");
+        let moved = path.with_extension("log.1");
+        let moved2 = path.with_extension("log.2");
+        let log = AccessLog::start(Destination::File(path.clone()), 4).expect("open");
+        let mut shard = log.shard_buffer();
+
+        shard.line(|out| out.extend_from_slice(b"before\n"));
+        hand_over(&mut shard);
+        assert!(wait_until(|| log.written() == 1));
+        fs::rename(&path, &moved).expect("rename");
+        log.reopen();
+        // An idle writer reopens too: the file comes back without a line.
+        assert!(wait_until(|| path.exists()), "reopened while idle");
+
+        shard.line(|out| out.extend_from_slice(b"after\n"));
+        hand_over(&mut shard);
+        assert!(wait_until(|| log.written() == 2));
+
+        // Reopen requested before a batch: the batch goes to the new file.
+        fs::rename(&path, &moved2).expect("rename");
+        log.reopen();
+        shard.line(|out| out.extend_from_slice(b"third\n"));
+        hand_over(&mut shard);
+        drop(shard);
+        log.stop();
+
+        assert_eq!(read(&moved), "before\n");
+        assert_eq!(read(&moved2), "after\n");
+        assert_eq!(read(&path), "third\n");
+        assert_eq!(log.written(), 3);
+        for p in [&path, &moved, &moved2] {
+            let _ = fs::remove_file(p);
+        }
+    }
+
+    #[test]
+    fn lines_past_the_cap_are_dropped_and_counted() {
+        let path = temp_path("cap");
+        let log = AccessLog::start(Destination::File(path.clone()), 1).expect("open");
+        let mut shard = log.shard_buffer_with_limits(1 << 20, 100);
+        let mut calls = 0;
+        for i in 0..1000 {
+            shard.line(|out| {
+                calls += 1;
+                let _ = writeln!(out, "{i:016}");
+            });
+        }
+        // 17-byte lines: six fit under 100 bytes, the rest never rendered.
+        assert_eq!(calls, 6);
+        hand_over(&mut shard);
+        assert_eq!(log.dropped(), 994);
+        drop(shard);
+        log.stop();
+        assert_eq!(log.written(), 6);
+        assert_eq!(log.written() + log.dropped(), 1000);
+        assert_eq!(read(&path).lines().count(), 6);
+        let _ = fs::remove_file(&path);
+    }
+
+    /// A sink that blocks until its gate opens.
+    struct GatedSink {
+        gate: Arc<(Mutex<bool>, Condvar)>,
+        out: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Sink for GatedSink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+            let (open, cv) = &*self.gate;
+            let mut open = open.lock().unwrap_or_else(PoisonError::into_inner);
+            while !*open {
+                open = cv.wait(open).unwrap_or_else(PoisonError::into_inner);
+            }
+            self.out
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(buf);
+            Ok(())
+        }
+
+        fn reopen(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stalled_writer_never_blocks_the_shard() {
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = GatedSink {
+            gate: Arc::clone(&gate),
+            out: Arc::clone(&out),
+        };
+        let log = AccessLog::start_sink(Box::new(sink), "gated".into(), 1).expect("thread");
+        let mut shard = log.shard_buffer_with_limits(64, 256);
+        let started = Instant::now();
+        for i in 0..200 {
+            shard.line(|out| {
+                let _ = writeln!(out, "line {i:04}");
+            });
+        }
+        shard.flush();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "shard did not block"
+        );
+        assert!(log.dropped() > 0, "lines past the cap are dropped");
+        assert_eq!(log.written(), 0);
+
+        {
+            let (open, cv) = &*gate;
+            *open.lock().unwrap_or_else(PoisonError::into_inner) = true;
+            cv.notify_all();
+        }
+        hand_over(&mut shard);
+        drop(shard);
+        log.stop();
+        let written = log.written();
+        assert!(written > 0);
+        assert_eq!(written + log.dropped(), 200);
+
+        let text = String::from_utf8(out.lock().expect("output").clone()).expect("UTF-8");
+        let numbers: Vec<u32> = text
+            .lines()
+            .map(|l| {
+                l.strip_prefix("line ")
+                    .and_then(|n| n.parse().ok())
+                    .expect("whole line")
+            })
+            .collect();
+        assert_eq!(numbers.len() as u64, written);
+        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "in order");
+    }
+
+    #[test]
+    fn lines_after_stop_or_unflushed_at_drop_are_counted() {
+        let path = temp_path("stop");
+        let log = AccessLog::start(Destination::File(path.clone()), 2).expect("open");
+        let mut kept = log.shard_buffer();
+        kept.line(|out| out.extend_from_slice(b"kept at drop\n"));
+        drop(kept); // flushes on drop
+
+        let mut shard = log.shard_buffer();
+        shard.line(|out| out.extend_from_slice(b"a\n"));
+        shard.flush();
+        log.stop();
+        log.stop(); // idempotent
+        assert_eq!(log.written(), 2);
+
+        shard.line(|out| out.extend_from_slice(b"b\n"));
+        shard.flush();
+        assert_eq!(log.dropped(), 1);
+        shard.line(|out| out.extend_from_slice(b"c\n"));
+        drop(shard);
+        assert_eq!(log.dropped(), 2);
+        assert_eq!(read(&path), "kept at drop\na\n");
+        let _ = fs::remove_file(&path);
+    }
+
+    #[test]
+    fn start_reports_open_errors_and_stdout_starts() {
+        let bad = temp_path("missing-dir").join("access.log");
+        assert!(AccessLog::start(Destination::File(bad), 1).is_err());
+        let log = AccessLog::start(Destination::Stdout, 0).expect("stdout");
+        log.reopen(); // no-op for stdout
+        log.stop();
+        assert_eq!(log.written(), 0);
+    }
+}
