@@ -38,6 +38,7 @@ Chrome/131.0.0.0 Safari/537.36",
         host: Some(b"api.example.com"),
         api_key_id: Some("partner-a"),
         cache: Some(false),
+        canary: false,
     }
 }
 

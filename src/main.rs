@@ -5,11 +5,21 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 
 use tollgate::config::{self, ConfigError, Host};
 use tollgate::runtime;
+
+/// A line to stderr in one write: a successor started by a binary upgrade
+/// shares stderr with its predecessor, and `eprintln!` may split a line
+/// into several writes that interleave with the other process's.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        let line = format!("{}\n", format_args!($($t)*));
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+    }};
+}
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -86,11 +96,11 @@ fn print_config_error(e: &ConfigError) {
         ConfigError::Read { file, .. } | ConfigError::Invalid { file, .. } => file,
     };
     match e {
-        ConfigError::Read { .. } => eprintln!("tollgate: {e}"),
+        ConfigError::Read { .. } => say!("tollgate: {e}"),
         ConfigError::Invalid { issues, .. } => {
-            eprintln!("tollgate: {file}: {} error(s):", issues.len());
+            say!("tollgate: {file}: {} error(s):", issues.len());
             for i in issues {
-                eprintln!("  {i}");
+                say!("  {i}");
             }
         }
     }
@@ -120,7 +130,15 @@ fn check(path: &Path, profile: Option<&Path>) -> ExitCode {
     }
 }
 
+/// How long a binary upgrade waits for the new process to serve.
+const UPGRADE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn run(path: &Path, profile: Option<&Path>) -> ExitCode {
+    // First, before any thread exists: sockets handed over by a
+    // predecessor (binary upgrade), and our own command line for a
+    // successor.
+    let mut inherited = runtime::Inherited::from_env();
+    let exe = std::env::current_exe().ok();
     let snap = match config::load_with_profile(path, profile, &Host::detect()) {
         Ok(s) => Arc::new(s),
         Err(e) => {
@@ -129,34 +147,42 @@ fn run(path: &Path, profile: Option<&Path>) -> ExitCode {
         }
     };
     for w in &snap.warnings {
-        eprintln!("tollgate: warning: {w}");
+        say!("tollgate: warning: {w}");
     }
     let cores = snap.server.cores.clone();
     let admin_settings = snap.server.admin.clone();
     // Handlers first: a signal that arrives once "listening" is printed
     // must drain, not kill the process with the default action.
-    let signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1]);
-    let gateway = match runtime::start(snap) {
+    let signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2]);
+    let gateway = match runtime::start_with(snap, &mut inherited) {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("tollgate: {e}");
+            say!("tollgate: {e}");
             return ExitCode::FAILURE;
         }
     };
     let control = gateway.control();
     control.set_source(path.to_path_buf(), profile.map(Path::to_path_buf));
-    let admin = match admin_settings
-        .map(|a| tollgate::admin::start(control.clone(), &a).map_err(|e| (a.addr, e)))
-    {
+    if let Some(exe) = exe {
+        control.set_command(exe, std::env::args_os().skip(1).collect());
+    }
+    let admin = match admin_settings.map(|a| {
+        let started = match inherited.take_admin(a.addr) {
+            Some(l) => tollgate::admin::start_on(control.clone(), l, &a),
+            None => tollgate::admin::start(control.clone(), &a),
+        };
+        started.map_err(|e| (a.addr, e))
+    }) {
         Some(Ok(a)) => Some(a),
         Some(Err((addr, e))) => {
-            eprintln!("tollgate: cannot start the admin listener on {addr}: {e} (set server.admin.addr, or enabled = false)");
+            say!("tollgate: cannot start the admin listener on {addr}: {e} (set server.admin.addr, or enabled = false)");
             gateway.stop();
             gateway.join();
             return ExitCode::FAILURE;
         }
         None => None,
     };
+    let admin_fd = admin.as_ref().map(tollgate::admin::Admin::fd);
     match signals {
         Ok(mut signals) => {
             let control = control.clone();
@@ -166,47 +192,58 @@ fn run(path: &Path, profile: Option<&Path>) -> ExitCode {
                     match sig {
                         SIGHUP => match control.reload_from_source() {
                             Ok(r) => {
-                                eprintln!(
+                                say!(
                                     "tollgate: SIGHUP: configuration reloaded (generation {})",
                                     r.generation
                                 );
                                 for w in &r.restart_needed {
-                                    eprintln!("tollgate: warning: {w} changed; it takes effect at the next start");
+                                    say!("tollgate: warning: {w} changed; it takes effect at the next start");
                                 }
                             }
                             Err(e) => {
-                                eprintln!("tollgate: SIGHUP: reload refused, the running configuration stays:");
+                                say!("tollgate: SIGHUP: reload refused, the running configuration stays:");
                                 for i in e.issues() {
-                                    eprintln!("  {i}");
+                                    say!("  {i}");
                                 }
                             }
                         },
                         SIGUSR1 => control.reopen_logs(),
+                        SIGUSR2 if !stopping => match control.upgrade(admin_fd, UPGRADE_WAIT) {
+                            Ok(pid) => {
+                                say!("tollgate: upgrade: new process {pid} serves; draining this one");
+                                control.stop();
+                                stopping = true;
+                            }
+                            Err(e) => say!("tollgate: upgrade failed, still serving: {e}"),
+                        },
+                        SIGUSR2 => {}
                         _ if !stopping => {
-                            eprintln!("tollgate: signal {sig}: draining in-flight requests");
+                            say!("tollgate: signal {sig}: draining in-flight requests");
                             control.stop();
                             stopping = true;
                         }
                         _ => {
-                            eprintln!("tollgate: second signal: exiting now");
+                            say!("tollgate: second signal: exiting now");
                             std::process::exit(130);
                         }
                     }
                 }
             });
         }
-        Err(e) => eprintln!("tollgate: cannot install signal handlers: {e}"),
+        Err(e) => say!("tollgate: cannot install signal handlers: {e}"),
     }
     for addr in gateway.addrs() {
-        eprintln!("tollgate: listening on http://{addr}");
+        say!("tollgate: listening on http://{addr}");
     }
     if let Some(a) = &admin {
-        eprintln!("tollgate: admin on http://{}", a.addr());
+        say!("tollgate: admin on http://{}", a.addr());
     }
-    eprintln!("tollgate: {} shard(s) on cores {cores:?}", cores.len());
+    // A predecessor waits for this before it drains.
+    inherited.signal_ready();
+    say!("tollgate: {} shard(s) on cores {cores:?}", cores.len());
     gateway.join();
     drop(admin);
-    eprintln!("tollgate: stopped");
+    say!("tollgate: stopped");
     ExitCode::SUCCESS
 }
 
@@ -220,14 +257,14 @@ fn reload(
         (None, Some(path)) => match admin_addr_of(path) {
             Ok(Some(a)) => a,
             Ok(None) => {
-                eprintln!(
+                say!(
                     "tollgate: {}: server.admin is disabled; send SIGHUP instead",
                     path.display()
                 );
                 return ExitCode::FAILURE;
             }
             Err(e) => {
-                eprintln!("tollgate: {}: {e}", path.display());
+                say!("tollgate: {}: {e}", path.display());
                 return ExitCode::FAILURE;
             }
         },
@@ -242,12 +279,12 @@ fn reload(
             ExitCode::SUCCESS
         }
         Ok((status, body)) => {
-            eprintln!("tollgate: reload answered {status}:");
+            say!("tollgate: reload answered {status}:");
             eprint!("{body}");
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("tollgate: cannot reach the admin listener on {addr}: {e}");
+            say!("tollgate: cannot reach the admin listener on {addr}: {e}");
             ExitCode::FAILURE
         }
     }

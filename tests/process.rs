@@ -53,6 +53,8 @@ struct Running {
     addr: SocketAddr,
     /// The admin listener (on a port of its own: tests run in parallel).
     admin: Option<SocketAddr>,
+    /// What it printed to stderr after starting.
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     _cfg: tempfile_path::TempConfig,
 }
 
@@ -98,11 +100,18 @@ impl Running {
             }
         });
         // Keep draining stderr so the child never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = stderr.clone();
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                keep.lock().expect("lock").push(l);
+            }
+        });
         Running {
             child,
             addr,
             admin,
+            stderr,
             _cfg: cfg,
         }
     }
@@ -470,4 +479,127 @@ fn sigusr1_reopens_access_logs_after_rotation() {
     assert_eq!(wait_lines(&rotated, 1).lines().count(), 1);
     let _ = std::fs::remove_file(&log);
     let _ = std::fs::remove_file(&rotated);
+}
+
+/// One request the way HTTP clients send it: on a reused connection that
+/// closes before any response byte, an idempotent request is sent again
+/// on a new connection (RFC 9112 §9.3.1); anything else is a failure.
+fn client_get(conn: &mut Option<Client>, addr: SocketAddr, path: &str) -> Result<Resp, String> {
+    for attempt in 0..2 {
+        let reused = conn.is_some();
+        let c = conn.get_or_insert_with(|| Client::connect(addr));
+        let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+        let resp = c
+            .try_send(req.as_bytes())
+            .ok()
+            .and_then(|()| c.read_response(false));
+        match resp {
+            Some(r) => {
+                if r.header("connection") == Some("close") {
+                    *conn = None;
+                }
+                return Ok(r);
+            }
+            None => {
+                *conn = None;
+                if !reused || attempt == 1 {
+                    return Err(format!("{path}: no response on a new connection"));
+                }
+            }
+        }
+    }
+    Err(format!("{path}: no response"))
+}
+
+#[test]
+fn binary_upgrade_under_load_fails_no_request() {
+    let origin = Origin::ok("backend");
+    let mut old = Running::start(&proxy_config(origin.addr, ""));
+    let addr = old.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let results = std::sync::Arc::new(std::sync::Mutex::new((0u64, Vec::<String>::new())));
+    let mut load = Vec::new();
+    for t in 0..4 {
+        let (stop, results) = (stop.clone(), results.clone());
+        load.push(std::thread::spawn(move || {
+            let mut conn = None;
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                n += 1;
+                if n.is_multiple_of(5) {
+                    conn = None;
+                }
+                let path = if n.is_multiple_of(2) {
+                    "/mock"
+                } else {
+                    "/api/x"
+                };
+                let r = client_get(&mut conn, addr, path);
+                let mut g = results.lock().expect("lock");
+                match r {
+                    Ok(r) if r.status == 200 => g.0 += 1,
+                    Ok(r) => g.1.push(format!("thread {t}: {path} status {}", r.status)),
+                    Err(e) => g.1.push(format!("thread {t}: {e}")),
+                }
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    old.signal(libc::SIGUSR2);
+    let status = old
+        .wait_exit(Duration::from_secs(30))
+        .expect("old process exits");
+    assert!(status.success(), "{status:?}");
+    let before_exit = results.lock().expect("lock").0;
+    // Its stderr reaches the reader thread a moment after it exits.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let pid: i32 = loop {
+        let text = old.stderr.lock().expect("lock").join("\n");
+        let pid = text
+            .lines()
+            .find_map(|l| l.split_once("upgrade: new process ").map(|(_, rest)| rest))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|p| p.parse().ok());
+        match pid {
+            Some(p) => break p,
+            None if Instant::now() > deadline => panic!("no upgrade line in:\n{text}"),
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    // The successor serves alone now.
+    std::thread::sleep(Duration::from_millis(400));
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    for t in load {
+        t.join().expect("load thread");
+    }
+    let (ok, failures) = results.lock().expect("lock").clone();
+    // The successor's admin listener is the inherited one.
+    let admin = old.admin.expect("admin");
+    let status = Client::connect(admin).get("/status");
+    let s: serde_json::Value = serde_json::from_slice(&status.body).expect("json");
+    // SAFETY: kill(2) of the successor this test caused to start.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    assert!(
+        ok > before_exit + 50,
+        "no load after the switch: {ok} vs {before_exit}"
+    );
+    assert_eq!(s["pid"], pid);
+    // The successor drains and exits on SIGTERM too.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+    {
+        assert!(Instant::now() < deadline, "successor did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

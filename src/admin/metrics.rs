@@ -39,13 +39,20 @@ pub fn render(control: &Control) -> String {
         .filter(|(_, t)| t.requests() + t.refused + t.cache_hits + t.cache_misses > 0)
         .map(|(i, _)| i)
         .collect();
+    // A stage canary's series carry `canary="true"`; every other series
+    // keeps the three labels (label sets may differ within a family).
     let route_labels = |i: usize| {
         let l = &labels[i];
-        [
+        let mut v = Vec::with_capacity(5);
+        v.extend([
             ("api", l.api.as_str()),
             ("stage", l.stage.as_str()),
             ("route", l.route.as_str()),
-        ]
+        ]);
+        if l.canary {
+            v.push(("canary", "true"));
+        }
+        v
     };
     let mut e = Exposition::new();
 
@@ -57,8 +64,9 @@ pub fn render(control: &Control) -> String {
     for &i in &active {
         for (class, n) in CLASSES.iter().zip(totals[i].by_class) {
             if n > 0 {
-                let [a, s, r] = route_labels(i);
-                e.sample("tollgate_requests_total", &[a, s, r, ("status", class)], n);
+                let mut l = route_labels(i);
+                l.push(("status", class));
+                e.sample("tollgate_requests_total", &l, n);
             }
         }
     }

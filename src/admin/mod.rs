@@ -27,12 +27,15 @@ use crate::runtime::Control;
 const MAX_REQUEST: usize = 64 * 1024;
 /// A client gets this long to send its request and read the answer.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the idle accept loop looks whether it should stop.
+const ACCEPT_POLL: Duration = Duration::from_millis(100);
 /// Admin connections served at once; more wait in the backlog.
 const MAX_CONNECTIONS: usize = 16;
 
 /// The running admin listener; stops when dropped.
 pub struct Admin {
     addr: SocketAddr,
+    fd: std::os::fd::RawFd,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -41,13 +44,19 @@ impl Admin {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
+
+    /// The listening socket's descriptor (handed over at a binary upgrade).
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.fd
+    }
 }
 
 impl Drop for Admin {
     fn drop(&mut self) {
+        // The accept loop looks at the flag at least every ACCEPT_POLL (a
+        // connection of our own could not wake it: after a binary upgrade
+        // the socket is shared with the successor, which may take it).
         self.stop.store(true, Ordering::Release);
-        // Wake the accept with a connection of our own.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -56,8 +65,20 @@ impl Drop for Admin {
 
 /// Binds `settings.addr` and serves the admin API for `control`.
 pub fn start(control: Arc<Control>, settings: &AdminSettings) -> io::Result<Admin> {
-    let listener = TcpListener::bind(settings.addr)?;
+    start_on(control, TcpListener::bind(settings.addr)?, settings)
+}
+
+/// Serves the admin API for `control` on `listener` (bound already, e.g.
+/// inherited from the process this one replaces).
+pub fn start_on(
+    control: Arc<Control>,
+    listener: TcpListener,
+    settings: &AdminSettings,
+) -> io::Result<Admin> {
+    use std::os::fd::AsRawFd;
     let addr = listener.local_addr()?;
+    let fd = listener.as_raw_fd();
+    listener.set_nonblocking(true)?;
     let stop = Arc::new(AtomicBool::new(false));
     let token = settings.token;
     let stop2 = stop.clone();
@@ -65,11 +86,24 @@ pub fn start(control: Arc<Control>, settings: &AdminSettings) -> io::Result<Admi
     let thread = std::thread::Builder::new()
         .name("tollgate-admin".into())
         .spawn(move || {
-            for conn in listener.incoming() {
-                if stop2.load(Ordering::Acquire) {
-                    return;
+            while !stop2.load(Ordering::Acquire) {
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                let ms = ACCEPT_POLL.as_millis() as i32;
+                // SAFETY: poll(2) on one pollfd on this stack frame; `fd`
+                // belongs to `listener`, alive in this closure.
+                if unsafe { libc::poll(&mut pfd, 1, ms) } <= 0 {
+                    continue;
                 }
-                let Ok(stream) = conn else { continue };
+                // Non-blocking: a successor sharing the socket may have
+                // taken the connection first.
+                let Ok((stream, _)) = listener.accept() else {
+                    continue;
+                };
+                let _ = stream.set_nonblocking(false);
                 while busy.load(Ordering::Acquire) >= MAX_CONNECTIONS {
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -88,6 +122,7 @@ pub fn start(control: Arc<Control>, settings: &AdminSettings) -> io::Result<Admi
         })?;
     Ok(Admin {
         addr,
+        fd,
         stop,
         thread: Some(thread),
     })
@@ -291,6 +326,7 @@ fn status_json(control: &Control) -> Value {
     let s = control.status();
     json!({
         "version": s.version,
+        "pid": std::process::id(),
         "uptime_seconds": s.uptime.as_secs(),
         "started_at": unix(s.started),
         "shards": s.cores.iter().enumerate()

@@ -5,11 +5,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::schema::{AccessLogConfig, Config, IntegrationConfig, TimeoutsConfig};
+use std::collections::BTreeMap;
+
+use super::schema::{AccessLogConfig, Config, IntegrationConfig, RouteConfig, TimeoutsConfig};
 use super::snapshot::StageLog;
-use super::snapshot::{Api, Limit, Stage};
+use super::snapshot::{Api, Canary, Limit, Stage};
 use crate::integration::{
-    substitute_stage_variables, HttpIntegration, Integration, MockIntegration,
+    substitute_stage_variables, HttpIntegration, Integration, IntegrationError, MockIntegration,
 };
 use crate::observe::access_log::{Destination, Format};
 use crate::observe::metrics::RouteLabels;
@@ -113,6 +115,44 @@ fn compile_log(
     }))
 }
 
+/// Compiles route `r`'s integration with stage variables `vars`; an error
+/// comes with its key path (under `ipath`, the route's `integration`).
+fn compile_integration(
+    r: &RouteConfig,
+    key: Option<&RouteKey>,
+    ipath: &str,
+    vars: &BTreeMap<String, String>,
+    t: &TimeoutsConfig,
+) -> Result<Integration, (String, IntegrationError)> {
+    match &r.integration {
+        IntegrationConfig::Http {
+            uri,
+            timeout,
+            preserve_host,
+        } => {
+            let names = key.map(|k| k.param_names()).unwrap_or_default();
+            substitute_stage_variables(uri, vars)
+                .and_then(|u| {
+                    HttpIntegration::compile(
+                        &u,
+                        &names,
+                        timeout.unwrap_or(t.integration),
+                        *preserve_host,
+                    )
+                })
+                .map(Integration::Http)
+                .map_err(|e| (format!("{ipath}.uri"), e))
+        }
+        IntegrationConfig::Mock {
+            status,
+            headers,
+            body,
+        } => MockIntegration::compile(*status, headers, body)
+            .map(Integration::Mock)
+            .map_err(|e| (ipath.to_string(), e)),
+    }
+}
+
 /// Compiles every `[[api]]`; stage and route limits are appended to
 /// `limits`, problems go to `issue`.
 pub(super) fn compile(
@@ -199,6 +239,7 @@ pub(super) fn compile(
             api_key_required: false,
             cache: None,
             access_log: None,
+            canary: None,
         }];
         let stage_cfgs: &[_] = if a.stages.is_empty() {
             &default_stage
@@ -230,46 +271,28 @@ pub(super) fn compile(
                 );
             }
             let mut integrations = Vec::new();
+            // Routes whose integration compiled for the stage: only these
+            // are reported again for the canary (no duplicate issues).
+            let mut stage_ok = Vec::with_capacity(a.routes.len());
             for (ri, r) in a.routes.iter().enumerate() {
                 let ipath = format!("{apath}.route[{ri}].integration");
-                let names = keys[ri]
-                    .as_ref()
-                    .map(|k| k.param_names())
-                    .unwrap_or_default();
-                let compiled = match &r.integration {
-                    IntegrationConfig::Http {
-                        uri,
-                        timeout,
-                        preserve_host,
-                    } => {
-                        if timeout.is_some_and(|t| t.is_zero()) {
-                            issue(
-                                format!("{ipath}.timeout"),
-                                "must be greater than zero".into(),
-                            );
-                        }
-                        substitute_stage_variables(uri, &st.variables)
-                            .and_then(|u| {
-                                HttpIntegration::compile(
-                                    &u,
-                                    &names,
-                                    timeout.unwrap_or(t.integration),
-                                    *preserve_host,
-                                )
-                            })
-                            .map(Integration::Http)
-                            .map_err(|e| (format!("{ipath}.uri"), e))
+                if let IntegrationConfig::Http {
+                    timeout: Some(timeout),
+                    ..
+                } = &r.integration
+                {
+                    if timeout.is_zero() {
+                        issue(
+                            format!("{ipath}.timeout"),
+                            "must be greater than zero".into(),
+                        );
                     }
-                    IntegrationConfig::Mock {
-                        status,
-                        headers,
-                        body,
-                    } => MockIntegration::compile(*status, headers, body)
-                        .map(Integration::Mock)
-                        .map_err(|e| (ipath.clone(), e)),
-                };
-                match compiled {
-                    Ok(i) => integrations.push(i),
+                }
+                match compile_integration(r, keys[ri].as_ref(), &ipath, &st.variables, t) {
+                    Ok(i) => {
+                        integrations.push(i);
+                        stage_ok.push(true);
+                    }
                     Err((p, e)) => {
                         let reason = if a.stages.is_empty() {
                             e.to_string()
@@ -277,6 +300,7 @@ pub(super) fn compile(
                             format!("{e} (in stage `{}`)", st.name)
                         };
                         issue(p, reason);
+                        stage_ok.push(false);
                     }
                 }
             }
@@ -343,6 +367,51 @@ pub(super) fn compile(
                 .as_ref()
                 .and_then(|l| compile_log(l, &spath, &mut log_destinations, issue));
             route_logs.extend(a.routes.iter().map(|_| log.clone()));
+            let canary = st.canary.as_ref().map(|c| {
+                let cpath = format!("{spath}.canary");
+                if !(0.0..=100.0).contains(&c.percent) {
+                    issue(
+                        format!("{cpath}.percent"),
+                        format!("{} is not a percentage from 0.0 to 100.0", c.percent),
+                    );
+                }
+                // Amazon API Gateway's `stageVariableOverrides`: the
+                // canary's values win over the stage's.
+                let mut vars = st.variables.clone();
+                vars.extend(c.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
+                let mut canary_integrations = Vec::with_capacity(a.routes.len());
+                for (ri, r) in a.routes.iter().enumerate() {
+                    let ipath = format!("{apath}.route[{ri}].integration");
+                    match compile_integration(r, keys[ri].as_ref(), &ipath, &vars, t) {
+                        Ok(i) => canary_integrations.push(i),
+                        // The stage's own error, already reported.
+                        Err(_) if !stage_ok[ri] => {}
+                        Err((p, e)) => issue(
+                            p,
+                            format!(
+                                "{e} (in the canary of stage `{}`: see {cpath}.variables)",
+                                st.name
+                            ),
+                        ),
+                    }
+                }
+                // A second block of counters, labelled `canary: true`, so
+                // canary requests are counted and logged on their own.
+                let counter_base = route_labels.len() as u32;
+                route_labels.extend(a.routes.iter().map(|r| RouteLabels {
+                    api: a.name.clone(),
+                    stage: st.name.clone(),
+                    route: r.key.clone(),
+                    canary: true,
+                }));
+                route_logs.extend(a.routes.iter().map(|_| log.clone()));
+                Canary {
+                    percent: c.percent,
+                    sticky: c.sticky,
+                    integrations: canary_integrations,
+                    counter_base,
+                }
+            });
             stages.push(Stage {
                 name: st.name.clone(),
                 integrations,
@@ -353,6 +422,7 @@ pub(super) fn compile(
                 counter_base,
                 cache,
                 route_cache,
+                canary,
             });
         }
         apis.push(Api {

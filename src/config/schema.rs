@@ -556,6 +556,34 @@ pub struct StageConfig {
     /// Access log of the stage's requests (off unless set).
     #[serde(default)]
     pub access_log: Option<AccessLogConfig>,
+    /// A canary: a share of the stage's requests goes to the same routes
+    /// with some stage variables overridden (Amazon API Gateway's stage
+    /// canary settings), e.g.
+    /// `canary = { percent = 10.0, variables = { backend = "v2:8080" } }`.
+    #[serde(default)]
+    pub canary: Option<CanaryConfig>,
+}
+
+/// A stage's canary (Amazon API Gateway's `canarySettings`). Canary
+/// requests are the stage's requests in every other respect: the same
+/// routes, API keys, usage plans, throttles and cache; they are counted in
+/// metric series of their own (`canary="true"`) and logged to the stage's
+/// access log.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryConfig {
+    /// Share of the stage's requests sent to the canary, 0.0 to 100.0
+    /// (`percentTraffic`).
+    pub percent: f64,
+    /// Stage variables for canary requests, merged over the stage's
+    /// `variables` (the canary's value wins; `stageVariableOverrides`).
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    /// Choose by a hash of the client's IP address, so one client always
+    /// gets the same side (across requests, shards and restarts), instead
+    /// of a random draw per request.
+    #[serde(default)]
+    pub sticky: bool,
 }
 
 /// A stage's access log (Amazon API Gateway's access log settings).

@@ -6,7 +6,7 @@
 //! variables substituted, mock responses rendered).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -97,6 +97,72 @@ pub struct Stage {
     pub cache: Option<StageCache>,
     /// Per route id: its cache, where it is cached.
     pub route_cache: Vec<Option<RouteCache>>,
+    /// The stage's canary, if it has one.
+    pub canary: Option<Canary>,
+}
+
+/// A stage's canary: the stage's routes compiled with the canary's stage
+/// variables, and counters of their own. Everything else (keys, plans,
+/// throttles, cache) is the stage's.
+#[derive(Debug)]
+pub struct Canary {
+    /// Share of the stage's requests, 0.0 to 100.0.
+    pub percent: f64,
+    /// Chosen by a hash of the client IP address instead of a random draw.
+    pub sticky: bool,
+    /// Integrations, indexed by route id like [`Stage::integrations`].
+    pub integrations: Vec<Integration>,
+    /// Index of route 0's canary labels in [`Snapshot::route_labels`]
+    /// (labels with `canary: true`).
+    pub counter_base: u32,
+}
+
+impl Canary {
+    /// Whether a request from `client_ip` goes to the canary; `random`
+    /// is asked for a draw only when the canary is not sticky.
+    #[inline]
+    pub fn pick(&self, client_ip: IpAddr, random: impl FnOnce() -> u64) -> bool {
+        let r = if self.sticky { 0 } else { random() };
+        canary_pick(self.percent, self.sticky, client_ip, r)
+    }
+}
+
+/// Whether a request goes to the canary: `percent` (0.0 to 100.0) of the
+/// values of a 64-bit number do. With `sticky` the number is a fixed hash
+/// of the client's address (the same client gets the same side on every
+/// shard and in every process, and raising `percent` only adds clients);
+/// otherwise it is `random_u64`, a fresh draw per request.
+#[inline]
+pub(super) fn canary_pick(percent: f64, sticky: bool, client_ip: IpAddr, random_u64: u64) -> bool {
+    let x = if sticky {
+        ip_hash(client_ip)
+    } else {
+        random_u64
+    };
+    // The top 53 bits as a fraction in [0, 1): 0 % never, 100 % always.
+    let fraction = (x >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
+    fraction * 100.0 < percent
+}
+
+/// A hash of an IP address with fixed constants (FNV-1a, then the
+/// SplitMix64 finaliser to spread the bits), stable across processes. An
+/// IPv4-mapped IPv6 address hashes like the IPv4 address.
+fn ip_hash(ip: IpAddr) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => feed(&v4.octets()),
+        IpAddr::V6(v6) => feed(&v6.octets()),
+    }
+    let mut z = h;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// A stage's access log: its format and which destination it writes to.
@@ -138,16 +204,57 @@ pub struct Resolved<'s, 'p> {
     pub api: &'s Api,
     pub stage: &'s Stage,
     pub route: RouteId,
-    /// The route's metric id (see [`Snapshot::metric_id`]).
+    /// The route's metric id (see [`Snapshot::metric_id`]); the canary's
+    /// once [`Resolved::pick_canary`] chose it.
     pub metric: u32,
+    /// The request goes to the stage's canary.
+    pub canary: bool,
+    /// The integrations and route counter block in use: the stage's, or
+    /// its canary's once chosen (so neither accessor branches).
+    integrations: &'s [Integration],
+    counter_base: u32,
     pub params: Params,
     /// The path after the API and stage prefixes; parameters index into it.
     pub path: &'p [u8],
 }
 
 impl<'s> Resolved<'s, '_> {
+    /// The integration the request goes to: the canary's when chosen.
+    #[inline]
     pub fn integration(&self) -> Option<&'s Integration> {
-        self.stage.integrations.get(self.route as usize)
+        self.integrations.get(self.route as usize)
+    }
+
+    /// The route counter: index into [`Snapshot::route_labels`] and
+    /// [`Snapshot::route_logs`] (the canary's block when chosen).
+    #[inline]
+    pub fn counter(&self) -> u32 {
+        self.counter_base + self.route
+    }
+
+    /// Decides whether the request goes to the stage's canary (a stage
+    /// without one: a single branch) and, if so, switches the integration
+    /// and metric id to the canary's. `random` is asked for a draw only
+    /// for a canary that is not sticky. Call it once, right after
+    /// [`Snapshot::resolve`].
+    #[inline]
+    pub fn pick_canary(
+        &mut self,
+        snap: &Snapshot,
+        client_ip: IpAddr,
+        random: impl FnOnce() -> u64,
+    ) -> bool {
+        let stage: &'s Stage = self.stage;
+        let Some(c) = &stage.canary else {
+            return false;
+        };
+        if c.pick(client_ip, random) {
+            self.canary = true;
+            self.integrations = &c.integrations;
+            self.counter_base = c.counter_base;
+            self.metric = snap.metric_id(c.counter_base + self.route);
+        }
+        self.canary
     }
 }
 
@@ -172,7 +279,8 @@ pub struct Snapshot {
     pub state_dir: PathBuf,
     pub client_ip: Option<ClientIpLimit>,
     /// Per-route metric labels, indexed by a stage's `counter_base` plus
-    /// the route id.
+    /// the route id; a stage with a canary has a second block (labels with
+    /// `canary: true`) at its canary's `counter_base`.
     pub route_labels: Vec<RouteLabels>,
     /// Per route counter: the stage's access log, if it logs.
     pub route_logs: Vec<Option<Arc<StageLog>>>,
@@ -239,6 +347,9 @@ impl Snapshot {
             api,
             stage,
             metric: self.metric_id(stage.counter_base + m.route),
+            canary: false,
+            integrations: &stage.integrations,
+            counter_base: stage.counter_base,
             route: m.route,
             params: m.params,
             path: rest,

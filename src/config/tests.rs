@@ -565,3 +565,202 @@ keys = ["alice"]
         .warnings
         .is_empty());
 }
+
+const CANARY: &str = r#"
+[[server.listen]]
+addr = "127.0.0.1:8080"
+tls = false
+[[api]]
+name = "shop"
+[[api.stage]]
+name = "prod"
+variables = { backend = "127.0.0.1:9001", path = "items" }
+canary = { percent = 10.0, variables = { backend = "127.0.0.1:9002" }, sticky = true }
+[[api.stage]]
+name = "dev"
+variables = { backend = "127.0.0.1:9003", path = "items" }
+[[api.route]]
+key = "GET /mock"
+integration = { type = "mock", body = "hi" }
+[[api.route]]
+key = "ANY /{proxy+}"
+integration = { type = "http", uri = "http://${stageVariables.backend}/${stageVariables.path}/{proxy}" }
+"#;
+
+fn http_addr(i: Option<&crate::integration::Integration>) -> String {
+    match i {
+        Some(crate::integration::Integration::Http(h)) => h.addr.to_string(),
+        other => panic!("not an http integration: {other:?}"),
+    }
+}
+
+#[test]
+fn a_canary_compiles_with_merged_variables_and_counters_of_its_own() {
+    let snap = build(CANARY).expect("valid");
+    let prod = &snap.apis[0].stages[0];
+    let canary = prod.canary.as_ref().expect("prod has a canary");
+    assert_eq!(canary.percent, 10.0);
+    assert!(canary.sticky);
+    assert!(snap.apis[0].stages[1].canary.is_none());
+    // The canary's `backend` wins; the stage's `path` is kept.
+    assert_eq!(http_addr(prod.integrations.get(1)), "127.0.0.1:9001");
+    assert_eq!(http_addr(canary.integrations.get(1)), "127.0.0.1:9002");
+    // Counters: prod's block, prod's canary block, dev's block.
+    let names: Vec<String> = snap.route_labels.iter().map(|l| l.name()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "shop/prod GET /mock",
+            "shop/prod ANY /{proxy+}",
+            "shop/prod GET /mock canary",
+            "shop/prod ANY /{proxy+} canary",
+            "shop/dev GET /mock",
+            "shop/dev ANY /{proxy+}",
+        ]
+    );
+    assert_eq!(prod.counter_base, 0);
+    assert_eq!(canary.counter_base, 2);
+    assert_eq!(snap.apis[0].stages[1].counter_base, 4);
+    assert_eq!(snap.route_logs.len(), snap.route_labels.len());
+}
+
+#[test]
+fn picking_the_canary_switches_integration_metric_and_counter() {
+    let snap = build(&CANARY.replace("percent = 10.0", "percent = 100.0")).expect("valid");
+    let ids: Box<[u32]> = (0..snap.route_labels.len() as u32)
+        .map(|i| 10 + i)
+        .collect();
+    snap.metric_ids.set(ids).expect("unset");
+    let ip: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+    let mut r = snap.resolve(None, b"GET", b"/prod/a").expect("resolves");
+    assert_eq!((r.canary, r.metric, r.counter()), (false, 11, 1));
+    assert_eq!(http_addr(r.integration()), "127.0.0.1:9001");
+    // Sticky: the random draw is never asked for.
+    assert!(r.pick_canary(&snap, ip, || unreachable!()));
+    assert_eq!((r.canary, r.metric, r.counter()), (true, 13, 3));
+    assert_eq!(http_addr(r.integration()), "127.0.0.1:9002");
+
+    // A stage without a canary never asks either.
+    let mut r = snap.resolve(None, b"GET", b"/dev/a").expect("resolves");
+    assert!(!r.pick_canary(&snap, ip, || unreachable!()));
+    assert_eq!((r.metric, r.counter()), (15, 5));
+
+    // Percent 0, not sticky: never the canary.
+    let snap = build(
+        &CANARY
+            .replace("percent = 10.0", "percent = 0.0")
+            .replace("sticky = true", "sticky = false"),
+    )
+    .expect("valid");
+    let mut r = snap.resolve(None, b"GET", b"/prod/a").expect("resolves");
+    assert!(!r.pick_canary(&snap, ip, || u64::MAX));
+    assert_eq!(http_addr(r.integration()), "127.0.0.1:9001");
+}
+
+#[test]
+fn bad_canaries_are_reported_with_their_paths() {
+    for bad in ["150.0", "-0.5", "nan", "inf"] {
+        let text = CANARY.replace("percent = 10.0", &format!("percent = {bad}"));
+        assert_eq!(
+            paths(&text),
+            vec!["api[0].stage[0].canary.percent"],
+            "percent {bad}"
+        );
+    }
+    // Percent is required; keys are checked.
+    assert_eq!(
+        paths(&CANARY.replace("percent = 10.0, ", "")),
+        vec!["api[0].stage[0].canary"]
+    );
+    let text = CANARY.replace("sticky = true", "stiky = true");
+    assert_eq!(paths(&text), vec!["api[0].stage[0].canary.stiky"]);
+    // A canary variable that breaks a route's URI: the route's path, the
+    // canary named.
+    let text = CANARY.replace("127.0.0.1:9002", "bad host:x");
+    let issues = build(&text).expect_err("bad canary backend");
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].path, "api[0].route[1].integration.uri");
+    assert!(
+        issues[0].reason.contains("canary of stage `prod`")
+            && issues[0]
+                .reason
+                .contains("api[0].stage[0].canary.variables"),
+        "{}",
+        issues[0].reason
+    );
+    // The stage's own error is reported once, not again for its canary.
+    let text = CANARY.replace(", path = \"items\" }\ncanary", " }\ncanary");
+    let issues = build(&text).expect_err("prod lacks `path`");
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert!(issues[0].reason.contains("stage `prod`"), "{issues:?}");
+}
+
+#[test]
+fn canary_pick_bounds_stickiness_and_distribution() {
+    use super::snapshot::canary_pick;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let v4 = |i: u32| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+    // SplitMix64 as a stand-in for the shard's generator.
+    let mut seed = 1u64;
+    let mut draw = || {
+        seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    for r in [0, 1, u64::MAX / 2, u64::MAX] {
+        assert!(!canary_pick(0.0, false, v4(1), r));
+        assert!(canary_pick(100.0, false, v4(1), r));
+    }
+    for i in 0..1000 {
+        assert!(!canary_pick(0.0, true, v4(i), 0));
+        assert!(canary_pick(100.0, true, v4(i), 0));
+    }
+    // Sticky: the same address always lands on the same side, whatever
+    // the draw; an IPv4-mapped IPv6 address like its IPv4 address.
+    for i in 0..1000 {
+        let first = canary_pick(37.0, true, v4(i), 0);
+        assert_eq!(canary_pick(37.0, true, v4(i), draw()), first);
+        let mapped = IpAddr::V6(Ipv4Addr::from(0x0a00_0000 + i).to_ipv6_mapped());
+        assert_eq!(canary_pick(37.0, true, mapped, 0), first);
+    }
+    // Fixed constants: the same answer in every process (a changed hash
+    // would move clients between sides on upgrade).
+    let picked: Vec<u32> = (0..20)
+        .filter(|&i| canary_pick(50.0, true, v4(i), 0))
+        .collect();
+    assert_eq!(picked, picked_reference());
+    // Raising the percentage only adds clients.
+    for i in 0..1000 {
+        if canary_pick(10.0, true, v4(i), 0) {
+            assert!(canary_pick(20.0, true, v4(i), 0));
+        }
+    }
+    // Distribution: over many addresses, and over many draws.
+    let n = 100_000u32;
+    for pct in [1.0, 10.0, 30.0, 50.0, 90.0] {
+        let by_ip = (0..n).filter(|&i| canary_pick(pct, true, v4(i), 0)).count();
+        let v6 = (0..n)
+            .filter(|&i| {
+                let a = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, (i >> 16) as u16, i as u16);
+                canary_pick(pct, true, IpAddr::V6(a), 0)
+            })
+            .count();
+        let by_draw = (0..n)
+            .filter(|_| canary_pick(pct, false, v4(1), draw()))
+            .count();
+        for (what, got) in [("ipv4", by_ip), ("ipv6", v6), ("draws", by_draw)] {
+            let share = got as f64 * 100.0 / f64::from(n);
+            assert!(
+                (share - pct).abs() < 1.0,
+                "{what}: {share:.2} % for {pct} %"
+            );
+        }
+    }
+}
+
+/// Which of 10.0.0.0..10.0.0.19 a sticky 50 % canary takes.
+fn picked_reference() -> Vec<u32> {
+    vec![0, 3, 4, 5, 9, 12, 13, 15, 16, 17, 19]
+}

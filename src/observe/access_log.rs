@@ -36,6 +36,7 @@
 //! | `$context.domainName` | `Host` header |
 //! | `$context.identity.apiKeyId` | name of the API key presented |
 //! | `$context.cacheStatus` | `hit`, `miss` (tollgate extension) |
+//! | `$context.isCanaryRequest` | `true` when the stage's canary served it, else `false` |
 //!
 //! # Escaping
 //!
@@ -146,6 +147,8 @@ pub struct LogRecord<'a> {
     pub api_key_id: Option<&'a str>,
     /// `Some(true)` a cache hit, `Some(false)` a miss, `None` not cached.
     pub cache: Option<bool>,
+    /// Sent to the stage's canary.
+    pub canary: bool,
 }
 
 // ---------------------------------------------------------------------------
@@ -188,6 +191,7 @@ enum Var {
     DomainName,
     ApiKeyId,
     CacheStatus,
+    IsCanaryRequest,
 }
 
 /// Variable names after `$context.`, aliases included.
@@ -216,6 +220,7 @@ const VARS: &[(&str, Var)] = &[
     ("domainName", Var::DomainName),
     ("identity.apiKeyId", Var::ApiKeyId),
     ("cacheStatus", Var::CacheStatus),
+    ("isCanaryRequest", Var::IsCanaryRequest),
 ];
 
 const PREFIX: &str = "$context.";
@@ -535,6 +540,7 @@ fn value<'a>(var: Var, rec: &LogRecord<'a>) -> Value<'a> {
             Some(false) => Value::Text(b"miss"),
             None => Value::Absent,
         },
+        Var::IsCanaryRequest => Value::Text(if rec.canary { b"true" } else { b"false" }),
     }
 }
 
@@ -1315,6 +1321,7 @@ mod tests {
             host: Some(b"api.example.com"),
             api_key_id: Some("partner-a"),
             cache: Some(true),
+            canary: false,
         }
     }
 

@@ -6,8 +6,10 @@
 //! run tollgate gets a one-line cause and fix instead of a panic.
 
 mod preflight;
+mod upgrade;
 
 pub use preflight::{memlock_limit_kib, preflight, probe_ring, PreflightError};
+pub use upgrade::{Inherited, UpgradeError};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -145,11 +147,25 @@ impl Stopper {
     }
 }
 
-/// One listening address as configured and as bound (port 0 resolved).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One listening address as configured and as bound (port 0 resolved),
+/// with the descriptor of each shard's socket on it (handed to a
+/// successor at a binary upgrade).
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Bound {
     configured: SocketAddr,
     bound: SocketAddr,
+    fds: Vec<std::os::fd::RawFd>,
+}
+
+impl Bound {
+    fn new(configured: SocketAddr, socks: &[(SocketAddr, std::net::TcpListener)]) -> Bound {
+        use std::os::fd::AsRawFd;
+        Bound {
+            configured,
+            bound: socks.first().map_or(configured, |(a, _)| *a),
+            fds: socks.iter().map(|(_, s)| s.as_raw_fd()).collect(),
+        }
+    }
 }
 
 /// What a reload may replace, under one lock (reloads run one at a time).
@@ -182,6 +198,8 @@ pub struct Control {
     state: Mutex<State>,
     /// Where `reload_from_source` reads the configuration.
     source: Mutex<Option<(PathBuf, Option<PathBuf>)>>,
+    /// The command that started this process (for a binary upgrade).
+    command: Mutex<Option<(PathBuf, Vec<std::ffi::OsString>)>>,
 }
 
 /// Why a reload was refused; the running configuration stays.
@@ -293,6 +311,40 @@ impl Control {
     /// Remembers the files `reload_from_source` reads.
     pub fn set_source(&self, config: PathBuf, profile: Option<PathBuf>) {
         *self.source.lock().unwrap_or_else(|p| p.into_inner()) = Some((config, profile));
+    }
+
+    /// Remembers the executable and arguments a binary upgrade starts.
+    pub fn set_command(&self, exe: PathBuf, args: Vec<std::ffi::OsString>) {
+        *self.command.lock().unwrap_or_else(|p| p.into_inner()) = Some((exe, args));
+    }
+
+    /// Binary upgrade: starts the executable at the path this process was
+    /// started from (the new binary, once it was replaced there) with the
+    /// same arguments, hands it every listening socket and `admin`, and
+    /// waits up to `wait` until it serves. Returns its pid; the caller then
+    /// drains this process. On failure nothing changes here.
+    pub fn upgrade(
+        &self,
+        admin: Option<std::os::fd::RawFd>,
+        wait: std::time::Duration,
+    ) -> Result<u32, UpgradeError> {
+        let (exe, args) = self
+            .command
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(UpgradeError::Spawn {
+                exe: "(unknown)".into(),
+                source: std::io::Error::other("started without a command line"),
+            })?;
+        // The state lock keeps a reload from changing listeners meanwhile.
+        let st = self.state();
+        let listeners: Vec<(SocketAddr, Vec<std::os::fd::RawFd>)> = st
+            .listeners
+            .iter()
+            .map(|b| (b.bound, b.fds.clone()))
+            .collect();
+        upgrade::spawn_successor(&exe, &args, &listeners, admin, wait)
     }
 
     pub fn status(&self) -> Status {
@@ -434,20 +486,17 @@ impl Control {
         let mut listeners = Vec::new();
         for l in &new.server.listeners {
             if let Some(b) = st.listeners.iter().find(|b| b.configured == l.addr) {
-                listeners.push(*b);
+                listeners.push(b.clone());
                 continue;
             }
             let socks = bind_shards(l.addr, l.backlog, shards)
                 .map_err(|(addr, source)| ReloadError::Bind { addr, source })?;
-            let bound = socks.first().map_or(l.addr, |(a, _)| *a);
+            let b = Bound::new(l.addr, &socks);
+            report.listeners_opened.push(b.bound);
+            listeners.push(b);
             for (i, s) in socks.into_iter().enumerate() {
                 opened[i].push(s);
             }
-            listeners.push(Bound {
-                configured: l.addr,
-                bound,
-            });
-            report.listeners_opened.push(bound);
         }
         let closed: Vec<SocketAddr> = st
             .listeners
@@ -608,6 +657,15 @@ fn restart_needed(old: &Snapshot, new: &Snapshot) -> Vec<&'static str> {
 
 /// Opens the listening sockets and starts one shard per configured core.
 pub fn start(snapshot: Arc<Snapshot>) -> Result<Gateway, StartError> {
+    start_with(snapshot, &mut Inherited::default())
+}
+
+/// [`start`], taking listening sockets from a predecessor where it handed
+/// some over for a listen address (a binary upgrade).
+pub fn start_with(
+    snapshot: Arc<Snapshot>,
+    inherited: &mut Inherited,
+) -> Result<Gateway, StartError> {
     let rt = snapshot.server.runtime;
     preflight(snapshot.server.cores.len(), rt.io_memory)?;
     raise_nofile_limit();
@@ -616,16 +674,14 @@ pub fn start(snapshot: Arc<Snapshot>) -> Result<Gateway, StartError> {
         cores.iter().map(|_| Vec::new()).collect();
     let mut listeners = Vec::new();
     for l in &snapshot.server.listeners {
-        let socks = bind_shards(l.addr, l.backlog, cores.len())
+        let socks = inherit_or_bind(l.addr, l.backlog, cores.len(), inherited.take(l.addr))
             .map_err(|(addr, source)| StartError::Bind { addr, source })?;
-        let bound = socks.first().map_or(l.addr, |(a, _)| *a);
-        for (sockets, s) in per_shard.iter_mut().zip(socks) {
-            sockets.push(s);
+        listeners.push(Bound::new(l.addr, &socks));
+        // Each shard takes every shards-th socket (more than one when the
+        // predecessor had more shards).
+        for (i, s) in socks.into_iter().enumerate() {
+            per_shard[i % cores.len()].push(s);
         }
-        listeners.push(Bound {
-            configured: l.addr,
-            bound,
-        });
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -679,6 +735,7 @@ pub fn start(snapshot: Arc<Snapshot>) -> Result<Gateway, StartError> {
             last_error: None,
         }),
         source: Mutex::new(None),
+        command: Mutex::new(None),
     });
     let mut shards = Vec::new();
     for (i, ((core, listeners), throttle)) in cores
@@ -774,6 +831,30 @@ fn open_logs(
 /// Batches (up to 64 KiB each) queued per access log writer before
 /// shards keep lines in their own buffers.
 const LOG_QUEUE_BATCHES: usize = 64;
+
+/// At least one socket per shard on `addr`: the inherited ones, then new
+/// SO_REUSEPORT sockets beside them for shards that got none.
+#[allow(clippy::type_complexity)]
+fn inherit_or_bind(
+    addr: SocketAddr,
+    backlog: u32,
+    shards: usize,
+    inherited: Vec<std::net::TcpListener>,
+) -> Result<Vec<(SocketAddr, std::net::TcpListener)>, (SocketAddr, std::io::Error)> {
+    if inherited.is_empty() {
+        return bind_shards(addr, backlog, shards);
+    }
+    let mut out: Vec<(SocketAddr, std::net::TcpListener)> = Vec::new();
+    for s in inherited {
+        let local = s.local_addr().map_err(|e| (addr, e))?;
+        out.push((local, s));
+    }
+    let bound = out[0].0;
+    while out.len() < shards {
+        out.push((bound, bind(bound, backlog).map_err(|e| (bound, e))?));
+    }
+    Ok(out)
+}
 
 /// Every limit the snapshot configures, in its index order.
 fn limit_specs(snapshot: &Snapshot) -> Vec<LimitSpec> {

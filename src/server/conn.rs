@@ -157,6 +157,8 @@ pub(super) struct Exch {
     pub cache: Option<bool>,
     /// The route counter whose stage logs this request.
     pub log: Option<u32>,
+    /// Sent to the stage's canary.
+    pub canary: bool,
 }
 
 impl Exch {
@@ -171,6 +173,7 @@ impl Exch {
             error: None,
             cache: None,
             log: None,
+            canary: false,
         }
     }
 }
@@ -306,17 +309,25 @@ impl Conn {
                     &server.request_id_header,
                     &mut self.head,
                 ) {
-                    Ok(Some(n)) => return Ok(HeadOutcome::Ready(n)),
+                    Ok(Some(n)) => {
+                        self.idle.fresh.set(false);
+                        return Ok(HeadOutcome::Ready(n));
+                    }
                     Ok(None) => {}
                     Err(e) => return Ok(HeadOutcome::Reject(e)),
                 }
             }
             self.flush().await?;
             let idle = self.rbuf.is_empty();
-            if idle && self.shard.draining() {
+            // Draining: an idle keep-alive connection closes; one that has
+            // not had its first request yet waits for it (bounded by the
+            // drain's grace, see `Shard::begin_drain`).
+            if idle && self.shard.draining() && !self.idle.fresh.get() {
                 return Ok(HeadOutcome::Done);
             }
-            let wait = if idle {
+            let wait = if idle && self.shard.draining() {
+                server.timeouts.keepalive.min(super::shard::FRESH_GRACE)
+            } else if idle {
                 server.timeouts.keepalive
             } else {
                 let start = *started.get_or_insert_with(|| self.shard.coarse_now());
@@ -433,10 +444,20 @@ impl Conn {
             }
         }
 
-        let resolved = snap.resolve(head.host.map(|h| h.of(buf)), method, head.path(buf));
-        if let Some(r) = &resolved {
+        let mut resolved = snap.resolve(head.host.map(|h| h.of(buf)), method, head.path(buf));
+        if let Some(r) = &mut resolved {
+            // The stage's canary, if it has one, takes its share here: the
+            // canary's integration, metric series and (the stage's) access
+            // log counter from now on. Guards, keys and plans stay the
+            // stage's; canary requests bypass the stage cache (Amazon API
+            // Gateway's default, useStageCache = false), so the canary's
+            // answers never reach the stage's clients through it. A stage
+            // without a canary costs one branch.
+            let shard = &self.shard;
+            r.pick_canary(snap, self.peer.ip, || shard.random_u64());
             self.exch.metric = r.metric;
-            let counter = r.stage.counter_base + r.route;
+            self.exch.canary = r.canary;
+            let counter = r.counter();
             if snap
                 .route_logs
                 .get(counter as usize)
@@ -472,7 +493,7 @@ impl Conn {
                 let mut fill = None;
                 let shard = self.shard.clone();
                 let cached = match resolved.as_ref() {
-                    Some(r) if r.stage.cache.is_some() && shard.cache.is_some() => {
+                    Some(r) if r.stage.cache.is_some() && !r.canary && shard.cache.is_some() => {
                         caching::decide(
                             &shard,
                             r,
@@ -730,6 +751,7 @@ impl Conn {
             host: l.host.as_ref().map(|r| l.get(r)),
             api_key_id: l.key.map(|k| snap.keys.name(k)),
             cache: e.cache,
+            canary: e.canary,
         };
         if let Some(out) = self
             .shard

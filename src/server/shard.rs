@@ -93,6 +93,9 @@ impl Guards {
 pub struct IdleState {
     pub idle: Cell<bool>,
     pub deadline: Cell<Instant>,
+    /// No request has arrived yet: the client has just connected and its
+    /// first request may be on its way (see [`Shard::begin_drain`]).
+    pub fresh: Cell<bool>,
 }
 
 impl IdleState {
@@ -100,9 +103,14 @@ impl IdleState {
         IdleState {
             idle: Cell::new(false),
             deadline: Cell::new(now),
+            fresh: Cell::new(true),
         }
     }
 }
+
+/// At shutdown, a connection accepted but still waiting for its first
+/// request gets this long for it (then it is closed like an idle one).
+pub(super) const FRESH_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A backend read that must end by `deadline`.
 struct WaitSlot {
@@ -365,12 +373,20 @@ impl Shard {
         self.draining.get()
     }
 
-    /// Starts draining: idle connections are closed now, busy ones after
-    /// their current response.
+    /// Starts draining: idle keep-alive connections are closed now, busy
+    /// ones after their current response. A connection that has not sent
+    /// its first request yet gets [`FRESH_GRACE`] for it: the client
+    /// connected to send one, which may be in flight, and closing on it
+    /// would fail a request that no client may retry.
     pub fn begin_drain(&self) {
         self.draining.set(true);
+        let grace = self.coarse_now() + FRESH_GRACE;
         for slot in self.conns.borrow().iter().flatten() {
-            if slot.idle.idle.get() {
+            if slot.idle.fresh.get() {
+                if slot.idle.deadline.get() > grace {
+                    slot.idle.deadline.set(grace);
+                }
+            } else if slot.idle.idle.get() {
                 // Wake the pending read with EOF; the connection task then
                 // closes normally.
                 // SAFETY: shutdown(2) on an fd owned by a live connection
@@ -431,6 +447,13 @@ impl Shard {
             out[j + 1] = HEX[(byte & 0xf) as usize];
             j += 2;
         }
+    }
+
+    /// A random number from the shard's generator (canary draws): one
+    /// multiply, no lock, no syscall.
+    #[inline]
+    pub(super) fn random_u64(&self) -> u64 {
+        self.next_u64()
     }
 
     fn next_u64(&self) -> u64 {

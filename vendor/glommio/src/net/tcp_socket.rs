@@ -175,13 +175,23 @@ impl TcpListener {
     pub async fn shared_accept(&self) -> Result<AcceptedTcpStream> {
         let reactor = self.reactor.upgrade().unwrap();
         let raw_fd = self.listener.as_raw_fd();
-        if let Some(r) = yolo_accept(raw_fd, self.nonblocking) {
-            match r {
-                Ok(fd) => {
-                    return Ok(AcceptedTcpStream { fd });
+        loop {
+            if let Some(r) = yolo_accept(raw_fd, self.nonblocking) {
+                match r {
+                    Ok(fd) => {
+                        return Ok(AcceptedTcpStream { fd });
+                    }
+                    Err(err) => return Err(GlommioError::IoError(err)),
                 }
-                Err(err) => return Err(GlommioError::IoError(err)),
             }
+            if !self.nonblocking {
+                break;
+            }
+            // tollgate patch (change 4): wait for readiness, then accept
+            // synchronously. Dropping this future while it waits cancels a
+            // poll, which takes no connection; an io_uring accept cancelled
+            // while the kernel completes it would take one and lose it.
+            reactor.poll_read_ready(raw_fd).collect_rw().await?;
         }
         let source = reactor.accept(self.listener.as_raw_fd());
         let fd = source.collect_rw().await?;
