@@ -176,15 +176,9 @@ impl Exposition {
     /// `_count`.
     pub fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &HistogramCounts) {
         let bucket = format!("{name}_bucket");
-        let bounds: Vec<String> = (0..h.buckets.len())
-            .map(|i| {
-                LATENCY_BOUNDS_NS
-                    .get(i)
-                    .map_or_else(|| "+Inf".to_string(), |&b| fmt_f64(b as f64 / 1e9))
-            })
-            .collect();
+        let bounds = bound_labels();
         let mut cumulative = 0;
-        for (n, le) in h.buckets.iter().zip(&bounds) {
+        for (n, le) in h.buckets.iter().zip(bounds) {
             cumulative += n;
             let mut with_le: Vec<(&str, &str)> = labels.to_vec();
             with_le.push(("le", le));
@@ -199,6 +193,20 @@ impl Exposition {
     pub fn finish(self) -> String {
         self.out
     }
+}
+
+/// The `le` label of each bucket, rendered once.
+fn bound_labels() -> &'static [String] {
+    static LABELS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    LABELS.get_or_init(|| {
+        (0..=LATENCY_BOUNDS_NS.len())
+            .map(|i| {
+                LATENCY_BOUNDS_NS
+                    .get(i)
+                    .map_or_else(|| "+Inf".to_string(), |&b| fmt_f64(b as f64 / 1e9))
+            })
+            .collect()
+    })
 }
 
 /// A float as Prometheus writes it (`+Inf`, no exponent for our ranges).
