@@ -7,7 +7,20 @@
 #   core 0: wrk (load generator) + origin nginx on 127.0.0.1:19000
 #   core 1: the proxies under test, each started once and left running (only
 #           the one being measured gets load):
-#             tollgate  http 127.0.0.1:18080  (shards = [1])
+#             tollgate  http 127.0.0.1:18080  (shards = [1]; admin
+#                       listener on its default 127.0.0.1:9901)
+#             tollgate-log   http 127.0.0.1:18084 (only when PROXIES names
+#                       it): the same binary and config as tollgate plus a
+#                       JSON access log (access_log = { destination =
+#                       "$TMP/access.log", format = "json" }) on the stage
+#                       that serves every benchmark route; admin listener
+#                       on 127.0.0.1:9902
+#             tollgate-base  http 127.0.0.1:18085 (only when PROXIES names
+#                       it): a baseline tollgate binary, TOLLGATE_BASE_BIN
+#                       (e.g. a build of 4b13b16, before metrics existed),
+#                       with tollgate's config minus [server.admin] (the old
+#                       binary rejects keys it does not know; the config
+#                       has none, and the old binary has no admin listener)
 #             nginx     http 127.0.0.1:18081, https 127.0.0.1:18443
 #                       (1 worker, worker_cpu_affinity 10)
 #             haproxy   http 127.0.0.1:18082, https 127.0.0.1:18444
@@ -53,6 +66,17 @@
 # Varnish is a cache, not a gateway: it is measured in cachehit only; its
 # other rows say "n/a (varnish is measured only in cachehit)".
 #
+# tollgate variants: tollgate-log and tollgate-base are measured like peers
+# (same scenarios as tollgate, same proxy core, one at a time), so the
+# "Ratios tollgate / peer" table shows the cost of what differs:
+#   CPU-µs/req tollgate / tollgate-log  below 1: the access log costs CPU
+#       (its writer thread runs in the same process, on the proxy core, and
+#       is counted; the kernel's writeback of the file is not)
+#   CPU-µs/req tollgate / tollgate-base above 1: what was added since the
+#       baseline (metrics recording, for 4b13b16) costs CPU
+# The report also gives the access log's line count and the writer's
+# written/dropped counters (from tollgate-log's GET /metrics).
+#
 # Rounds are interleaved: for each round, for each scenario, every proxy
 # runs once (A B C A B C ...). Each measurement is a warm-up run followed by
 # the measured run. The proxy's CPU time (utime+stime of all its processes,
@@ -63,6 +87,9 @@
 #   bench/compare.sh                   # from anywhere; needs root for apt-get
 #   DURATION=3s ROUNDS=1 SKIP_BUILD=1 bench/compare.sh          # quick check
 #   SCENARIOS=proxy,newconn PROXIES=tollgate,nginx bench/compare.sh
+#   SCENARIOS=proxy,static PROXIES=tollgate,tollgate-log,tollgate-base \
+#     TOLLGATE_BASE_BIN=/tmp/tg-base-target/release/tollgate \
+#     RESULTS_NAME=results-2026-12-01-observe.md bench/compare.sh
 #
 # Environment knobs:
 #   DURATION      measured run length, wrk syntax: 10s, 1m      (default 10s)
@@ -71,16 +98,24 @@
 #   SCENARIOS     comma list (default all):
 #                 proxy,newconn,large,static,cachehit,throttled,mixed,https
 #   PROXIES       comma list (default tollgate,nginx,haproxy,varnish;
-#                 varnish is skipped unless SCENARIOS has cachehit)
+#                 varnish is skipped unless SCENARIOS has cachehit); also
+#                 known: tollgate-log, tollgate-base (see above)
 #   SKIP_BUILD    1 = do not run `cargo build --release`         (default 0)
-#   TOLLGATE_BIN  tollgate binary to run (default target/release/tollgate)
+#   TOLLGATE_BIN  tollgate binary to run (default target/release/tollgate);
+#                 tollgate-log runs it too
+#   TOLLGATE_BASE_BIN  baseline binary for tollgate-base (required when
+#                 PROXIES has tollgate-base; never built by this script;
+#                 its config must not hold keys it does not know)
+#   RESULTS_NAME  file name of the copy of the report under bench/compare/
+#                                                 (default results-latest.md)
 #
 # Installs (apt-get, only what is missing): wrk, nginx (nginx-light when the
 # archive has it), haproxy, varnish (only if it will be measured), openssl,
 # curl.
 #
 # Output: a markdown report on stdout, also written to
-# bench/compare/results-latest.md. Progress messages go to stderr.
+# bench/compare/results-latest.md (or bench/compare/$RESULTS_NAME).
+# Progress messages go to stderr.
 
 set -euo pipefail
 
@@ -94,13 +129,19 @@ PROXIES=${PROXIES:-tollgate,nginx,haproxy,varnish}
 SKIP_BUILD=${SKIP_BUILD:-0}
 
 ALL_SCENARIOS=(proxy newconn large static cachehit throttled mixed https)
-ALL_PROXIES=(tollgate nginx haproxy varnish)
+# The tollgate variants come right after tollgate: a round runs them back
+# to back.
+ALL_PROXIES=(tollgate tollgate-log tollgate-base nginx haproxy varnish)
 
 LOAD_CORE=0    # wrk + origin
 PROXY_CORE=1   # proxy under test
 
 ORIGIN_PORT=19000
-declare -A HTTP_PORT=([tollgate]=18080 [nginx]=18081 [haproxy]=18082 [varnish]=18083)
+declare -A HTTP_PORT=([tollgate]=18080 [nginx]=18081 [haproxy]=18082 [varnish]=18083
+    [tollgate-log]=18084 [tollgate-base]=18085)
+# Admin listeners of the tollgates that have one (tollgate's is its default
+# address; tollgate-base's binary may predate the admin listener: none).
+declare -A ADMIN_PORT=([tollgate]=9901 [tollgate-log]=9902)
 declare -A HTTPS_PORT=([nginx]=18443 [haproxy]=18444)
 
 SMALL_CONNS=64        # proxy, newconn, static, cachehit, throttled, mixed, https
@@ -114,8 +155,10 @@ NA_VARNISH="varnish is measured only in cachehit"
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 OUT_DIR=$SCRIPT_DIR/compare
-RESULTS_FILE=$OUT_DIR/results-latest.md
+RESULTS_NAME=${RESULTS_NAME:-results-latest.md}
+RESULTS_FILE=$OUT_DIR/$RESULTS_NAME
 TOLLGATE_BIN=${TOLLGATE_BIN:-$REPO_ROOT/target/release/tollgate}
+TOLLGATE_BASE_BIN=${TOLLGATE_BASE_BIN:-}
 
 # ----------------------------------------------------------------- helpers --
 
@@ -252,6 +295,26 @@ ratio() {
     awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f", a / b }'
 }
 
+# Extra CPU per request of B over A, in % with 1 decimal: two ways from
+# the space-separated per-round lists $1 (A) and $2 (B): "M P" where M
+# compares the medians (median(B)/median(A) - 1) and P is the median of the
+# per-round ratios (B/A - 1 of the same round: the runs of a round are
+# back to back, so slow drifts of the machine cancel).
+overhead_pct() {
+    local ma mb
+    # shellcheck disable=SC2086 # lists of numbers, split on purpose
+    ma=$(median $1)
+    # shellcheck disable=SC2086
+    mb=$(median $2)
+    awk -v a="$1" -v b="$2" -v ma="$ma" -v mb="$mb" 'BEGIN {
+        na = split(a, x, " "); nb = split(b, y, " "); n = 0
+        for (i = 1; i <= na && i <= nb; i++) if (x[i] > 0) r[++n] = 100 * (y[i] / x[i] - 1)
+        if (ma == "n/a" || mb == "n/a" || ma == 0 || n == 0) { print "n/a n/a"; exit }
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
+        p = (n % 2) ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2
+        printf "%+.1f %+.1f\n", 100 * (mb / ma - 1), p }'
+}
+
 # Print a number with a fixed number of decimals ("n/a" passes through).
 fmt() {
     if [[ $2 == n/a || -z $2 ]]; then echo "n/a"; else printf "%.${1}f" "$2"; fi
@@ -350,6 +413,8 @@ if (($# > 0)); then
 fi
 
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer (got '$ROUNDS')"
+[[ $RESULTS_NAME =~ ^[A-Za-z0-9._-]+$ && $RESULTS_NAME != .* ]] ||
+    die "RESULTS_NAME must be a plain file name (got '$RESULTS_NAME')"
 DURATION_S=$(duration_secs "$DURATION")
 WARMUP_S=$(duration_secs "$WARMUP")
 ((DURATION_S > 0)) || die "DURATION must be at least 1s"
@@ -455,7 +520,7 @@ NGINX_BUILD=$(nginx -V 2>&1)
 # ----------------------------------------------------------------- build --
 
 TOLLGATE_INFO="not measured"
-if want tollgate; then
+if want tollgate || want tollgate-log; then
     if [[ $SKIP_BUILD != 1 ]]; then
         command -v cargo >/dev/null || die "cargo not found (needed to build tollgate; or set SKIP_BUILD=1)"
         log "building tollgate (cargo build --release)"
@@ -463,7 +528,14 @@ if want tollgate; then
     fi
     [[ -x $TOLLGATE_BIN ]] || die "tollgate binary not found at $TOLLGATE_BIN (build it, or unset SKIP_BUILD)"
     TOLLGATE_INFO="binary built $(date -u -r "$TOLLGATE_BIN" '+%Y-%m-%d %H:%M UTC')"
+    [[ $TOLLGATE_BIN != "$REPO_ROOT/target/release/tollgate" ]] && TOLLGATE_INFO="$TOLLGATE_BIN, $TOLLGATE_INFO"
     [[ $SKIP_BUILD == 1 ]] && TOLLGATE_INFO+=" (SKIP_BUILD=1: may not match the git revision)"
+fi
+TOLLGATE_BASE_INFO="not measured"
+if want tollgate-base; then
+    [[ -n $TOLLGATE_BASE_BIN ]] || die "PROXIES has tollgate-base: set TOLLGATE_BASE_BIN to the baseline binary"
+    [[ -x $TOLLGATE_BASE_BIN ]] || die "TOLLGATE_BASE_BIN: no executable at $TOLLGATE_BASE_BIN"
+    TOLLGATE_BASE_INFO="$TOLLGATE_BASE_BIN, built $(date -u -r "$TOLLGATE_BASE_BIN" '+%Y-%m-%d %H:%M UTC')"
 fi
 
 # ------------------------------------------------------------ scenarios --
@@ -501,7 +573,7 @@ for p in "${ALL_PROXIES[@]}"; do
     TGT_URL[cachehit/$p]="$base/cached"
     TGT_URL[throttled/$p]="$base/throttled"
     case $p in
-        tollgate)
+        tollgate | tollgate-log | tollgate-base)
             TGT_NA[https/$p]=$NA_TOLLGATE
             ;;
         varnish)
@@ -756,7 +828,23 @@ EOF
 # would cache every http route's GETs: /mixed and the /{proxy+} catch-all
 # turn it off, so the proxy, newconn, large and mixed scenarios still reach
 # the origin. (Mock routes are never cached.)
-cat >"$TMP/tollgate.toml" <<EOF
+# Written once per tollgate (tollgate, tollgate-log, tollgate-base) to
+# $TMP/NAME.toml: only the port, the admin listener and (tollgate-log) the
+# access log differ. The $default stage is the only stage: it serves every
+# route, so its access log covers every scenario.
+tollgate_toml() {
+    local name=$1 admin="" access_log=""
+    case $name in
+        tollgate-log)
+            admin="
+# Its own admin port: tollgate has the default one (${ADMIN_PORT[tollgate]}).
+[server.admin]
+addr = \"127.0.0.1:${ADMIN_PORT[$name]}\"
+"
+            access_log="access_log = { destination = \"$TMP/access.log\", format = \"json\" }"
+            ;;
+    esac
+    cat <<EOF
 [server]
 shards = [$PROXY_CORE]
 
@@ -768,9 +856,9 @@ enabled = false
 # The shared response cache (one small object is used).
 [server.cache]
 capacity = "64MB"
-
+$admin
 [[server.listen]]
-addr = "127.0.0.1:${HTTP_PORT[tollgate]}"
+addr = "127.0.0.1:${HTTP_PORT[$name]}"
 tls = false
 
 [[api]]
@@ -780,6 +868,7 @@ hosts = ["*"]
 [[api.stage]]
 name = "\$default"
 cache = { ttl = "300s" }
+$access_log
 
 [[api.route]]
 key = "GET /static"
@@ -809,6 +898,10 @@ key = "ANY /{proxy+}"
 integration = { type = "http", uri = "http://127.0.0.1:$ORIGIN_PORT/{proxy}" }
 cache = { enabled = false }
 EOF
+}
+for p in tollgate tollgate-log tollgate-base; do
+    want "$p" && tollgate_toml "$p" >"$TMP/$p.toml"
+done
 
 # Varnish (cachehit only): the origin as its one backend; /cached is looked
 # up in the cache and kept for a day, anything else is passed through (it
@@ -937,17 +1030,21 @@ start_haproxy() {
     log "haproxy up on 127.0.0.1:${HTTP_PORT[haproxy]} (PID $pid)"
 }
 
+# Start a tollgate: name is tollgate, tollgate-log or tollgate-base (the
+# config $TMP/NAME.toml, the log $TMP/NAME.log); tollgate-base runs
+# TOLLGATE_BASE_BIN, the others TOLLGATE_BIN.
 start_tollgate() {
-    local pid
-    taskset -c "$PROXY_CORE" "$TOLLGATE_BIN" run "$TMP/tollgate.toml" \
-        >"$TMP/tollgate.log" 2>&1 &
+    local name=$1 pid bin=$TOLLGATE_BIN
+    [[ $name == tollgate-base ]] && bin=$TOLLGATE_BASE_BIN
+    taskset -c "$PROXY_CORE" "$bin" run "$TMP/$name.toml" \
+        >"$TMP/$name.log" 2>&1 &
     pid=$!
     STARTED_PIDS+=("$pid")
-    wait_ready tollgate "$pid" "${HTTP_PORT[tollgate]}" "$TMP/tollgate.log"
+    wait_ready "$name" "$pid" "${HTTP_PORT[$name]}" "$TMP/$name.log"
     # tollgate is expected to be a single process; count children if any.
-    MAIN_PID[tollgate]=$pid
-    adopt_children tollgate "$pid" 0 "$TMP/tollgate.log" >/dev/null
-    log "tollgate up on 127.0.0.1:${HTTP_PORT[tollgate]} (PID $pid)"
+    MAIN_PID[$name]=$pid
+    adopt_children "$name" "$pid" 0 "$TMP/$name.log" >/dev/null
+    log "$name up on 127.0.0.1:${HTTP_PORT[$name]} (PID $pid)"
 }
 
 # varnishd -F: the manager stays in the foreground and forks the cache
@@ -993,10 +1090,13 @@ require_free_port "$ORIGIN_PORT"
 for p in "${PROXS[@]}"; do
     require_free_port "${HTTP_PORT[$p]}"
     [[ -n ${HTTPS_PORT[$p]:-} ]] && require_free_port "${HTTPS_PORT[$p]}"
+    [[ -n ${ADMIN_PORT[$p]:-} ]] && require_free_port "${ADMIN_PORT[$p]}"
 done
 
 start_nginx origin "origin nginx" "$LOAD_CORE" "$ORIGIN_PORT"
-want tollgate && start_tollgate
+want tollgate && start_tollgate tollgate
+want tollgate-log && start_tollgate tollgate-log
+want tollgate-base && start_tollgate tollgate-base
 want nginx && start_nginx nginx "nginx proxy" "$PROXY_CORE" "${HTTP_PORT[nginx]}"
 want haproxy && start_haproxy
 want varnish && start_varnish
@@ -1043,11 +1143,11 @@ check_target() {
             after=$(origin_cached_hits)
             if [[ $C_STATUS != 200 || $(cat "$C_BODY") != "hello world" ]]; then
                 ok=0; why="expected 200 \"hello world\" after warming the cache"
-            elif [[ $p != tollgate ]] && ! grep -qi '^X-Cache-Status: *HIT' "$C_HEADERS"; then
+            elif [[ $p != tollgate* ]] && ! grep -qi '^X-Cache-Status: *HIT' "$C_HEADERS"; then
                 ok=0; why="expected X-Cache-Status: HIT after warming the cache"
             elif ((after != before)); then
                 ok=0; why="the origin still saw requests for /cached after warming ($before -> $after)"
-            elif [[ $p == tollgate ]]; then
+            elif [[ $p == tollgate* ]]; then
                 CHECK_NOTES+=("cachehit/$p: origin not contacted on 3 repeated requests (tollgate sends no X-Cache-Status header)")
             else
                 CHECK_NOTES+=("cachehit/$p: X-Cache-Status: HIT, origin not contacted on 3 repeated requests")
@@ -1083,6 +1183,24 @@ for s in "${SCENS[@]}"; do
         fi
     done
 done
+# tollgate-log: the check requests above must show up in its access log
+# as JSON lines (shards hand their lines to the writer at least every
+# half second when idle).
+if want tollgate-log; then
+    for ((i = 0; i < 50; i++)); do
+        [[ -s $TMP/access.log ]] && break
+        sleep 0.1
+    done
+    [[ -s $TMP/access.log ]] || {
+        show_log "$TMP/tollgate-log.log"
+        die "tollgate-log wrote no access log line to $TMP/access.log within 5 s of the checks"
+    }
+    [[ $(tail -n 1 "$TMP/access.log") == \{*\} ]] || {
+        tail -n 1 "$TMP/access.log" >&2
+        die "tollgate-log's access log line is not a JSON object"
+    }
+    log "tollgate-log's access log is written: $(tail -n 1 "$TMP/access.log")"
+fi
 log "checks passed: ${#CELLS[@]} scenario/proxy pairs to measure"
 ((${#CELLS[@]} > 0)) || die "nothing to measure with SCENARIOS=$SCENARIOS PROXIES=$PROXIES"
 
@@ -1265,6 +1383,26 @@ for k in "${CELLS[@]}"; do
     }
 done
 
+# tollgate-log: what its access log holds after the runs. The writer's
+# counters come from its admin listener (tollgate_access_log_lines_total,
+# tollgate_access_log_dropped_total); lines dropped would mean the measured
+# CPU leaves out the cost of writing them.
+ACCESS_LOG_NOTE=""
+if want tollgate-log; then
+    sleep 1 # the last batches reach the writer
+    al_lines=$(wc -l <"$TMP/access.log")
+    al_bytes=$(stat -c %s "$TMP/access.log")
+    al_metrics=$(curl -sS --max-time 5 "http://127.0.0.1:${ADMIN_PORT[tollgate-log]}/metrics" 2>/dev/null || true)
+    al_written=$(awk '$1 == "tollgate_access_log_lines_total" { print $2 }' <<<"$al_metrics")
+    al_dropped=$(awk '$1 == "tollgate_access_log_dropped_total" { print $2 }' <<<"$al_metrics")
+    al_served=0
+    for k in "${CELLS[@]}"; do
+        [[ $k == */tollgate-log ]] && al_served=$((al_served + ${REQS[$k]:-0}))
+    done
+    ACCESS_LOG_NOTE="tollgate-log access log (JSON, \$TMP/access.log, on $(df -P "$TMP" | awk 'NR == 2 { print $1 }')): $al_lines lines, $((al_bytes / 1048576)) MiB, for $al_served requests in the measured runs (plus warm-ups and checks); writer counters: ${al_written:-n/a} lines written, ${al_dropped:-n/a} dropped"
+    log "$ACCESS_LOG_NOTE"
+fi
+
 git_rev=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ $git_rev != unknown && -n $(git -C "$REPO_ROOT" status --porcelain 2>/dev/null) ]]; then
     git_rev+=" (with uncommitted changes)"
@@ -1282,6 +1420,12 @@ report() {
     echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     echo "- kernel: $(uname -r); nproc: $(nproc); CPU: ${cpu_model:-unknown}"
     echo "- tollgate: git $git_rev; ${TOLLGATE_INFO}"
+    if want tollgate-log; then
+        echo "- tollgate-log: the tollgate binary and config plus \`access_log = { destination = \"\$TMP/access.log\", format = \"json\" }\` on the \`\$default\` stage (every route), admin listener on 127.0.0.1:${ADMIN_PORT[tollgate-log]}"
+    fi
+    if want tollgate-base; then
+        echo "- tollgate-base: $TOLLGATE_BASE_INFO; tollgate's config without \`[server.admin]\`"
+    fi
     echo "- nginx: $NGINX_VERSION"
     echo "- haproxy: $HAPROXY_VERSION"
     echo "- varnish: $VARNISH_VERSION"
@@ -1340,6 +1484,12 @@ report() {
         echo "## Ratios tollgate / peer (medians)"
         echo
         echo "CPU-µs/req: below 1 means tollgate uses less CPU per request. req/s: above 1 means tollgate serves more."
+        if want tollgate-log; then
+            echo "vs tollgate-log: CPU-µs/req below 1 is the access log's cost (0.95 = the log adds ~5% CPU per request)."
+        fi
+        if want tollgate-base; then
+            echo "vs tollgate-base: CPU-µs/req above 1 is the cost of what the baseline lacks (1.05 = ~5% more CPU per request)."
+        fi
         echo
         local hdr="| scenario |" sep="|---|"
         for p in "${PROXS[@]}"; do
@@ -1366,6 +1516,29 @@ report() {
         done
         echo
     fi
+    if want tollgate && { want tollgate-log || want tollgate-base; }; then
+        echo "## Overhead of the tollgate variants (CPU-µs/req)"
+        echo
+        echo "Extra CPU per request, %: of tollgate-log over tollgate (the access log's cost), of tollgate over" \
+            "tollgate-base (the cost of what the baseline lacks). \"medians\": from the median CPU-µs/req of each;" \
+            "\"per round\": the median of the same-round ratios."
+        echo
+        local o_med o_rnd
+        echo "| scenario | compared | CPU-µs/req (medians) | overhead, medians | overhead, per round |"
+        echo "|---|---|---|---:|---:|"
+        for s in "${SCENS[@]}"; do
+            available "$s" tollgate || continue
+            if want tollgate-log && available "$s" tollgate-log; then
+                read -r o_med o_rnd <<<"$(overhead_pct "${CPU[$s/tollgate]}" "${CPU[$s/tollgate-log]}")"
+                echo "| $s | tollgate-log vs tollgate | $(fmt 2 "${MED_CPU[$s/tollgate-log]}") vs $(fmt 2 "${MED_CPU[$s/tollgate]}") | $o_med% | $o_rnd% |"
+            fi
+            if want tollgate-base && available "$s" tollgate-base; then
+                read -r o_med o_rnd <<<"$(overhead_pct "${CPU[$s/tollgate-base]}" "${CPU[$s/tollgate]}")"
+                echo "| $s | tollgate vs tollgate-base | $(fmt 2 "${MED_CPU[$s/tollgate]}") vs $(fmt 2 "${MED_CPU[$s/tollgate-base]}") | $o_med% | $o_rnd% |"
+            fi
+        done
+        echo
+    fi
     echo "## Per round"
     echo
     echo "| round | scenario | proxy | req/s | p50 µs | p99 µs | CPU-µs/req | sys % | proxy CPU % | core$PROXY_CORE busy % (processes) | core$LOAD_CORE busy % | MiB/s | requests | socket errors | non-2xx/3xx |"
@@ -1380,6 +1553,10 @@ report() {
     if ((NOISY)); then
         echo
         echo "(!) another job used the proxy's core during that run: its figures are not trustworthy; rerun on an idle machine."
+    fi
+    if [[ -n $ACCESS_LOG_NOTE ]]; then
+        echo
+        echo "$ACCESS_LOG_NOTE."
     fi
     if ((${#CHECK_NOTES[@]} > 0)); then
         echo

@@ -11,14 +11,12 @@ use signal_hook::iterator::Signals;
 use tollgate::config::{self, ConfigError, Host};
 use tollgate::runtime;
 
-/// A line to stderr in one write: a successor started by a binary upgrade
-/// shares stderr with its predecessor, and `eprintln!` may split a line
-/// into several writes that interleave with the other process's.
+/// A line to stderr in one write, never panicking (see
+/// `tollgate::observe::stderr_line`).
 macro_rules! say {
-    ($($t:tt)*) => {{
-        let line = format!("{}\n", format_args!($($t)*));
-        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
-    }};
+    ($($t:tt)*) => {
+        tollgate::observe::stderr_line(format_args!($($t)*))
+    };
 }
 
 #[global_allocator]
@@ -186,6 +184,7 @@ fn run(path: &Path, profile: Option<&Path>) -> ExitCode {
     match signals {
         Ok(mut signals) => {
             let control = control.clone();
+            let upgrading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             std::thread::spawn(move || {
                 let mut stopping = false;
                 for sig in signals.forever() {
@@ -208,14 +207,25 @@ fn run(path: &Path, profile: Option<&Path>) -> ExitCode {
                             }
                         },
                         SIGUSR1 => control.reopen_logs(),
-                        SIGUSR2 if !stopping => match control.upgrade(admin_fd, UPGRADE_WAIT) {
-                            Ok(pid) => {
-                                say!("tollgate: upgrade: new process {pid} serves; draining this one");
-                                control.stop();
-                                stopping = true;
+                        // On a thread of its own: waiting for the successor
+                        // must not hold up a SIGTERM.
+                        SIGUSR2 if !stopping => {
+                            if upgrading.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                                say!("tollgate: upgrade already in progress");
+                                continue;
                             }
-                            Err(e) => say!("tollgate: upgrade failed, still serving: {e}"),
-                        },
+                            let (control, upgrading) = (control.clone(), upgrading.clone());
+                            std::thread::spawn(move || {
+                                match control.upgrade(admin_fd, UPGRADE_WAIT) {
+                                    Ok(pid) => {
+                                        say!("tollgate: upgrade: new process {pid} serves; draining this one");
+                                        control.stop();
+                                    }
+                                    Err(e) => say!("tollgate: upgrade failed, still serving: {e}"),
+                                }
+                                upgrading.store(false, std::sync::atomic::Ordering::Release);
+                            });
+                        }
                         SIGUSR2 => {}
                         _ if !stopping => {
                             say!("tollgate: signal {sig}: draining in-flight requests");
@@ -238,8 +248,10 @@ fn run(path: &Path, profile: Option<&Path>) -> ExitCode {
     if let Some(a) = &admin {
         say!("tollgate: admin on http://{}", a.addr());
     }
-    // A predecessor waits for this before it drains.
+    // A predecessor waits for this before it drains. Sockets it handed
+    // over that this configuration does not use are closed now.
     inherited.signal_ready();
+    drop(inherited);
     say!("tollgate: {} shard(s) on cores {cores:?}", cores.len());
     gateway.join();
     drop(admin);

@@ -383,6 +383,10 @@ fn status_config_and_errors() {
         "[server.throttle]",
         "[server.cache]\ninvalidation_token = \"flush-token-0123456789abc\"\n[server.throttle]",
     );
+    let text = text.replace(
+        "name = \"prod\"",
+        "name = \"prod\"\nvariables = { backend_token = \"s3cr3t-variable\", host = \"h1\" }",
+    );
     let gw = Gw::start(&text, None);
     let status = gw.admin("GET", "/status", "");
     assert_eq!(status.status, 200);
@@ -398,9 +402,19 @@ fn status_config_and_errors() {
     let body = cfg.text();
     assert!(!body.contains("secret-key-value"), "{body}");
     assert!(!body.contains("flush-token"), "{body}");
+    assert!(!body.contains("s3cr3t-variable"), "{body}");
     let c: serde_json::Value = serde_json::from_slice(&cfg.body).expect("json");
     assert_eq!(c["api_key"][0]["value"], "<redacted>");
     assert_eq!(c["server"]["cache"]["invalidation_token"], "<redacted>");
+    assert_eq!(c["api"][0]["stage"][0]["variables"]["host"], "h1");
+    assert_eq!(
+        c["api"][0]["stage"][0]["variables"]["backend_token"],
+        "<redacted>"
+    );
+    assert_eq!(
+        c["api"][0]["route"][0]["api_key_required"],
+        serde_json::Value::Null
+    );
     // Defaults are filled in: the effective configuration.
     assert_eq!(c["server"]["timeouts"]["integration"], "29s");
     assert_eq!(c["api"][0]["route"][0]["key"], "GET /a");
@@ -493,13 +507,36 @@ integration = {{ type = "http", uri = "http://{}/x" }}
     c.get("/prod/x");
     c.get("/beta/x");
     assert_eq!(origin.requests().len(), 5);
+    // One URL's entry, by the URL a client sends (and its Host).
+    let r = gw.admin("POST", "/cache/flush?url=/prod/x&host=test", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+    assert_eq!(v["flushed"], 1);
+    c.get("/prod/x");
+    c.get("/beta/x");
+    assert_eq!(origin.requests().len(), 6, "only /prod/x was flushed");
+    // Another Host is another key: nothing to flush.
+    let r = gw.admin("POST", "/cache/flush?url=/prod/x&host=other", "");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+    assert_eq!(v["flushed"], 0);
+    assert_eq!(
+        gw.admin("POST", "/cache/flush?url=/nowhere/y&host=test", "")
+            .status,
+        404
+    );
+    assert_eq!(
+        gw.admin("POST", "/cache/flush?url=/prod/x&stage=c/prod", "")
+            .status,
+        400
+    );
+    c.get("/prod/x");
     let m = gw.scrape();
     assert_eq!(
         value(&m, "tollgate_cache_hits_total", &[("stage", "beta")]),
-        2.0
+        3.0
     );
     assert_eq!(
         value(&m, "tollgate_cache_misses_total", &[("stage", "prod")]),
-        3.0
+        4.0
     );
 }

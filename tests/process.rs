@@ -566,6 +566,17 @@ fn binary_upgrade_under_load_fails_no_request() {
             None => std::thread::sleep(Duration::from_millis(20)),
         }
     };
+    // Whatever happens below, the successor is stopped at the end.
+    struct Successor(i32);
+    impl Drop for Successor {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) of the successor this test caused to start.
+            unsafe {
+                libc::kill(self.0, libc::SIGKILL);
+            }
+        }
+    }
+    let guard = Successor(pid);
     // The successor serves alone now.
     std::thread::sleep(Duration::from_millis(400));
     stop.store(true, std::sync::atomic::Ordering::Release);
@@ -602,4 +613,65 @@ fn binary_upgrade_under_load_fails_no_request() {
         assert!(Instant::now() < deadline, "successor did not stop");
         std::thread::sleep(Duration::from_millis(20));
     }
+    drop(guard);
+}
+
+#[test]
+fn binary_upgrade_hands_the_quota_store_over() {
+    let state = state_dir("upgrade-quota");
+    let mut old = Running::start(&quota_config(&state, 1, 100, "DAY"));
+    let addr = old.addr;
+    for _ in 0..3 {
+        assert_eq!(keyed_get(addr).status, 200);
+    }
+    old.signal(libc::SIGUSR2);
+    let status = old
+        .wait_exit(Duration::from_secs(30))
+        .expect("old process exits");
+    assert!(status.success(), "{status:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let pid: i32 = loop {
+        let text = old.stderr.lock().expect("lock").join("\n");
+        let pid = text
+            .lines()
+            .find_map(|l| l.split_once("upgrade: new process ").map(|(_, rest)| rest))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|p| p.parse().ok());
+        match pid {
+            Some(p) => break p,
+            None if Instant::now() > deadline => panic!("upgrade failed:\n{text}"),
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    struct Kill(i32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) of the successor this test caused to start.
+            unsafe {
+                libc::kill(self.0, libc::SIGKILL);
+            }
+        }
+    }
+    let _kill = Kill(pid);
+    // The successor opened the store the old process released, and counts
+    // on from what it wrote.
+    assert_eq!(keyed_get(addr).status, 200);
+    let admin = old.admin.expect("admin");
+    // At least the 3 from before and the 1 since, once the shard settled
+    // its lease (at its next tick).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let metrics = Client::connect(admin).get("/metrics").text();
+        let used = metrics
+            .lines()
+            .find(|l| l.starts_with("tollgate_quota_used{quota=\"p/alice\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok());
+        if used.is_some_and(|u| u >= 4) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{used:?}\n{metrics}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_dir_all(&state);
 }

@@ -86,7 +86,9 @@ pub fn start_on(
     let thread = std::thread::Builder::new()
         .name("tollgate-admin".into())
         .spawn(move || {
-            while !stop2.load(Ordering::Acquire) {
+            // Stops with the gateway too: after a binary upgrade the
+            // successor shares this socket and must get every request.
+            while !stop2.load(Ordering::Acquire) && !control.stopping() {
                 let mut pfd = libc::pollfd {
                     fd,
                     events: libc::POLLIN,
@@ -100,11 +102,21 @@ pub fn start_on(
                 }
                 // Non-blocking: a successor sharing the socket may have
                 // taken the connection first.
-                let Ok((stream, _)) = listener.accept() else {
-                    continue;
+                let stream = match listener.accept() {
+                    Ok((stream, _)) => stream,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(_) => {
+                        // Out of descriptors or similar: back off, do not
+                        // spin on a socket that stays readable.
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    }
                 };
                 let _ = stream.set_nonblocking(false);
                 while busy.load(Ordering::Acquire) >= MAX_CONNECTIONS {
+                    if stop2.load(Ordering::Acquire) {
+                        return;
+                    }
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 busy.fetch_add(1, Ordering::AcqRel);
@@ -162,10 +174,11 @@ impl Response {
 }
 
 fn serve(mut stream: TcpStream, control: &Control, token: Option<&KeyDigest>) -> io::Result<()> {
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut head_only = false;
     let resp = match read_request(&mut stream) {
         Ok(req) => {
+            head_only = req.method == "HEAD";
             if authorized(token, req.authorization.as_deref()) {
                 route(control, &req)
             } else {
@@ -188,7 +201,9 @@ fn serve(mut stream: TcpStream, control: &Control, token: Option<&KeyDigest>) ->
         resp.extra
     );
     stream.write_all(head.as_bytes())?;
-    stream.write_all(&resp.body)?;
+    if !head_only {
+        stream.write_all(&resp.body)?;
+    }
     stream.flush()
 }
 
@@ -225,9 +240,20 @@ enum ReadError {
     Bad,
 }
 
+/// Reads one request; the whole of it must arrive within [`IO_TIMEOUT`]
+/// (a per-read timeout alone would let a client trickle bytes forever).
 fn read_request(stream: &mut TcpStream) -> Result<Request, ReadError> {
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
+    let read = |stream: &mut TcpStream, chunk: &mut [u8]| {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(ReadError::Io(io::ErrorKind::TimedOut.into()));
+        }
+        stream.set_read_timeout(Some(left)).map_err(ReadError::Io)?;
+        stream.read(chunk).map_err(ReadError::Io)
+    };
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
@@ -259,7 +285,7 @@ fn read_request(stream: &mut TcpStream) -> Result<Request, ReadError> {
                 // The body is read (so the client is not reset) and unused:
                 // every endpoint takes its arguments from the query.
                 while buf.len() < head_len + length {
-                    let n = stream.read(&mut chunk).map_err(ReadError::Io)?;
+                    let n = read(stream, &mut chunk)?;
                     if n == 0 {
                         return Err(ReadError::Bad);
                     }
@@ -278,7 +304,7 @@ fn read_request(stream: &mut TcpStream) -> Result<Request, ReadError> {
         if buf.len() > MAX_REQUEST {
             return Err(ReadError::TooLarge);
         }
-        let n = stream.read(&mut chunk).map_err(ReadError::Io)?;
+        let n = read(stream, &mut chunk)?;
         if n == 0 {
             return Err(ReadError::Bad);
         }
@@ -345,21 +371,69 @@ fn status_json(control: &Control) -> Value {
 }
 
 /// Keys whose values are secrets, wherever they appear.
-const SECRET_KEYS: [&str; 3] = ["value", "invalidation_token", "token"];
+const SECRET_KEYS: [&str; 4] = ["value", "invalidation_token", "token", "authorization"];
+
+/// Whether a configuration key holds a secret: the keys above and any
+/// `*_sha256` digest (brute-forceable for short tokens).
+fn is_secret(key: &str) -> bool {
+    SECRET_KEYS.contains(&key) || key.ends_with("_sha256")
+}
+
+/// Whether a stage variable's name says it is a secret (variables often
+/// carry backend credentials).
+fn is_secret_variable(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "secret",
+        "password",
+        "passwd",
+        "token",
+        "credential",
+        "apikey",
+        "api_key",
+        "private",
+        "auth",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
+}
 
 fn redact(v: &mut Value) {
     match v {
         Value::Object(map) => {
             for (k, v) in map.iter_mut() {
-                if SECRET_KEYS.contains(&k.as_str()) && !v.is_null() {
+                if is_secret(k) && !v.is_null() {
                     *v = Value::String("<redacted>".into());
+                } else if k == "variables" {
+                    if let Value::Object(vars) = v {
+                        for (name, value) in vars.iter_mut() {
+                            if is_secret_variable(name) {
+                                *value = Value::String("<redacted>".into());
+                            } else if let Value::String(text) = value {
+                                redact_userinfo(text);
+                            }
+                        }
+                    }
                 } else {
                     redact(v);
                 }
             }
         }
         Value::Array(items) => items.iter_mut().for_each(redact),
+        Value::String(text) => redact_userinfo(text),
         _ => {}
+    }
+}
+
+/// `scheme://user:pass@host/...` → `scheme://<redacted>@host/...`.
+fn redact_userinfo(text: &mut String) {
+    if let Some(start) = text.find("://").map(|i| i + 3) {
+        let authority_end = text[start..]
+            .find(['/', '?', '#'])
+            .map_or(text.len(), |i| start + i);
+        if let Some(at) = text[start..authority_end].rfind('@') {
+            text.replace_range(start..start + at, "<redacted>");
+        }
     }
 }
 
@@ -381,7 +455,6 @@ fn reload(control: &Control) -> Response {
                 "listeners_opened": r.listeners_opened.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "listeners_closed": r.listeners_closed.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "throttle_rebuilt": r.throttle_rebuilt,
-                "cache_entries_flushed": r.cache_entries_flushed,
                 "warnings": r.warnings,
             }),
         ),
@@ -395,25 +468,45 @@ fn reload(control: &Control) -> Response {
     }
 }
 
-/// `POST /cache/flush` flushes everything; `?stage=API/STAGE` one stage.
+/// `POST /cache/flush` flushes everything; `?stage=API/STAGE` one stage;
+/// `?url=/path?query&host=HOST` the entry a GET of that URL would get
+/// (with `header.NAME=value` for header key parameters), `Vary` variants
+/// included.
 fn flush(control: &Control, req: &Request) -> Response {
     let Some(cache) = control.cache() else {
         return Response::json(200, &json!({"flushed": 0}));
     };
     let mut stage = None;
+    let mut url = None;
+    let mut host = None;
+    let mut headers: Vec<(String, Vec<u8>)> = Vec::new();
     for pair in req.query.split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some(("stage", v)) => stage = Some(percent_decode(v)),
-            _ => return Response::error(400, "unknown parameter; use ?stage=API/STAGE or none"),
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v);
+        match k {
+            "stage" => stage = Some(v),
+            "url" => url = Some(v),
+            "host" => host = Some(v),
+            k => match k.strip_prefix("header.") {
+                Some(name) if !name.is_empty() => {
+                    headers.push((name.to_ascii_lowercase(), v.into_bytes()));
+                }
+                _ => {
+                    return Response::error(
+                        400,
+                        "unknown parameter; use ?stage=API/STAGE, ?url=/path&host=HOST[&header.NAME=value], or none",
+                    )
+                }
+            },
         }
     }
-    let flushed = match stage {
-        None => cache.flush_all(),
-        Some(s) => {
+    let snap = control.snapshot();
+    let flushed = match (stage, url) {
+        (None, None) => cache.flush_all(),
+        (Some(s), None) => {
             let Some((api, st)) = s.split_once('/') else {
                 return Response::error(400, "stage must be API/STAGE");
             };
-            let snap = control.snapshot();
             let known = snap
                 .apis
                 .iter()
@@ -423,6 +516,22 @@ fn flush(control: &Control, req: &Request) -> Response {
             }
             cache.flush_stage(api, st)
         }
+        (None, Some(u)) => {
+            if !u.starts_with('/') {
+                return Response::error(400, "url must be a path, e.g. /prod/items?id=1");
+            }
+            match crate::server::flush_url(
+                cache,
+                &snap,
+                host.as_deref().map(str::as_bytes),
+                u.as_bytes(),
+                &headers,
+            ) {
+                Ok(n) => n,
+                Err(e) => return Response::error(404, &e.to_string()),
+            }
+        }
+        (Some(_), Some(_)) => return Response::error(400, "give stage or url, not both"),
     };
     Response::json(200, &json!({ "flushed": flushed }))
 }

@@ -1,5 +1,8 @@
 //! Cache keys. A key starts with the stage's prefix (`api/stage` and a
-//! NUL, so a stage can be flushed by prefix), then the route id. Without
+//! NUL, so a stage can be flushed by prefix), then the route's metric id
+//! (stable for the process's life and the same across reloads for the
+//! same route key, so a reload that reorders routes never mixes their
+//! entries, and entries of unchanged routes stay valid). Without
 //! configured key parameters the Host, the full request path and the
 //! query string follow (what an NGINX or Varnish user expects: two URLs
 //! never share an entry). With `cache_key` parameters (Amazon API Gateway's
@@ -57,6 +60,7 @@ impl KeyParam {
 
 /// What a request contributes to its key.
 pub struct KeyInput<'a> {
+    /// The route's stable id (its metric id).
     pub route: u32,
     /// The method, for methods other than GET and HEAD (which share).
     pub method: Option<&'a [u8]>,

@@ -25,7 +25,7 @@
 //! | `$context.path` | request path as sent (stage included), no query |
 //! | `$context.status` | response status |
 //! | `$context.protocol` | `HTTP/1.1` or `HTTP/1.0` |
-//! | `$context.responseLength` | response body bytes |
+//! | `$context.responseLength` | bytes sent for the response (head and body) |
 //! | `$context.responseLatency` | whole request, milliseconds |
 //! | `$context.integrationLatency`, `$context.integration.latency` | backend call, milliseconds |
 //! | `$context.integrationStatus`, `$context.integration.status` | backend status |
@@ -128,7 +128,7 @@ pub struct LogRecord<'a> {
     pub status: u16,
     /// Protocol `HTTP/1.0`, else `HTTP/1.1`.
     pub http10: bool,
-    /// Response body bytes.
+    /// Bytes sent for the response (head and body).
     pub response_length: u64,
     /// Whole request.
     pub latency: Duration,
@@ -1123,7 +1123,7 @@ fn run_writer(rx: Receiver<Msg>, mut sink: Box<dyn Sink>, label: &str, shared: &
         };
         if shared.reopen.swap(false, Ordering::AcqRel) {
             if let Err(e) = sink.reopen() {
-                eprintln!("tollgate: access log {label}: reopen: {e}");
+                super::stderr_line(format_args!("tollgate: access log {label}: reopen: {e}"));
             }
         }
         match msg {
@@ -1159,9 +1159,9 @@ fn write_batch(
         Err(e) => {
             // The batch's lines count as dropped when it is dropped below.
             if !*failing {
-                eprintln!(
+                super::stderr_line(format_args!(
                     "tollgate: access log {label}: {e} (dropping lines until a write succeeds)"
-                );
+                ));
                 *failing = true;
             }
             0
@@ -1689,7 +1689,8 @@ $context.protocol|$context.responseLength|$context.responseLatency|\
 $context.integrationLatency|$context.integration.latency|\
 $context.integrationStatus|$context.integration.status|$context.error.message|\
 $context.identity.userAgent|$context.userAgent|$context.stage|$context.apiId|\
-$context.domainName|$context.identity.apiKeyId|$context.cacheStatus";
+$context.domainName|$context.identity.apiKeyId|$context.cacheStatus|\
+$context.isCanaryRequest";
 
     #[test]
     fn every_variable_renders() {
@@ -1697,7 +1698,7 @@ $context.domainName|$context.identity.apiKeyId|$context.cacheStatus";
             render(ALL_VARS, &full()),
             "c0ffee-1|c0ffee-1|203.0.113.7|01/Dec/2025:04:04:25 +0000|1764561865123|\
 GET|GET /pets/{id}|/prod/pets/42|200|HTTP/1.1|1234|15|12|12|201|201|boom|\
-curl/8.5.0|curl/8.5.0|prod|petstore|api.example.com|partner-a|hit\n"
+curl/8.5.0|curl/8.5.0|prod|petstore|api.example.com|partner-a|hit|false\n"
         );
         // Every name of the table is in the test's template.
         assert_eq!(VARS.len(), ALL_VARS.split('|').count());
@@ -1711,7 +1712,7 @@ curl/8.5.0|curl/8.5.0|prod|petstore|api.example.com|partner-a|hit\n"
         assert_eq!(
             render(ALL_VARS, &bare()),
             "c0ffee-1|c0ffee-1|203.0.113.7|01/Dec/2025:04:04:25 +0000|1764561865123|\
-GET|-|/prod/pets/42|200|HTTP/1.1|1234|15|-|-|-|-|-|-|-|-|-|-|-|-\n"
+GET|-|/prod/pets/42|200|HTTP/1.1|1234|15|-|-|-|-|-|-|-|-|-|-|-|-|false\n"
         );
         let rec = LogRecord {
             http10: true,

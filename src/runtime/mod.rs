@@ -23,9 +23,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::cache::Cache;
 use crate::config::Snapshot;
-use crate::observe::access_log::{AccessLog, Destination};
+use crate::observe::access_log::{AccessLog, Destination, ShardLog};
 use crate::observe::counters::{Counters, Level};
 use crate::observe::metrics::Registry;
+use crate::observe::stderr_line;
 use crate::server::{self, shard::Guards, Mailbox, Shard, Swap};
 use crate::throttle::{
     self,
@@ -132,8 +133,15 @@ impl Gateway {
         for h in self.shards {
             let _ = h.join();
         }
-        // The last quota flush, after every shard settled its leases.
-        self.control.state().throttle = None;
+        // The last quota flush, after every shard settled its leases;
+        // access log writers write what the shards handed over, then stop.
+        let mut st = self.control.state();
+        st.throttle = None;
+        for (_, l) in std::mem::take(&mut st.logs) {
+            l.stop();
+            st.retired_log_counts.0 += l.written();
+            st.retired_log_counts.1 += l.dropped();
+        }
     }
 }
 
@@ -179,6 +187,11 @@ struct State {
     client_ip: Option<(Arc<ClientIpTable>, Instant)>,
     /// Access log writers, indexed like the snapshot's `log_destinations`.
     logs: Vec<(Destination, Arc<AccessLog>)>,
+    /// Lines written and dropped by writers a reload retired.
+    retired_log_counts: (u64, u64),
+    /// What a reload replaced while some shard had not switched yet in
+    /// time (kept alive until every shard has).
+    lingering: Vec<Box<dyn std::any::Any + Send>>,
     reloads: u64,
     failed_reloads: u64,
     last_error: Option<String>,
@@ -218,6 +231,8 @@ pub enum ReloadError {
     Start(#[from] StartError),
     #[error("the gateway is stopping")]
     Stopping,
+    #[error("a previous reload has not reached every shard yet; try again")]
+    Busy,
 }
 
 impl ReloadError {
@@ -240,8 +255,6 @@ pub struct ReloadReport {
     pub listeners_closed: Vec<SocketAddr>,
     /// Throttle buckets were rebuilt (their settings changed).
     pub throttle_rebuilt: bool,
-    /// Cache entries dropped because their API's routes changed.
-    pub cache_entries_flushed: usize,
     pub warnings: Vec<String>,
 }
 
@@ -295,10 +308,12 @@ impl Control {
 
     /// Access log lines written and dropped, every destination.
     pub fn access_log_counts(&self) -> (u64, u64) {
-        self.state()
-            .logs
+        let st = self.state();
+        st.logs
             .iter()
-            .fold((0, 0), |(w, d), (_, l)| (w + l.written(), d + l.dropped()))
+            .fold(st.retired_log_counts, |(w, d), (_, l)| {
+                (w + l.written(), d + l.dropped())
+            })
     }
 
     /// Reopens every access log file (SIGUSR1, after logrotate moved it).
@@ -320,9 +335,12 @@ impl Control {
 
     /// Binary upgrade: starts the executable at the path this process was
     /// started from (the new binary, once it was replaced there) with the
-    /// same arguments, hands it every listening socket and `admin`, and
-    /// waits up to `wait` until it serves. Returns its pid; the caller then
-    /// drains this process. On failure nothing changes here.
+    /// same arguments, hands it every listening socket and `admin` and the
+    /// quota store (closed here after a last write; quotas the two
+    /// processes count while both serve are each counted from that write),
+    /// and waits up to `wait` until it serves. Returns its pid; the caller
+    /// then drains this process. On failure this process keeps serving and
+    /// takes the store back.
     pub fn upgrade(
         &self,
         admin: Option<std::os::fd::RawFd>,
@@ -337,14 +355,40 @@ impl Control {
                 exe: "(unknown)".into(),
                 source: std::io::Error::other("started without a command line"),
             })?;
-        // The state lock keeps a reload from changing listeners meanwhile.
-        let st = self.state();
-        let listeners: Vec<(SocketAddr, Vec<std::os::fd::RawFd>)> = st
-            .listeners
-            .iter()
-            .map(|b| (b.bound, b.fds.clone()))
-            .collect();
-        upgrade::spawn_successor(&exe, &args, &listeners, admin, wait)
+        // Under the state lock (no reload changes listeners meanwhile) only
+        // until the child holds its copies of the sockets.
+        let (successor, released, state_dir) = {
+            let st = self.state();
+            let listeners: Vec<(SocketAddr, Vec<std::os::fd::RawFd>)> = st
+                .listeners
+                .iter()
+                .map(|b| (b.bound, b.fds.clone()))
+                .collect();
+            let released = match st.throttle.as_ref().map(Coordinator::release_store) {
+                Some(Ok(r)) => r,
+                Some(Err(e)) => {
+                    stderr_line(format_args!("tollgate: upgrade: quota store: {e}"));
+                    None
+                }
+                None => None,
+            };
+            let spawned = upgrade::spawn_successor(&exe, &args, &listeners, admin);
+            (spawned, released, st.snapshot.state_dir.clone())
+        };
+        let result = successor.and_then(|s| s.wait_ready(wait));
+        if result.is_err() {
+            if let Some(every) = released {
+                let st = self.state();
+                if let Some(Err(e)) = st
+                    .throttle
+                    .as_ref()
+                    .map(|c| c.reacquire_store(&state_dir, every))
+                {
+                    stderr_line(format_args!("tollgate: quota store: {e}"));
+                }
+            }
+        }
+        result
     }
 
     pub fn status(&self) -> Status {
@@ -467,6 +511,16 @@ impl Control {
         if self.stopping() {
             return Err(ReloadError::Stopping);
         }
+        if self
+            .mailboxes
+            .iter()
+            .any(|m| m.applied.load(Ordering::Acquire) < st.generation)
+        {
+            return Err(ReloadError::Busy);
+        }
+        // Every shard runs the current generation: nothing replaced
+        // earlier is in use any more.
+        st.lingering.clear();
         let old = st.snapshot.clone();
         let shards = self.cores.len();
         let mut report = ReloadReport {
@@ -475,7 +529,6 @@ impl Control {
             listeners_opened: Vec::new(),
             listeners_closed: Vec::new(),
             throttle_rebuilt: false,
-            cache_entries_flushed: 0,
             warnings: new.warnings.iter().map(ToString::to_string).collect(),
         };
 
@@ -537,8 +590,13 @@ impl Control {
             st.limit_specs = specs;
             report.throttle_rebuilt = true;
         }
-        let retired_logs = match opened_logs {
-            Some(l) => std::mem::replace(&mut st.logs, l),
+        // Writers of destinations the new configuration no longer has.
+        let retired_logs: Vec<Arc<AccessLog>> = match opened_logs {
+            Some(l) => std::mem::replace(&mut st.logs, l)
+                .into_iter()
+                .filter(|(d, _)| !new.log_destinations.contains(d))
+                .map(|(_, l)| l)
+                .collect(),
             None => Vec::new(),
         };
         let client_ip = if new.client_ip == old.client_ip {
@@ -560,23 +618,6 @@ impl Control {
             c.ensure(self.registry.len());
         }
 
-        // Cache keys hold route ids: an API whose routes changed (or that
-        // is gone) loses its entries.
-        if let Some(cache) = &self.cache {
-            for a in &old.apis {
-                let same = new
-                    .apis
-                    .iter()
-                    .find(|n| n.name == a.name)
-                    .is_some_and(|n| n.route_keys == a.route_keys);
-                if !same {
-                    for s in &a.stages {
-                        report.cache_entries_flushed += cache.flush_stage(&a.name, &s.name);
-                    }
-                }
-            }
-        }
-
         let new = Arc::new(new);
         st.generation += 1;
         let generation = st.generation;
@@ -588,14 +629,14 @@ impl Control {
                 client_ip: client_ip.clone(),
                 listen,
                 close: closed.clone(),
-                logs: logs_changed.then(|| st.logs.iter().map(|(_, l)| l.shard_buffer()).collect()),
+                logs: logs_changed.then(|| shard_logs(&st.logs)),
             };
             *mb.swap.lock().unwrap_or_else(|p| p.into_inner()) = Some(swap);
             mb.posted.store(generation, Ordering::Release);
         }
         // Shards switch at their next tick (25 ms); the old reconciler
         // stops once none uses it.
-        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let deadline = Instant::now() + SWITCH_WAIT;
         while Instant::now() < deadline
             && !self.stopping()
             && self
@@ -605,9 +646,24 @@ impl Control {
         {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
-        drop(retired);
-        // Writers no shard uses any more write what they were sent, then stop.
-        drop(retired_logs);
+        let switched = self
+            .mailboxes
+            .iter()
+            .all(|m| m.applied.load(Ordering::Acquire) >= generation);
+        if switched {
+            drop(retired);
+            // Writers no shard uses any more write what they were sent,
+            // then stop.
+            for l in retired_logs {
+                l.stop();
+                st.retired_log_counts.0 += l.written();
+                st.retired_log_counts.1 += l.dropped();
+            }
+        } else {
+            // A shard is late (or the gateway is stopping): what it may
+            // still use stays alive until every shard has switched.
+            st.lingering.push(Box::new((retired, retired_logs)));
+        }
         st.snapshot = new;
         st.listeners = listeners;
         st.loaded_at = SystemTime::now();
@@ -615,6 +671,10 @@ impl Control {
         Ok(report)
     }
 }
+
+/// How long a reload waits for every shard to switch (each does at its
+/// next tick, 25 ms, unless it is stuck).
+const SWITCH_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Settings that differ between `old` and `new` but apply only at start.
 fn restart_needed(old: &Snapshot, new: &Snapshot) -> Vec<&'static str> {
@@ -639,6 +699,11 @@ fn restart_needed(old: &Snapshot, new: &Snapshot) -> Vec<&'static str> {
     }
     if old.state_dir != new.state_dir {
         v.push("server.state_dir");
+    }
+    if old.sync_interval != new.sync_interval {
+        // The reconciler takes it at once; shards keep the tick they
+        // started with.
+        v.push("server.throttle.sync_interval");
     }
     if o.timeouts.drain != n.timeouts.drain {
         v.push("server.timeouts.drain");
@@ -730,6 +795,8 @@ pub fn start_with(
             limit_specs: (limit_specs(&snapshot), snapshot.sync_interval),
             client_ip: client_ip.clone(),
             logs: logs.clone(),
+            retired_log_counts: (0, 0),
+            lingering: Vec::new(),
             reloads: 0,
             failed_reloads: 0,
             last_error: None,
@@ -751,7 +818,7 @@ pub fn start_with(
             client_ip: client_ip.clone(),
             counters: counters[i].clone(),
             cache: cache.clone(),
-            logs: logs.iter().map(|(_, l)| l.shard_buffer()).collect(),
+            logs: shard_logs(&logs),
         };
         let stop_flag = stop.clone();
         let mailbox = mailboxes[i].clone();
@@ -802,6 +869,26 @@ fn bind_shards(
         out.push((addr, sock));
     }
     Ok(out)
+}
+
+/// One shard's buffers for every writer.
+fn shard_logs(logs: &[(Destination, Arc<AccessLog>)]) -> Vec<(Destination, ShardLog)> {
+    logs.iter()
+        .map(|(d, l)| (d.clone(), l.shard_buffer()))
+        .collect()
+}
+
+/// Opens the quota store, retrying for up to 3 s while another process
+/// holds it (a binary upgrade's predecessor releasing it).
+fn open_store(dir: &std::path::Path) -> Result<QuotaStore, StartError> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match QuotaStore::open(dir) {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() >= deadline => return Err(StartError::Throttle(e.into())),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
 }
 
 /// Access log writers for `dests`, reusing those in `existing`.
@@ -898,10 +985,7 @@ fn start_reconciler(
     } else {
         let store = match store {
             Some(s) => s,
-            None => Arc::new(
-                QuotaStore::open(&snapshot.state_dir)
-                    .map_err(|e| StartError::Throttle(e.into()))?,
-            ),
+            None => Arc::new(open_store(&snapshot.state_dir)?),
         };
         Some(Persistence {
             store,

@@ -74,23 +74,43 @@ fn render_listen_fds(listeners: &[(SocketAddr, Vec<RawFd>)]) -> String {
 }
 
 /// Takes ownership of descriptor `fd` named in our environment, if it is
-/// open and not one of stdin/stdout/stderr.
+/// open and not one of stdin/stdout/stderr, and makes it close-on-exec
+/// again (it was made inheritable for us only).
 fn own(fd: RawFd) -> Option<OwnedFd> {
     // SAFETY: fcntl(F_GETFD) only queries whether `fd` is open.
     let open = fd > 2 && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
+    if !open {
+        return None;
+    }
+    // SAFETY: setting FD_CLOEXEC on an open descriptor changes nothing
+    // but what a later exec inherits.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
     // SAFETY: the predecessor passed this descriptor to us for this
-    // purpose, it is open (checked above), and nothing else in this
-    // process refers to it: the variables are read and removed once, at
-    // start.
-    open.then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+    // purpose and it is open (checked above); nothing else in this process
+    // refers to it: the variables are read and removed once, at start. A
+    // descriptor that turns out not to be what was announced is released
+    // again without being closed (see `listener`).
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// A listening TCP socket bound to `addr`, or nothing.
+/// A listening TCP socket bound to `addr`, or nothing. A descriptor that
+/// is not one is left open (released, not closed): it may be something
+/// the environment variable named by mistake that another part of the
+/// process owns.
 fn listener(fd: OwnedFd, addr: Option<SocketAddr>) -> Option<std::net::TcpListener> {
+    use std::os::fd::IntoRawFd;
     let sock = socket2::Socket::from(fd);
-    let local = sock.local_addr().ok()?.as_socket()?;
+    let local = sock.local_addr().ok().and_then(|a| a.as_socket());
     let listening = sock.is_listener().unwrap_or(false);
-    (listening && addr.is_none_or(|a| a == local)).then(|| sock.into())
+    match local {
+        Some(local) if listening && addr.is_none_or(|a| a == local) => Some(sock.into()),
+        _ => {
+            let _ = sock.into_raw_fd();
+            None
+        }
+    }
 }
 
 impl Inherited {
@@ -158,17 +178,21 @@ impl Inherited {
     }
 }
 
+/// A successor process started, not yet known to serve.
+pub struct Successor {
+    child: std::process::Child,
+    ready: std::fs::File,
+}
+
 /// Starts `exe` with `args`, handing it `listeners` (descriptors per
-/// address) and `admin`, and waits up to `wait` for it to say it serves.
-/// Returns its pid. On failure the successor is stopped and the caller
-/// keeps serving.
+/// address) and `admin`. The descriptors are duplicated into the child
+/// when this returns; [`Successor::wait_ready`] then waits for it.
 pub fn spawn_successor(
     exe: &Path,
     args: &[std::ffi::OsString],
     listeners: &[(SocketAddr, Vec<RawFd>)],
     admin: Option<RawFd>,
-    wait: Duration,
-) -> Result<u32, UpgradeError> {
+) -> Result<Successor, UpgradeError> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: pipe2 writes two descriptors into the array it is given.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -186,7 +210,8 @@ pub fn spawn_successor(
     let mut cmd = std::process::Command::new(exe);
     cmd.args(args)
         .env(LISTEN_FDS, render_listen_fds(listeners))
-        .env(READY_FD, write_end.as_raw_fd().to_string());
+        .env(READY_FD, write_end.as_raw_fd().to_string())
+        .env_remove(ADMIN_FD);
     if let Some(a) = admin {
         cmd.env(ADMIN_FD, a.to_string());
     }
@@ -203,59 +228,80 @@ pub fn spawn_successor(
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|source| UpgradeError::Spawn {
+    let child = cmd.spawn().map_err(|source| UpgradeError::Spawn {
         exe: exe.display().to_string(),
         source,
     })?;
     // Our copy of the write end must close, so the read sees EOF if the
     // child exits without writing.
     drop(write_end);
-    let pid = child.id();
-    let mut pipe = std::fs::File::from(read_end);
-    let deadline = Instant::now() + wait;
-    let mut got = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(UpgradeError::Timeout {
-                pid,
-                secs: wait.as_secs(),
-            });
-        }
-        let mut pfd = libc::pollfd {
-            fd: pipe.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: poll(2) on one pollfd that lives on this stack frame.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if n <= 0 {
-            continue;
-        }
-        let mut buf = [0u8; 16];
-        match pipe.read(&mut buf) {
-            Ok(0) | Err(_) => {
-                if got.starts_with(b"ok") {
-                    break;
-                }
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(UpgradeError::Exited { pid });
+    Ok(Successor {
+        child,
+        ready: std::fs::File::from(read_end),
+    })
+}
+
+impl Successor {
+    /// Waits up to `wait` for the successor to say it serves; returns its
+    /// pid. A successor that exits first or is late is stopped (SIGTERM,
+    /// so connections it accepted are answered; SIGKILL after 5 s).
+    pub fn wait_ready(mut self, wait: Duration) -> Result<u32, UpgradeError> {
+        let pid = self.child.id();
+        let deadline = Instant::now() + wait;
+        let mut got = Vec::new();
+        loop {
+            if got.starts_with(b"ok") {
+                // The successor outlives us; its exit status is not ours
+                // to collect.
+                std::mem::forget(self.child);
+                return Ok(pid);
             }
-            Ok(n) => {
-                got.extend_from_slice(&buf[..n]);
-                if got.starts_with(b"ok") {
-                    break;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.stop();
+                return Err(UpgradeError::Timeout {
+                    pid,
+                    secs: wait.as_secs(),
+                });
+            }
+            let mut pfd = libc::pollfd {
+                fd: self.ready.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+            // SAFETY: poll(2) on one pollfd that lives on this stack frame.
+            if unsafe { libc::poll(&mut pfd, 1, ms) } <= 0 {
+                continue;
+            }
+            let mut buf = [0u8; 16];
+            match self.ready.read(&mut buf) {
+                Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => {
+                    self.stop();
+                    return Err(UpgradeError::Exited { pid });
                 }
             }
         }
     }
-    // The successor outlives us; its exit status is not ours to collect.
-    std::mem::forget(child);
-    Ok(pid)
+
+    fn stop(&mut self) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) of our own child, not yet reaped (so the pid is
+        // still its).
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[cfg(test)]
@@ -284,12 +330,28 @@ mod tests {
         let fd = OwnedFd::from(l);
         let back = listener(fd, Some(addr)).expect("listener");
         assert_eq!(back.local_addr().expect("addr"), addr);
-        // The wrong address: refused.
+        // The wrong address: refused, and left open (released, not closed).
         let fd = OwnedFd::from(back);
+        let raw = fd.as_raw_fd();
         assert!(listener(fd, Some("127.0.0.1:1".parse().expect("addr"))).is_none());
-        // A connected (not listening) socket: refused.
+        assert!(still_open_then_close(raw));
+        // A connected (not listening) socket: refused, left open.
         let server = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let s = std::net::TcpStream::connect(server.local_addr().expect("a")).expect("connect");
-        assert!(listener(OwnedFd::from(s), None).is_none());
+        let fd = OwnedFd::from(s);
+        let raw = fd.as_raw_fd();
+        assert!(listener(fd, None).is_none());
+        assert!(still_open_then_close(raw));
+    }
+
+    fn still_open_then_close(fd: RawFd) -> bool {
+        // SAFETY: fcntl(F_GETFD) only queries; the descriptor was released
+        // by `listener` and is owned again here, once.
+        let open = unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
+        if open {
+            // SAFETY: see above.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        open
     }
 }

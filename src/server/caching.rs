@@ -265,7 +265,7 @@ pub(super) fn lookup(
     };
     let param = |i: usize| r.params.get(i).map(|range| &r.path[range]);
     let input = KeyInput {
-        route: r.route,
+        route: r.metric,
         method: (!shared).then_some(method),
         // Whole-URL keys include the Host (Varnish's default); parameter
         // keys too when the backend sees the client's Host.
@@ -693,4 +693,72 @@ impl Conn {
             }
         }
     }
+}
+
+/// Why an admin flush of one URL found nothing it could flush.
+#[derive(Debug, thiserror::Error)]
+pub enum FlushUrlError {
+    #[error("no route answers GET {0}")]
+    NoRoute(String),
+    #[error("the route of {0} is not cached")]
+    NotCached(String),
+}
+
+/// Removes the cached answer a GET of `target` (path and query as a client
+/// sends them) with Host `host` (as sent, port included) would get, and
+/// its `Vary` variants; `headers` (lower-case names) give values for
+/// `header.NAME` key parameters. Returns how many entries went (the admin
+/// API's "flush one key").
+pub fn flush_url(
+    cache: &Cache,
+    snap: &Snapshot,
+    host: Option<&[u8]>,
+    target: &[u8],
+    headers: &[(String, Vec<u8>)],
+) -> Result<usize, FlushUrlError> {
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    };
+    let (path, query) = match memchr::memchr(b'?', target) {
+        Some(i) => (&target[..i], Some(&target[i + 1..])),
+        None => (target, None),
+    };
+    let text = || String::from_utf8_lossy(target).into_owned();
+    let r = snap
+        .resolve(host, b"GET", path)
+        .ok_or_else(|| FlushUrlError::NoRoute(text()))?;
+    let rc = r
+        .stage
+        .route_cache
+        .get(r.route as usize)
+        .and_then(Option::as_ref);
+    let (Some(stage), Some(rc)) = (r.stage.cache.as_ref(), rc) else {
+        return Err(FlushUrlError::NotCached(text()));
+    };
+    let preserve_host = matches!(
+        r.integration(),
+        Some(crate::integration::Integration::Http(i)) if i.preserve_host
+    );
+    let param = |i: usize| r.params.get(i).map(|range| &r.path[range]);
+    let input = KeyInput {
+        route: r.metric,
+        method: None,
+        // As `lookup` builds it.
+        host: (rc.key.is_empty() || preserve_host)
+            .then_some(host)
+            .flatten(),
+        path: r.path,
+        query,
+        param: &param,
+        header: &header,
+    };
+    let mut k = Vec::new();
+    key::build(&mut k, &stage.prefix, &rc.key, &input);
+    let mut removed = usize::from(cache.flush_key(&k));
+    k.extend_from_slice(b"\0vary\0");
+    removed += cache.store.remove_prefix(&k);
+    Ok(removed)
 }

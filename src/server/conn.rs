@@ -434,16 +434,6 @@ impl Conn {
         };
         let rid = self.request_id(snap);
 
-        if let BodyKind::Length(n) = info.body {
-            if n > server.limits.max_body_bytes {
-                // Do not read a body we will refuse: answer and close.
-                self.rbuf.consume(head_len);
-                self.linger = true;
-                self.error_with_id(snap, 413, info.version, false, info.head_request, &rid);
-                return Ok(Next::Close);
-            }
-        }
-
         let mut resolved = snap.resolve(head.host.map(|h| h.of(buf)), method, head.path(buf));
         if let Some(r) = &mut resolved {
             // The stage's canary, if it has one, takes its share here: the
@@ -479,6 +469,16 @@ impl Conn {
                     .header(HeaderKind::ApiKey)
                     .and_then(|h| snap.keys.lookup(h.value.of(buf)));
                 l.http10 = head.version == Version::Http10;
+            }
+        }
+        if let BodyKind::Length(n) = info.body {
+            if n > server.limits.max_body_bytes {
+                // Do not read a body we will refuse: answer and close
+                // (counted and logged under its route).
+                self.rbuf.consume(head_len);
+                self.linger = true;
+                self.error_with_id(snap, 413, info.version, false, info.head_request, &rid);
+                return Ok(Next::Close);
             }
         }
         let api_key = head.header(HeaderKind::ApiKey).map(|h| h.value.of(buf));
@@ -753,12 +753,21 @@ impl Conn {
             cache: e.cache,
             canary: e.canary,
         };
-        if let Some(out) = self
-            .shard
-            .logs
-            .borrow_mut()
-            .get_mut(stage_log.sink as usize)
+        let Some(dest) = snap.log_destinations.get(stage_log.sink as usize) else {
+            return;
+        };
+        let mut logs = self.shard.logs.borrow_mut();
+        // The index holds unless a reload changed the destinations while
+        // this request ran on the older snapshot.
+        let i = if logs
+            .get(stage_log.sink as usize)
+            .is_some_and(|(d, _)| d == dest)
         {
+            Some(stage_log.sink as usize)
+        } else {
+            logs.iter().position(|(d, _)| d == dest)
+        };
+        if let Some((_, out)) = i.and_then(|i| logs.get_mut(i)) {
             out.line(|buf| stage_log.format.render(&rec, buf));
         }
     }

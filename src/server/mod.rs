@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use glommio::net::TcpListener;
 use glommio::sync::Gate;
 
+pub use caching::{flush_url, FlushUrlError};
 pub use conn::ConnError;
 pub use shard::Shard;
 
@@ -41,7 +42,12 @@ pub struct Swap {
     /// Listen addresses to stop accepting on and close.
     pub close: Vec<SocketAddr>,
     /// New access log buffers (`None`: the destinations did not change).
-    pub logs: Option<Vec<crate::observe::access_log::ShardLog>>,
+    pub logs: Option<
+        Vec<(
+            crate::observe::access_log::Destination,
+            crate::observe::access_log::ShardLog,
+        )>,
+    >,
 }
 
 /// Where the runtime leaves a shard's [`Swap`]; the shard looks at its

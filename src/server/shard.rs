@@ -16,7 +16,7 @@ use crate::cache::Cache;
 use crate::config::Resolved;
 use crate::config::Snapshot;
 use crate::http::Header;
-use crate::observe::access_log::ShardLog;
+use crate::observe::access_log::{Destination, ShardLog};
 use crate::observe::counters::{Counters, Level};
 use crate::throttle::client_ip::ClientIpTable;
 use crate::throttle::quota::Period;
@@ -66,9 +66,9 @@ pub struct Guards {
     pub counters: Arc<Counters>,
     /// The shared response cache, if any stage caches.
     pub cache: Option<Arc<Cache>>,
-    /// This shard's buffer for each access log destination, indexed like
-    /// [`Snapshot::log_destinations`].
-    pub logs: Vec<ShardLog>,
+    /// This shard's buffer for each access log destination, in the order
+    /// of [`Snapshot::log_destinations`].
+    pub logs: Vec<(Destination, ShardLog)>,
 }
 
 impl Guards {
@@ -182,8 +182,10 @@ pub struct Shard {
     pub cache: Option<Arc<Cache>>,
     /// The snapshot generation this shard runs.
     generation: Cell<u64>,
-    /// Access log buffers, indexed like the snapshot's `log_destinations`.
-    pub logs: RefCell<Vec<ShardLog>>,
+    /// Access log buffers by destination, in the order of the current
+    /// snapshot's `log_destinations` (a request that started on an older
+    /// snapshot finds its destination by name).
+    pub logs: RefCell<Vec<(Destination, ShardLog)>>,
 }
 
 impl Shard {
@@ -493,7 +495,7 @@ impl Shard {
 
     /// Hands buffered access log lines to their writers (at the tick).
     pub fn flush_logs(&self) {
-        for l in self.logs.borrow_mut().iter_mut() {
+        for (_, l) in self.logs.borrow_mut().iter_mut() {
             l.flush();
         }
     }

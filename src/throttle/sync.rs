@@ -115,7 +115,9 @@ struct QuotaTrack {
 /// Quota limits, their store, and their period clocks.
 struct Quotas {
     tracks: Mutex<Vec<QuotaTrack>>,
-    persistence: Option<Persistence>,
+    /// `None` also while the store is released to a successor process
+    /// (binary upgrade).
+    persistence: Mutex<Option<Persistence>>,
 }
 
 impl Quotas {
@@ -146,7 +148,7 @@ impl Quotas {
 
     /// Writes every counter to the store.
     fn flush(&self, recs: &[SharedReconciler]) -> Result<(), StoreError> {
-        let Some(p) = &self.persistence else {
+        let Some(store) = lock(&self.persistence).as_ref().map(|p| p.store.clone()) else {
             return Ok(());
         };
         // Read under the locks, write (fsync) without them.
@@ -163,7 +165,7 @@ impl Quotas {
                 )
             })
             .collect();
-        p.store.save(rows.iter().map(|(n, s)| (n.as_str(), *s)))
+        store.save(rows.iter().map(|(n, s)| (n.as_str(), *s)))
     }
 }
 
@@ -195,6 +197,8 @@ pub struct Coordinator {
     handles: Vec<JoinHandle<()>>,
     recs: Vec<SharedReconciler>,
     quotas: Arc<Quotas>,
+    /// The shards' settle interval.
+    interval: Duration,
 }
 
 /// What a successor coordinator takes over at a reload: each quota's
@@ -222,7 +226,38 @@ impl Coordinator {
 
     /// The open quota store, if quotas are persisted.
     pub fn store(&self) -> Option<Arc<QuotaStore>> {
-        self.quotas.persistence.as_ref().map(|p| p.store.clone())
+        lock(&self.quotas.persistence)
+            .as_ref()
+            .map(|p| p.store.clone())
+    }
+
+    /// Writes every quota counter and closes the store, so another process
+    /// (a binary upgrade's successor) can open it; counting goes on in
+    /// memory. Returns the flush interval to give back to
+    /// [`Coordinator::reacquire_store`] if the successor fails.
+    pub fn release_store(&self) -> Result<Option<Duration>, StoreError> {
+        // Shards settle what they spent from their leases at their ticks:
+        // give them two, so the last write counts every request admitted
+        // before the hand-over began.
+        std::thread::sleep(2 * self.interval);
+        self.quotas.flush(&self.recs)?;
+        Ok(lock(&self.quotas.persistence)
+            .take()
+            .map(|p| p.flush_interval))
+    }
+
+    /// Opens the store again after [`Coordinator::release_store`].
+    pub fn reacquire_store(
+        &self,
+        dir: &std::path::Path,
+        flush_interval: Duration,
+    ) -> Result<(), StoreError> {
+        let store = Arc::new(QuotaStore::open(dir)?);
+        *lock(&self.quotas.persistence) = Some(Persistence {
+            store,
+            flush_interval,
+        });
+        self.quotas.flush(&self.recs)
     }
 
     /// Every quota's usage (what shards hold in leases is counted at
@@ -240,7 +275,7 @@ impl Drop for Coordinator {
             let _ = h.join();
         }
         if let Err(e) = self.quotas.flush(&self.recs) {
-            eprintln!("tollgate: {e}");
+            crate::observe::stderr_line(format_args!("tollgate: {e}"));
         }
     }
 }
@@ -312,9 +347,10 @@ pub fn start_with(
             Arc::new(Mutex::new(rec))
         })
         .collect();
+    let flush_every = persistence.as_ref().map(|p| p.flush_interval);
     let quotas = Arc::new(Quotas {
         tracks: Mutex::new(tracks),
-        persistence,
+        persistence: Mutex::new(persistence),
     });
     // Record where every quota stands (a first period, an offset) at once.
     quotas.flush(&recs)?;
@@ -345,14 +381,14 @@ pub fn start_with(
             })
             .map_err(StartError::Thread)?,
     );
-    if let Some(every) = quotas.persistence.as_ref().map(|p| p.flush_interval) {
+    if let Some(every) = flush_every {
         let (recs2, quotas2, stop2) = (recs.clone(), quotas.clone(), stop.clone());
         let flusher = std::thread::Builder::new()
             .name("tollgate-quota".into())
             .spawn(move || {
                 while !wait_stop(&stop2, every) {
                     if let Err(e) = quotas2.flush(&recs2) {
-                        eprintln!("tollgate: {e}");
+                        crate::observe::stderr_line(format_args!("tollgate: {e}"));
                     }
                 }
             });
@@ -365,6 +401,7 @@ pub fn start_with(
                     handles,
                     recs,
                     quotas,
+                    interval,
                 });
                 return Err(StartError::Thread(e));
             }
@@ -376,6 +413,7 @@ pub fn start_with(
             handles,
             recs,
             quotas,
+            interval,
         },
         shard_sides,
     ))
