@@ -28,6 +28,7 @@ use crate::http::{BodyKind, HeaderKind, Version};
 use crate::integration::Integration;
 use crate::observe::access_log::LogRecord;
 use crate::observe::counters::{Exchange, Level};
+use crate::observe::latency_clock;
 use crate::observe::metrics::UNMATCHED;
 
 /// Largest read while streaming a body.
@@ -109,8 +110,9 @@ pub(super) struct Conn {
     pub sent: u64,
     /// What the current request did, for metrics and the access log.
     pub exch: Exch,
-    /// The request's fields for its access log line.
-    log: LogScratch,
+    /// The request's fields for its access log line (boxed, and only once
+    /// a request of a logging stage came: idle connections stay small).
+    log: Option<Box<LogScratch>>,
 }
 
 /// Request fields an access log line needs, copied out of the read buffer
@@ -142,7 +144,8 @@ impl LogScratch {
 /// What one request did: filled in as it runs, recorded when it ends.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Exch {
-    pub start: Instant,
+    /// Raw reading of the latency clock (`observe::latency_clock`).
+    pub start: u64,
     /// The response status (0: none was written).
     pub status: u16,
     pub metric: u32,
@@ -162,7 +165,7 @@ pub(super) struct Exch {
 }
 
 impl Exch {
-    fn new(start: Instant, bytes_in: u64, out_mark: u64) -> Exch {
+    fn new(start: u64, bytes_in: u64, out_mark: u64) -> Exch {
         Exch {
             start,
             status: 0,
@@ -210,8 +213,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         stale: None,
         pending: None,
         sent: 0,
-        exch: Exch::new(Instant::now(), 0, 0),
-        log: LogScratch::default(),
+        exch: Exch::new(0, 0, 0),
+        log: None,
     };
     let _ = conn.run().await;
     shard.unregister(slot);
@@ -263,13 +266,21 @@ impl Conn {
                 HeadOutcome::Done => return Ok(()),
                 HeadOutcome::Reject(e) => {
                     self.linger = true;
-                    self.exch = Exch::new(Instant::now(), self.rbuf.len() as u64, self.produced());
+                    self.exch = Exch::new(
+                        latency_clock().raw(),
+                        self.rbuf.len() as u64,
+                        self.produced(),
+                    );
                     self.error_response(&snap, e.status());
                     self.finish_exchange(&snap);
                     return Ok(());
                 }
                 HeadOutcome::Timeout => {
-                    self.exch = Exch::new(Instant::now(), self.rbuf.len() as u64, self.produced());
+                    self.exch = Exch::new(
+                        latency_clock().raw(),
+                        self.rbuf.len() as u64,
+                        self.produced(),
+                    );
                     self.error_response(&snap, 408);
                     self.finish_exchange(&snap);
                     return Ok(());
@@ -279,7 +290,11 @@ impl Conn {
                 BodyKind::Length(n) => n,
                 _ => 0,
             };
-            self.exch = Exch::new(Instant::now(), head_len as u64 + body, self.produced());
+            self.exch = Exch::new(
+                latency_clock().raw(),
+                head_len as u64 + body,
+                self.produced(),
+            );
             // Boxed: the request path's state is large, and keeping it out
             // of the connection's own future keeps idle connections small.
             let next = Box::pin(self.handle(&snap, head_len)).await;
@@ -454,7 +469,7 @@ impl Conn {
                 .is_some_and(Option::is_some)
             {
                 self.exch.log = Some(counter);
-                let l = &mut self.log;
+                let l = self.log.get_or_insert_with(Box::default);
                 l.buf.clear();
                 l.rid = l.put(rid.as_bytes());
                 l.method = l.put(method);
@@ -711,7 +726,7 @@ impl Conn {
             status,
             bytes_in: e.bytes_in,
             bytes_out: self.produced().saturating_sub(e.out_mark),
-            latency: e.start.elapsed(),
+            latency: latency_clock().delta(e.start, latency_clock().raw()),
             integration: e.integration.map(|(d, _)| d),
         };
         self.shard.counters.record(e.metric, &exchange);
@@ -727,14 +742,14 @@ impl Conn {
             return;
         };
         let labels = snap.route_labels.get(counter as usize);
-        let l = &self.log;
+        let Some(l) = self.log.as_deref() else {
+            return;
+        };
         let e = &self.exch;
         let rec = LogRecord {
             request_id: l.get(&l.rid),
             source_ip: self.peer.ip,
-            time: std::time::SystemTime::now()
-                .checked_sub(x.latency)
-                .unwrap_or(std::time::UNIX_EPOCH),
+            time: self.shard.wall_time_of(e.start),
             method: l.get(&l.method),
             route_key: labels.map(|r| r.route.as_str()),
             path: l.get(&l.path),

@@ -105,7 +105,8 @@ impl Conn {
         // closes after the response and the backend connection is dropped.
         let mut body_cut = false;
 
-        let integration_start = Instant::now();
+        let clock = crate::observe::latency_clock();
+        let integration_start = clock.raw();
         let mut up = loop {
             // A retry always goes to a fresh connection: another pooled one
             // may be just as stale.
@@ -167,7 +168,8 @@ impl Conn {
             let deadline = Instant::now() + integ.timeout;
             match read_response_head(&shard, &mut up, &mut self.rhead, snap, info, deadline).await {
                 Ok(()) => {
-                    self.exch.integration = Some((integration_start.elapsed(), self.rhead.status));
+                    let took = clock.delta(integration_start, clock.raw());
+                    self.exch.integration = Some((took, self.rhead.status));
                     break up;
                 }
                 Err(HeadError::NothingReceived) if reused && retryable && !retried => {

@@ -182,6 +182,10 @@ pub struct Shard {
     pub cache: Option<Arc<Cache>>,
     /// The snapshot generation this shard runs.
     generation: Cell<u64>,
+    /// Wall clock (Unix ns) and latency clock reading at the last tick:
+    /// a request's wall-clock time for its access log line is derived
+    /// from its latency clock reading, without a clock_gettime.
+    wall_at_tick: Cell<(u64, u64)>,
     /// Access log buffers by destination, in the order of the current
     /// snapshot's `log_destinations` (a request that started on an older
     /// snapshot finds its destination by name).
@@ -216,6 +220,7 @@ impl Shard {
             counters: guards.counters,
             cache: guards.cache,
             generation: Cell::new(0),
+            wall_at_tick: Cell::new((0, 0)),
             logs: RefCell::new(guards.logs),
         };
         shard.refresh_date();
@@ -477,6 +482,11 @@ impl Shard {
     /// time per event-loop turn).
     pub fn refresh_date(&self) {
         let now = SystemTime::now();
+        let unix_ns = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        self.wall_at_tick
+            .set((unix_ns, crate::observe::latency_clock().raw()));
         let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         if secs != self.date_secs.get() {
             let text = httpdate::fmt_http_date(now);
@@ -506,6 +516,21 @@ impl Shard {
         Counters::set(&g.pool_idle, self.pool.idle_count() as u64);
         Counters::set(&g.pool_opened, self.pool.stats.opened.get());
         Counters::set(&g.pool_reused, self.pool.stats.reused.get());
+    }
+
+    /// The wall-clock time of latency clock reading `raw` (one taken since
+    /// the last tick or before it).
+    pub fn wall_time_of(&self, raw: u64) -> SystemTime {
+        let (wall_ns, tick_raw) = self.wall_at_tick.get();
+        let clock = crate::observe::latency_clock();
+        let wall = if raw >= tick_raw {
+            wall_ns
+                .saturating_add(u64::try_from(clock.delta(tick_raw, raw).as_nanos()).unwrap_or(0))
+        } else {
+            wall_ns
+                .saturating_sub(u64::try_from(clock.delta(raw, tick_raw).as_nanos()).unwrap_or(0))
+        };
+        UNIX_EPOCH + std::time::Duration::from_nanos(wall)
     }
 
     /// The shard's coarse clock (see `coarse_now`).
