@@ -511,6 +511,44 @@ fn client_get(conn: &mut Option<Client>, addr: SocketAddr, path: &str) -> Result
     Err(format!("{path}: no response"))
 }
 
+/// A binary upgrade's successor, killed when the test ends however it
+/// ends.
+struct Successor(i32);
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) of the successor this test caused to start.
+        unsafe {
+            libc::kill(self.0, libc::SIGKILL);
+        }
+    }
+}
+
+/// Sends SIGUSR2 to `old`, waits for it to exit 0 after its successor
+/// took over, and returns the successor (its pid is in old's stderr).
+fn upgrade(old: &mut Running) -> Successor {
+    old.signal(libc::SIGUSR2);
+    let status = old
+        .wait_exit(Duration::from_secs(30))
+        .expect("old process exits");
+    assert!(status.success(), "{status:?}");
+    // Its stderr reaches the reader thread a moment after it exits.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = old.stderr.lock().expect("lock").join("\n");
+        let pid = text
+            .lines()
+            .find_map(|l| l.split_once("upgrade: new process ").map(|(_, rest)| rest))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|p| p.parse().ok());
+        match pid {
+            Some(p) => return Successor(p),
+            None if Instant::now() > deadline => panic!("no upgrade line in:\n{text}"),
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
 #[test]
 fn binary_upgrade_under_load_fails_no_request() {
     let origin = Origin::ok("backend");
@@ -545,38 +583,9 @@ fn binary_upgrade_under_load_fails_no_request() {
         }));
     }
     std::thread::sleep(Duration::from_millis(300));
-    old.signal(libc::SIGUSR2);
-    let status = old
-        .wait_exit(Duration::from_secs(30))
-        .expect("old process exits");
-    assert!(status.success(), "{status:?}");
+    let guard = upgrade(&mut old);
+    let pid = guard.0;
     let before_exit = results.lock().expect("lock").0;
-    // Its stderr reaches the reader thread a moment after it exits.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let pid: i32 = loop {
-        let text = old.stderr.lock().expect("lock").join("\n");
-        let pid = text
-            .lines()
-            .find_map(|l| l.split_once("upgrade: new process ").map(|(_, rest)| rest))
-            .and_then(|l| l.split(' ').next())
-            .and_then(|p| p.parse().ok());
-        match pid {
-            Some(p) => break p,
-            None if Instant::now() > deadline => panic!("no upgrade line in:\n{text}"),
-            None => std::thread::sleep(Duration::from_millis(20)),
-        }
-    };
-    // Whatever happens below, the successor is stopped at the end.
-    struct Successor(i32);
-    impl Drop for Successor {
-        fn drop(&mut self) {
-            // SAFETY: kill(2) of the successor this test caused to start.
-            unsafe {
-                libc::kill(self.0, libc::SIGKILL);
-            }
-        }
-    }
-    let guard = Successor(pid);
     // The successor serves alone now.
     std::thread::sleep(Duration::from_millis(400));
     stop.store(true, std::sync::atomic::Ordering::Release);
@@ -624,35 +633,7 @@ fn binary_upgrade_hands_the_quota_store_over() {
     for _ in 0..3 {
         assert_eq!(keyed_get(addr).status, 200);
     }
-    old.signal(libc::SIGUSR2);
-    let status = old
-        .wait_exit(Duration::from_secs(30))
-        .expect("old process exits");
-    assert!(status.success(), "{status:?}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let pid: i32 = loop {
-        let text = old.stderr.lock().expect("lock").join("\n");
-        let pid = text
-            .lines()
-            .find_map(|l| l.split_once("upgrade: new process ").map(|(_, rest)| rest))
-            .and_then(|l| l.split(' ').next())
-            .and_then(|p| p.parse().ok());
-        match pid {
-            Some(p) => break p,
-            None if Instant::now() > deadline => panic!("upgrade failed:\n{text}"),
-            None => std::thread::sleep(Duration::from_millis(20)),
-        }
-    };
-    struct Kill(i32);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            // SAFETY: kill(2) of the successor this test caused to start.
-            unsafe {
-                libc::kill(self.0, libc::SIGKILL);
-            }
-        }
-    }
-    let _kill = Kill(pid);
+    let _successor = upgrade(&mut old);
     // The successor opened the store the old process released, and counts
     // on from what it wrote.
     assert_eq!(keyed_get(addr).status, 200);
