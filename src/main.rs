@@ -209,7 +209,7 @@ fn run(path: &Path, profile: Option<&Path>) -> ExitCode {
                         SIGUSR1 => control.reopen_logs(),
                         // On a thread of its own: waiting for the successor
                         // must not hold up a SIGTERM.
-                        SIGUSR2 if !stopping => {
+                        SIGUSR2 if !stopping && !control.stopping() => {
                             if upgrading.swap(true, std::sync::atomic::Ordering::AcqRel) {
                                 say!("tollgate: upgrade already in progress");
                                 continue;
@@ -227,7 +227,9 @@ fn run(path: &Path, profile: Option<&Path>) -> ExitCode {
                             });
                         }
                         SIGUSR2 => {}
-                        _ if !stopping => {
+                        // After an upgrade the process is draining already:
+                        // a signal then means "exit now", like a second one.
+                        _ if !stopping && !control.stopping() => {
                             say!("tollgate: signal {sig}: draining in-flight requests");
                             control.stop();
                             stopping = true;

@@ -555,7 +555,6 @@ fn percent_decode(s: &str) -> String {
                     None => out.push(b'%'),
                 }
             }
-            b'+' => out.push(b' '),
             c => out.push(c),
         }
         i += 1;

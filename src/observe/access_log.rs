@@ -78,9 +78,8 @@
 //! them. So a shard never touches the destination: each shard appends its
 //! lines to its own [`ShardLog`] buffer (no lock, no atomic per line) and
 //! hands the filled buffer over a bounded channel to the destination's
-//! writer thread ([`AccessLog`], thread `tollgate-log`) at the shard's
-//! tick or when the buffer passes a batch size (64 KiB). The writer polls
-//! the channel (10 ms naps) rather than being woken for each batch. The writer writes the
+//! writer thread ([`AccessLog`], thread `tollgate-log`) at the shard's tick
+//! or when the buffer passes a batch size (64 KiB). The writer writes the
 //! batch with one `write_all` and sends the emptied buffer back to its
 //! shard, so in steady state no buffer is allocated.
 //!
@@ -104,7 +103,7 @@ use std::mem;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -895,8 +894,6 @@ pub const SHARD_CAP_BYTES: usize = 1024 * 1024;
 const LINE_SLACK: usize = 8 * 1024;
 /// How often an idle writer looks at the reopen flag.
 const IDLE_CHECK: Duration = Duration::from_millis(500);
-/// The writer's shortest nap between looks at an empty queue.
-const WRITER_NAP_MIN: Duration = Duration::from_millis(10);
 
 /// Counters and flags shared by the shards and the writer thread.
 #[derive(Debug, Default)]
@@ -1118,26 +1115,11 @@ impl Drop for AccessLog {
 
 fn run_writer(rx: Receiver<Msg>, mut sink: Box<dyn Sink>, label: &str, shared: &Shared) {
     let mut failing = false;
-    // The writer polls its queue instead of blocking on it: a shard's
-    // hand-over then never has to wake a sleeping thread (a futex wake and
-    // a context switch on the shard's core for every batch, measured as
-    // the largest part of the log's cost), and it runs a few dozen times a
-    // second, writing every batch queued meanwhile, rather than once per
-    // batch. It sleeps 10 ms after finding the queue empty, doubling up to
-    // IDLE_CHECK while idle; the queue holds far more than 10 ms of lines.
-    let mut nap = WRITER_NAP_MIN;
     loop {
-        let msg = match rx.try_recv() {
-            Ok(msg) => {
-                nap = WRITER_NAP_MIN;
-                Some(msg)
-            }
-            Err(TryRecvError::Empty) => {
-                std::thread::sleep(nap);
-                nap = (nap * 2).min(IDLE_CHECK);
-                None
-            }
-            Err(TryRecvError::Disconnected) => break,
+        let msg = match rx.recv_timeout(IDLE_CHECK) {
+            Ok(msg) => Some(msg),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
         };
         if shared.reopen.swap(false, Ordering::AcqRel) {
             if let Err(e) = sink.reopen() {

@@ -138,6 +138,9 @@ impl Gateway {
         // The last quota flush, after every shard settled its leases;
         // access log writers write what the shards handed over, then stop.
         let mut st = self.control.state();
+        // Parts a reload retired while a shard was late: their writers
+        // write what they hold; the retired reconciler no longer persists.
+        st.lingering.clear();
         st.throttle = None;
         for (_, l) in std::mem::take(&mut st.logs) {
             l.stop();
@@ -215,6 +218,8 @@ pub struct Control {
     source: Mutex<Option<(PathBuf, Option<PathBuf>)>>,
     /// The command that started this process (for a binary upgrade).
     command: Mutex<Option<(PathBuf, Vec<std::ffi::OsString>)>>,
+    /// A binary upgrade is under way (reloads wait).
+    upgrading: AtomicBool,
 }
 
 /// Figures for `GET /status`.
@@ -314,10 +319,33 @@ impl Control {
                 exe: "(unknown)".into(),
                 source: std::io::Error::other("started without a command line"),
             })?;
+        if self.stopping() {
+            return Err(UpgradeError::Stopping);
+        }
+        // No reload until this upgrade is over: the quota store is handed
+        // back and forth, and a draining process must not start another.
+        if self.upgrading.swap(true, Ordering::AcqRel) {
+            return Err(UpgradeError::Busy);
+        }
+        let result = self.upgrade_locked(admin, wait, &exe, &args);
+        self.upgrading.store(false, Ordering::Release);
+        result
+    }
+
+    fn upgrade_locked(
+        &self,
+        admin: Option<std::os::fd::RawFd>,
+        wait: std::time::Duration,
+        exe: &std::path::Path,
+        args: &[std::ffi::OsString],
+    ) -> Result<u32, UpgradeError> {
         // Under the state lock (no reload changes listeners meanwhile) only
         // until the child holds its copies of the sockets.
         let (successor, released, state_dir) = {
             let st = self.state();
+            if self.stopping() {
+                return Err(UpgradeError::Stopping);
+            }
             let listeners: Vec<(SocketAddr, Vec<std::os::fd::RawFd>)> = st
                 .listeners
                 .iter()
@@ -331,7 +359,7 @@ impl Control {
                 }
                 None => None,
             };
-            let spawned = upgrade::spawn_successor(&exe, &args, &listeners, admin);
+            let spawned = upgrade::spawn_successor(exe, args, &listeners, admin);
             (spawned, released, st.snapshot.state_dir.clone())
         };
         let result = successor.and_then(|s| s.wait_ready(wait));
@@ -451,7 +479,8 @@ pub fn start_with(
     let stop = Arc::new(AtomicBool::new(false));
     let drain = snapshot.server.timeouts.drain;
     // One reconciler thread for every throttle limit, if there are any.
-    let (coordinator, mut throttles) = start_reconciler(&snapshot, cores.len(), None, None)?;
+    let (coordinator, mut throttles) =
+        start_reconciler(&snapshot, cores.len(), None, None, inherited.is_successor())?;
     throttles.resize_with(cores.len(), || None);
     let client_ip = snapshot.client_ip.map(|c| {
         (
@@ -502,6 +531,7 @@ pub fn start_with(
         }),
         source: Mutex::new(None),
         command: Mutex::new(None),
+        upgrading: AtomicBool::new(false),
     });
     let mut shards = Vec::new();
     for (i, ((core, listeners), throttle)) in cores
@@ -577,9 +607,12 @@ fn shard_logs(logs: &[(Destination, Arc<AccessLog>)]) -> Vec<(Destination, Shard
         .collect()
 }
 
-/// Opens the quota store, retrying for up to 3 s while another process
-/// holds it (a binary upgrade's predecessor releasing it).
-fn open_store(dir: &std::path::Path) -> Result<QuotaStore, StartError> {
+/// Opens the quota store; a binary upgrade's successor retries for up to
+/// 3 s while its predecessor releases it.
+fn open_store(dir: &std::path::Path, retry: bool) -> Result<QuotaStore, StartError> {
+    if !retry {
+        return QuotaStore::open(dir).map_err(|e| StartError::Throttle(e.into()));
+    }
     let deadline = Instant::now() + std::time::Duration::from_secs(3);
     loop {
         match QuotaStore::open(dir) {
@@ -674,6 +707,7 @@ fn start_reconciler(
     shards: usize,
     carry: Option<Carry>,
     store: Option<Arc<QuotaStore>>,
+    successor: bool,
 ) -> Result<(Option<Coordinator>, Vec<Option<ShardThrottle>>), StartError> {
     if snapshot.limits.is_empty() {
         return Ok((None, Vec::new()));
@@ -684,7 +718,7 @@ fn start_reconciler(
     } else {
         let store = match store {
             Some(s) => s,
-            None => Arc::new(open_store(&snapshot.state_dir)?),
+            None => Arc::new(open_store(&snapshot.state_dir, successor)?),
         };
         Some(Persistence {
             store,

@@ -13,6 +13,7 @@ use super::{
 };
 use crate::config::Snapshot;
 use crate::observe::access_log::AccessLog;
+use crate::observe::stderr_line;
 use crate::server::Swap;
 use crate::throttle::client_ip::ClientIpTable;
 use crate::throttle::sync::{Coordinator, ShardThrottle};
@@ -91,8 +92,10 @@ impl Control {
     /// requests (requests in flight finish on the old one), new listen
     /// addresses are opened before anything changes and removed ones
     /// closed, throttles whose settings changed are rebuilt (quotas keep
-    /// their counts), and cached entries of APIs whose routes changed are
-    /// dropped. Settings that need a restart are reported, not applied.
+    /// their counts), and cache entries stay valid (keys name routes by
+    /// stable ids; a route pointed at another backend serves its stored
+    /// answers until their TTL). Settings that need a restart are
+    /// reported, not applied.
     pub fn reload(&self, new: Snapshot) -> Result<ReloadReport, ReloadError> {
         let mut st = self.state();
         let result = self.apply(&mut st, new);
@@ -112,6 +115,9 @@ impl Control {
     fn apply(&self, st: &mut State, new: Snapshot) -> Result<ReloadReport, ReloadError> {
         if self.stopping() {
             return Err(ReloadError::Stopping);
+        }
+        if self.upgrading.load(Ordering::Acquire) {
+            return Err(ReloadError::Busy);
         }
         if self
             .mailboxes
@@ -181,14 +187,25 @@ impl Control {
         let mut throttles: Vec<Option<Option<ShardThrottle>>> = (0..shards).map(|_| None).collect();
         let mut retired = None;
         if specs != st.limit_specs {
+            // The store as of now, so quotas the successor does not carry
+            // over (their allowance or period changed) start from it.
+            if let Some(Err(e)) = st.throttle.as_ref().map(Coordinator::flush_quotas) {
+                stderr_line(format_args!("tollgate: {e}"));
+            }
             let carry = st.throttle.as_ref().map(Coordinator::carry);
             let store = st.throttle.as_ref().and_then(Coordinator::store);
-            let (coordinator, sides) = start_reconciler(&new, shards, carry, store)?;
+            let (coordinator, sides) = start_reconciler(&new, shards, carry, store, false)?;
             let mut sides = sides.into_iter();
             for slot in throttles.iter_mut() {
                 *slot = Some(sides.next().flatten());
             }
             retired = std::mem::replace(&mut st.throttle, coordinator);
+            // The retired reconciler writes nothing more: its counts of
+            // carried quotas are the new one's, the others it would
+            // overwrite with stale values.
+            if let Some(r) = retired.as_ref() {
+                r.detach_store();
+            }
             st.limit_specs = specs;
             report.throttle_rebuilt = true;
         }

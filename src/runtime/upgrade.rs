@@ -36,6 +36,10 @@ pub enum UpgradeError {
     Pipe(std::io::Error),
     #[error("cannot start {exe}: {source}")]
     Spawn { exe: String, source: std::io::Error },
+    #[error("the gateway is stopping (an upgrade may already have happened)")]
+    Stopping,
+    #[error("a reload is in progress; try again")]
+    Busy,
     #[error("the new process (pid {pid}) exited before it was ready")]
     Exited { pid: u32 },
     #[error("the new process (pid {pid}) was not ready within {secs} s; it was stopped")]

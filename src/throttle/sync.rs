@@ -246,6 +246,17 @@ impl Coordinator {
             .map(|p| p.flush_interval))
     }
 
+    /// Writes every quota counter now.
+    pub fn flush_quotas(&self) -> Result<(), StoreError> {
+        self.quotas.flush(&self.recs)
+    }
+
+    /// Stops writing to the store, without a last write (a reload
+    /// replaced this coordinator).
+    pub fn detach_store(&self) {
+        lock(&self.quotas.persistence).take();
+    }
+
     /// Opens the store again after [`Coordinator::release_store`].
     pub fn reacquire_store(
         &self,
