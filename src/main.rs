@@ -227,9 +227,10 @@ fn run(path: &Path, profile: Option<&Path>) -> ExitCode {
                             });
                         }
                         SIGUSR2 => {}
-                        // After an upgrade the process is draining already:
-                        // a signal then means "exit now", like a second one.
-                        _ if !stopping && !control.stopping() => {
+                        // The first SIGTERM/SIGINT drains (after an upgrade
+                        // the process drains already: the same, no harm); a
+                        // second one exits at once.
+                        _ if !stopping => {
                             say!("tollgate: signal {sig}: draining in-flight requests");
                             control.stop();
                             stopping = true;
