@@ -13,5 +13,6 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod throttle;
+pub mod tls;
 pub mod tune;
 pub mod upstream;

@@ -245,8 +245,22 @@ fn run(path: &Path, profile: Option<&Path>) -> ExitCode {
         }
         Err(e) => say!("tollgate: cannot install signal handlers: {e}"),
     }
-    for addr in gateway.addrs() {
-        say!("tollgate: listening on http://{addr}");
+    let snap = control.snapshot();
+    for (addr, l) in gateway.addrs().into_iter().zip(&snap.server.listeners) {
+        let scheme = if snap.tls.for_listener(l.addr).is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        say!("tollgate: listening on {scheme}://{addr}");
+    }
+    if let Some(dev) = &snap.tls.dev_cert {
+        say!(
+            "tollgate: TLS: self-signed development certificate {} (SHA-256 {}); trust it with `curl --cacert {}`",
+            dev.cert_path.display(),
+            dev.fingerprint,
+            dev.cert_path.display()
+        );
     }
     if let Some(a) = &admin {
         say!("tollgate: admin on http://{}", a.addr());

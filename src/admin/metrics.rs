@@ -143,7 +143,7 @@ pub fn render(control: &Control) -> String {
     }
 
     let shard_ids: Vec<String> = (0..counters.len()).map(|i| i.to_string()).collect();
-    let per_shard: [ShardFamily; 5] = [
+    let per_shard: [ShardFamily; 8] = [
         (
             "tollgate_connections_accepted_total",
             "counter",
@@ -173,6 +173,24 @@ pub fn render(control: &Control) -> String {
             "counter",
             "Backend requests sent on a pooled connection.",
             |c| Counters::get(&c.gauges.pool_reused),
+        ),
+        (
+            "tollgate_tls_handshakes_total",
+            "counter",
+            "Client TLS handshakes completed.",
+            |c| Counters::get(&c.gauges.tls_handshakes),
+        ),
+        (
+            "tollgate_tls_resumed_total",
+            "counter",
+            "Client TLS handshakes that resumed a session.",
+            |c| Counters::get(&c.gauges.tls_resumed),
+        ),
+        (
+            "tollgate_tls_handshake_failures_total",
+            "counter",
+            "Client TLS handshakes that failed, timed out or were refused.",
+            |c| Counters::get(&c.gauges.tls_failures),
         ),
     ];
     for (name, kind, help, get) in per_shard {

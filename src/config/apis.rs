@@ -129,9 +129,10 @@ fn compile_integration(
             uri,
             timeout,
             preserve_host,
+            tls,
         } => {
             let names = key.map(|k| k.param_names()).unwrap_or_default();
-            substitute_stage_variables(uri, vars)
+            let mut h = substitute_stage_variables(uri, vars)
                 .and_then(|u| {
                     HttpIntegration::compile(
                         &u,
@@ -140,8 +141,21 @@ fn compile_integration(
                         *preserve_host,
                     )
                 })
-                .map(Integration::Http)
-                .map_err(|e| (format!("{ipath}.uri"), e))
+                .map_err(|e| (format!("{ipath}.uri"), e))?;
+            if uri.starts_with("https://") {
+                let (backend, key) =
+                    super::tls::backend(h.host_name(), tls.as_ref()).map_err(|(field, e)| {
+                        (
+                            format!("{ipath}.{field}"),
+                            IntegrationError::Tls(e.to_string()),
+                        )
+                    })?;
+                h.tls = Some(backend);
+                h.pool_key = key;
+            } else if tls.is_some() {
+                return Err((format!("{ipath}.tls"), IntegrationError::TlsOnPlain));
+            }
+            Ok(Integration::Http(h))
         }
         IntegrationConfig::Mock {
             status,

@@ -13,6 +13,7 @@ mod merge;
 mod plans;
 pub mod schema;
 mod snapshot;
+pub mod tls;
 
 pub use apis::Mount;
 pub use caching::{CacheSpec, RouteCache, StageCache};

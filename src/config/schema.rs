@@ -66,6 +66,9 @@ pub struct Config {
     /// Usage plans: keys bound to stages with a throttle and a quota.
     #[serde(default, rename = "usage_plan")]
     pub usage_plans: Vec<UsagePlanConfig>,
+    /// Custom domain names with base path mappings.
+    #[serde(default, rename = "domain")]
+    pub domains: Vec<DomainConfig>,
 }
 
 /// An API key: its value in plain text or as a SHA-256 digest (hex).
@@ -430,6 +433,96 @@ pub struct ListenConfig {
     /// Defaults to `server.backlog`.
     #[serde(default)]
     pub backlog: Option<u32>,
+    /// PEM certificate chain (leaf first) for clients without SNI or with
+    /// a name no `[[domain]]` serves. Without `certificate` and `key` a TLS
+    /// listener presents a self-signed development certificate, generated
+    /// once into `server.state_dir`.
+    #[serde(default)]
+    pub certificate: Option<PathBuf>,
+    /// PEM private key of `certificate` (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// `"default"`: clients without SNI or with an unknown name get the
+    /// listener's certificate; `"refuse"`: their handshake is refused.
+    #[serde(default)]
+    pub unknown_sni: UnknownSniConfig,
+}
+
+/// See [`ListenConfig::unknown_sni`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownSniConfig {
+    #[default]
+    Default,
+    Refuse,
+}
+
+/// A custom domain name (Amazon API Gateway's): its certificate, mutual
+/// TLS, and base path mappings to API stages. Requests for the name are
+/// routed by the longest matching base path, which is stripped before
+/// route matching; the stage name is not part of the path.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainConfig {
+    /// `api.example.com` or `*.example.com`.
+    pub name: String,
+    /// PEM certificate chain and key for the name; without them the
+    /// listener's certificate is presented.
+    #[serde(default)]
+    pub certificate: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// Require (or accept) client certificates from this truststore.
+    #[serde(default)]
+    pub mtls: Option<MtlsConfig>,
+    #[serde(default, rename = "mapping")]
+    pub mappings: Vec<MappingConfig>,
+}
+
+/// Mutual TLS for a custom domain.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsConfig {
+    /// PEM file of the CA certificates client certificates must chain to.
+    pub truststore: PathBuf,
+    /// `"required"`: no handshake without a valid client certificate;
+    /// `"optional"`: verified when the client sends one.
+    #[serde(default)]
+    pub mode: MtlsMode,
+    /// Headers that carry the verified certificate's facts to backends.
+    #[serde(default)]
+    pub headers: ClientCertHeadersConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MtlsMode {
+    #[default]
+    Required,
+    Optional,
+}
+
+/// Header names for a verified client certificate's subject DN, issuer
+/// DN, serial number (hex) and validity bounds (RFC 3339); each optional.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientCertHeadersConfig {
+    pub subject: Option<String>,
+    pub issuer: Option<String>,
+    pub serial: Option<String>,
+    pub not_before: Option<String>,
+    pub not_after: Option<String>,
+}
+
+/// One base path mapping of a custom domain.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingConfig {
+    /// `""` (the root) or a path such as `"v1"` / `"/orders/v2"`.
+    #[serde(default)]
+    pub base_path: String,
+    pub api: String,
+    pub stage: String,
 }
 
 fn yes() -> bool {
@@ -696,6 +789,9 @@ pub enum IntegrationConfig {
         /// Send the client's Host header instead of the backend's.
         #[serde(default)]
         preserve_host: bool,
+        /// Trust and identity for an `https://` backend.
+        #[serde(default)]
+        tls: Option<BackendTlsConfig>,
     },
     /// Answer from configuration, without a backend.
     Mock {
@@ -706,6 +802,17 @@ pub enum IntegrationConfig {
         #[serde(default)]
         body: String,
     },
+}
+
+/// How the gateway connects to an `https://` backend.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendTlsConfig {
+    /// PEM CA certificates to trust instead of the built-in web roots.
+    pub ca: Option<PathBuf>,
+    /// A client certificate (and its key) to present to the backend.
+    pub client_certificate: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
 }
 
 fn ok_status() -> u16 {

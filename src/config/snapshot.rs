@@ -291,6 +291,8 @@ pub struct Snapshot {
     pub metric_ids: OnceLock<Box<[u32]>>,
     /// The shared response cache, if any stage caches.
     pub cache: Option<CacheSpec>,
+    /// TLS listeners' certificates and custom domains' sites.
+    pub tls: super::tls::TlsSetup,
     /// Settings that are valid but probably not what was meant; printed by
     /// `tollgate check` and `tollgate run`.
     pub warnings: Vec<ConfigIssue>,
@@ -319,7 +321,7 @@ impl Snapshot {
         method: &[u8],
         path: &'p [u8],
     ) -> Option<Resolved<'s, 'p>> {
-        let host = host.map(strip_port).unwrap_or_default();
+        let host = host.map(crate::http::strip_port).unwrap_or_default();
         // The most specific host pattern decides the API set; a request
         // never falls through to a less specific host (like NGINX server
         // blocks and Amazon API Gateway custom domains).
@@ -456,12 +458,6 @@ impl Snapshot {
                     format!("`{}` is not an IP:port address", l.addr),
                 ),
             }
-            if l.tls {
-                issue(
-                    format!("{path}.tls"),
-                    "TLS listeners are not available in this build yet; set tls = false for plain HTTP".into(),
-                );
-            }
             if l.backlog == Some(0) {
                 issue(format!("{path}.backlog"), "must be at least 1".into());
             }
@@ -592,7 +588,7 @@ impl Snapshot {
         }
         let super::apis::Compiled {
             mut apis,
-            mounts,
+            mut mounts,
             route_labels,
             route_logs,
             log_destinations,
@@ -616,6 +612,7 @@ impl Snapshot {
         });
         super::plans::check_limits(config, &mut issue);
         let cache = super::caching::compile_server(config, &mut issue);
+        let tls = super::tls::compile(config, &apis, &mut mounts, &mut issue);
 
         if !issues.is_empty() {
             return Err(issues);
@@ -668,23 +665,10 @@ impl Snapshot {
             log_destinations,
             metric_ids: OnceLock::new(),
             cache,
+            tls,
             warnings,
             config: config.clone(),
         })
-    }
-}
-
-/// `host:port` → `host`; `[v6]:port` → `[v6]`.
-fn strip_port(host: &[u8]) -> &[u8] {
-    if host.first() == Some(&b'[') {
-        return match memchr::memchr(b']', host) {
-            Some(i) => &host[..=i],
-            None => host,
-        };
-    }
-    match memchr::memrchr(b':', host) {
-        Some(i) => &host[..i],
-        None => host,
     }
 }
 

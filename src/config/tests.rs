@@ -90,13 +90,76 @@ integration = { type = "mock" }
     for expected in [
         "server.shards",
         "server.listen[0].addr",
-        "server.listen[0].tls",
         "server.limits.max_headers",
         "api[0].hosts[0]",
         "api[0].route[0].integration.uri",
         "api[0].route[1].key",
         "api[0].route[1].integration",
         "api[0].route[2].key",
+    ] {
+        assert!(
+            p.iter().any(|x| x == expected),
+            "missing {expected} in {p:?}"
+        );
+    }
+}
+
+#[test]
+fn tls_and_domain_errors_name_their_field() {
+    let text = r#"
+[server]
+shards = 1
+[[server.listen]]
+addr = "127.0.0.1:8443"
+certificate = "/nonexistent/cert.pem"
+key = "/nonexistent/key.pem"
+[[server.listen]]
+addr = "127.0.0.1:8444"
+certificate = "/nonexistent/cert.pem"
+[[server.listen]]
+addr = "127.0.0.1:8080"
+tls = false
+key = "/x.pem"
+[[api]]
+name = "a"
+[[api.route]]
+key = "GET /x"
+integration = { type = "http", uri = "http://127.0.0.1:9000/", tls = { ca = "/ca.pem" } }
+[[api.route]]
+key = "GET /y"
+integration = { type = "http", uri = "https://127.0.0.1:9000/", tls = { ca = "/nonexistent/ca.pem" } }
+[[domain]]
+name = "*"
+[[domain]]
+name = "api.example.com"
+mtls = { truststore = "/nonexistent/ca.pem", headers = { subject = "bad header" } }
+[[domain.mapping]]
+api = "nope"
+stage = "$default"
+[[domain.mapping]]
+base_path = "v1"
+api = "a"
+stage = "prod"
+[[domain.mapping]]
+base_path = "{x}"
+api = "a"
+stage = "$default"
+[[domain]]
+name = "other.example.com"
+"#;
+    let p = paths(text);
+    for expected in [
+        "server.listen[0].certificate",
+        "server.listen[1].certificate",
+        "server.listen[2].certificate",
+        "api[0].route[0].integration.tls",
+        "api[0].route[1].integration.tls.ca",
+        "domain[0].name",
+        "domain[1].mtls.headers.subject",
+        "domain[1].mapping[0].api",
+        "domain[1].mapping[1].stage",
+        "domain[1].mapping[2].base_path",
+        "domain[2].mapping",
     ] {
         assert!(
             p.iter().any(|x| x == expected),

@@ -249,6 +249,20 @@ fn has_bare_lf(head: &[u8]) -> bool {
     memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
 }
 
+/// `host:port` → `host`; `[v6]:port` → `[v6]`.
+pub fn strip_port(host: &[u8]) -> &[u8] {
+    if host.first() == Some(&b'[') {
+        return match memchr::memchr(b']', host) {
+            Some(i) => &host[..=i],
+            None => host,
+        };
+    }
+    match memchr::memrchr(b':', host) {
+        Some(i) => &host[..i],
+        None => host,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,12 @@ pub struct Forwarded<'a> {
     pub proto: &'a [u8],
     pub request_id_header: &'a [u8],
     pub request_id: &'a [u8],
+    /// Complete header lines the gateway adds (a verified client
+    /// certificate's facts).
+    pub extra: &'a [u8],
+    /// Lowercase names of client headers never forwarded (those `extra`
+    /// may carry: a client must not forge them).
+    pub strip: &'a [Box<[u8]>],
 }
 
 fn header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
@@ -67,7 +73,10 @@ pub fn forward_request_headers(
     for h in &head.headers {
         match h.kind {
             HeaderKind::Other | HeaderKind::ApiKey => {
-                header(out, h.name.of(buf), h.value.of(buf));
+                let name = h.name.of(buf);
+                if fwd.strip.is_empty() || !fwd.strip.iter().any(|s| name.eq_ignore_ascii_case(s)) {
+                    header(out, name, h.value.of(buf));
+                }
             }
             HeaderKind::Upgrade if head.websocket_upgrade => {
                 header(out, h.name.of(buf), h.value.of(buf));
@@ -101,6 +110,7 @@ pub fn forward_request_headers(
         header(out, b"x-forwarded-host", host.of(buf));
     }
     header(out, fwd.request_id_header, fwd.request_id);
+    out.put_slice(fwd.extra);
     if head.websocket_upgrade {
         out.put_slice(b"connection: upgrade\r\n");
     }
@@ -288,6 +298,7 @@ pub fn error_body(status: u16) -> &'static [u8] {
         413 => br#"{"message":"Request Entity Too Large"}"#,
         414 => br#"{"message":"URI Too Long"}"#,
         417 => br#"{"message":"Expectation Failed"}"#,
+        421 => br#"{"message":"Misdirected Request"}"#,
         429 => br#"{"message":"Too Many Requests"}"#,
         431 => br#"{"message":"Request Header Fields Too Large"}"#,
         501 => br#"{"message":"Not Implemented"}"#,
@@ -383,6 +394,8 @@ mod tests {
             proto: b"http",
             request_id_header: b"x-request-id",
             request_id: b"rid-1",
+            extra: b"",
+            strip: &[],
         };
         forward_request_headers(&mut out, raw, &head, &fwd, Framing::Length(3));
         let text = String::from_utf8(out.to_vec()).expect("utf8");

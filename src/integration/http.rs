@@ -30,6 +30,12 @@ pub struct HttpIntegration {
     query: Option<Vec<Part>>,
     pub timeout: Duration,
     pub preserve_host: bool,
+    /// `https://` backends: how to connect (set by the config compiler).
+    pub tls: Option<std::sync::Arc<crate::tls::BackendTls>>,
+    /// Distinguishes pooled connections to `addr`: 0 for plain HTTP,
+    /// otherwise a digest of the TLS settings (server name, trust,
+    /// identity), so a connection is only reused for the same ones.
+    pub pool_key: u64,
 }
 
 impl HttpIntegration {
@@ -47,9 +53,14 @@ impl HttpIntegration {
         {
             return Err(IntegrationError::BadChar(c));
         }
-        let rest = uri
-            .strip_prefix("http://")
-            .ok_or(IntegrationError::Scheme)?;
+        let (rest, default_port) = match uri.strip_prefix("http://") {
+            Some(rest) => (rest, 80),
+            None => (
+                uri.strip_prefix("https://")
+                    .ok_or(IntegrationError::Scheme)?,
+                443,
+            ),
+        };
         let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
         let authority = &rest[..auth_end];
         if authority.contains(['{', '}']) {
@@ -58,7 +69,7 @@ impl HttpIntegration {
         if authority.is_empty() || authority.contains('@') {
             return Err(IntegrationError::NoHost);
         }
-        let (host, port) = split_host_port(authority)?;
+        let (host, port) = split_host_port(authority, default_port)?;
         let addr = resolve(host, port)?;
         let path_and_query = &rest[auth_end..];
         let (path, query) = match path_and_query.split_once('?') {
@@ -73,7 +84,16 @@ impl HttpIntegration {
             query: query.map(|q| template(q, param_names)).transpose()?,
             timeout,
             preserve_host,
+            tls: None,
+            pool_key: 0,
         })
+    }
+
+    /// The backend's host name (or IP literal) from `host_header`, for
+    /// TLS server name and certificate verification.
+    pub fn host_name(&self) -> &str {
+        let a = std::str::from_utf8(&self.host_header).unwrap_or_default();
+        split_host_port(a, 0).map(|(h, _)| h).unwrap_or(a)
     }
 
     /// Writes `METHOD /backend/path?query HTTP/1.1\r\n`, filling parameters
@@ -144,7 +164,7 @@ fn template(s: &str, names: &[&str]) -> Result<Vec<Part>, IntegrationError> {
     Ok(parts)
 }
 
-fn split_host_port(authority: &str) -> Result<(&str, u16), IntegrationError> {
+fn split_host_port(authority: &str, default_port: u16) -> Result<(&str, u16), IntegrationError> {
     let (host, port) = if let Some(end) = authority.strip_prefix('[').and_then(|a| a.find(']')) {
         // [v6]:port
         let host = &authority[1..end + 1];
@@ -160,7 +180,7 @@ fn split_host_port(authority: &str) -> Result<(&str, u16), IntegrationError> {
         return Err(IntegrationError::NoHost);
     }
     let port = match port {
-        None => 80,
+        None => default_port,
         Some(p) => p
             .parse::<u16>()
             .ok()
@@ -239,7 +259,16 @@ mod tests {
         let c = |u: &str| {
             HttpIntegration::compile(u, &["id"], Duration::from_secs(1), false).map(|_| ())
         };
-        assert_eq!(c("https://a/"), Err(IntegrationError::Scheme));
+        assert_eq!(c("ftp://a/"), Err(IntegrationError::Scheme));
+        let https =
+            HttpIntegration::compile("https://127.0.0.1/x", &[], Duration::from_secs(1), false)
+                .expect("https");
+        assert_eq!(https.addr.port(), 443);
+        assert_eq!(https.host_name(), "127.0.0.1");
+        let v6 =
+            HttpIntegration::compile("https://[::1]:8443/", &[], Duration::from_secs(1), false)
+                .expect("v6");
+        assert_eq!((v6.addr.port(), v6.host_name()), (8443, "::1"));
         assert_eq!(c("http:///x"), Err(IntegrationError::NoHost));
         assert_eq!(
             c("http://a:99999/"),

@@ -28,12 +28,14 @@ pub enum IntegrationError {
     UnknownStageVariable(String),
     #[error("unterminated `${{stageVariables.…}}` reference")]
     UnterminatedVariable,
-    #[error(
-        "uri must start with http:// (https:// backends need TLS support, not in this build yet)"
-    )]
+    #[error("uri must start with http:// or https://")]
     Scheme,
     #[error("uri has no host")]
     NoHost,
+    #[error("{0}")]
+    Tls(String),
+    #[error("tls settings need an https:// uri")]
+    TlsOnPlain,
     #[error("uri port `{0}` is not a number from 1 to 65535")]
     Port(String),
     #[error("cannot resolve backend host `{0}`: {1}")]

@@ -264,6 +264,11 @@ pub struct ShardGauges {
     pub pool_opened: AtomicU64,
     /// Backend requests sent on a reused connection.
     pub pool_reused: AtomicU64,
+    /// Client TLS handshakes completed, of them resumed, and failed
+    /// (timed out, refused for an unknown name, or rejected by either side).
+    pub tls_handshakes: AtomicU64,
+    pub tls_resumed: AtomicU64,
+    pub tls_failures: AtomicU64,
 }
 
 /// One shard's counters.
@@ -350,6 +355,19 @@ impl Counters {
     pub fn connection_opened(&self) {
         bump(&self.gauges.accepted);
         bump(&self.gauges.open_connections);
+    }
+
+    /// Counts a completed client TLS handshake.
+    pub fn tls_handshake(&self, resumed: bool) {
+        bump(&self.gauges.tls_handshakes);
+        if resumed {
+            bump(&self.gauges.tls_resumed);
+        }
+    }
+
+    /// Counts a client TLS handshake that did not complete.
+    pub fn tls_failed(&self) {
+        bump(&self.gauges.tls_failures);
     }
 
     pub fn connection_closed(&self) {

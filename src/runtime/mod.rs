@@ -471,8 +471,10 @@ pub fn start_with(
         listeners.push(Bound::new(l.addr, &socks));
         // Each shard takes every shards-th socket (more than one when the
         // predecessor had more shards).
-        for (i, s) in socks.into_iter().enumerate() {
-            per_shard[i % cores.len()].push(s);
+        // Shards know a listener by its configured address (its TLS
+        // settings are looked up by it).
+        for (i, (_, s)) in socks.into_iter().enumerate() {
+            per_shard[i % cores.len()].push((l.addr, s));
         }
     }
 

@@ -155,17 +155,18 @@ impl Control {
             let b = Bound::new(l.addr, &socks);
             report.listeners_opened.push(b.bound);
             listeners.push(b);
-            for (i, s) in socks.into_iter().enumerate() {
-                opened[i].push(s);
+            for (i, (_, s)) in socks.into_iter().enumerate() {
+                opened[i].push((l.addr, s));
             }
         }
-        let closed: Vec<SocketAddr> = st
+        let gone: Vec<&Bound> = st
             .listeners
             .iter()
             .filter(|b| !listeners.contains(b))
-            .map(|b| b.bound)
             .collect();
-        report.listeners_closed = closed.clone();
+        report.listeners_closed = gone.iter().map(|b| b.bound).collect();
+        // Shards know listeners by their configured address.
+        let closed: Vec<SocketAddr> = gone.iter().map(|b| b.configured).collect();
 
         // Access logs: writers for new destinations (a file that cannot
         // be opened refuses the reload), new shard buffers if the list

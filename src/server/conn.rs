@@ -11,13 +11,14 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use super::buf::ReadBuf;
 use super::caching::{self, CacheStep, Capture};
 pub(super) use super::respond::RequestId;
 use super::shard::{Buffers, IdleState, Refusal, Shard};
+use super::stream::{self, ClientStream, Stream, TlsInfo};
 use crate::cache::store::CachedResponse;
 use crate::config::Snapshot;
 use crate::http::chunked::{Chunk, ChunkedDecoder};
@@ -84,7 +85,9 @@ struct PeerIp {
 
 pub(super) struct Conn {
     pub shard: Rc<Shard>,
-    pub stream: TcpStream,
+    pub stream: ClientStream,
+    /// What the TLS handshake established (`None`: plain HTTP).
+    pub tls: Option<Box<TlsInfo>>,
     pub rbuf: ReadBuf,
     pub wbuf: BytesMut,
     /// Scratch buffer for upstream request heads and re-encoded bodies.
@@ -181,10 +184,32 @@ impl Exch {
     }
 }
 
-/// Serves one accepted client connection until it closes.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+/// Serves one accepted client connection until it closes; on a TLS
+/// listener (`tls`) the handshake comes first.
+pub async fn serve(
+    shard: Rc<Shard>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: Option<std::sync::Arc<crate::tls::ServerTls>>,
+) {
     use std::io::Write as _;
     use std::os::fd::AsRawFd;
+    let (stream, tls) = match tls {
+        None => (Stream::Plain(tcp), None),
+        Some(table) => {
+            let wait = shard.snapshot().server.timeouts.client_header;
+            match stream::accept(tcp, table, wait).await {
+                Ok((s, info)) => {
+                    shard.counters.tls_handshake(info.resumed);
+                    (s, Some(info))
+                }
+                Err(_) => {
+                    shard.counters.tls_failed();
+                    return;
+                }
+            }
+        }
+    };
     let mut text = [0u8; 48];
     let len = {
         let mut cur = io::Cursor::new(&mut text[..]);
@@ -192,10 +217,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         cur.position() as usize
     };
     let idle = Rc::new(IdleState::new(Instant::now()));
-    let slot = shard.register(stream.as_raw_fd(), idle.clone());
+    let slot = shard.register(stream.tcp().as_raw_fd(), idle.clone());
     let mut conn = Conn {
         shard: shard.clone(),
         stream,
+        tls,
         rbuf: ReadBuf::empty(),
         wbuf: BytesMut::new(),
         ubuf: BytesMut::new(),
@@ -242,7 +268,7 @@ impl Conn {
     /// Half-closes, then reads and drops what the client still sends,
     /// bounded by [`LINGER_TIME`] and [`LINGER_BYTES`].
     async fn linger_close(&mut self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Write).await;
+        let _ = self.stream.shutdown_write().await;
         let deadline = Instant::now() + LINGER_TIME;
         let mut discarded = 0;
         while discarded < LINGER_BYTES {
@@ -449,6 +475,18 @@ impl Conn {
         };
         let rid = self.request_id(snap);
 
+        if let (Some(t), Some(host)) = (&self.tls, head.host) {
+            if t.misdirected(crate::http::strip_port(host.of(buf))) {
+                // Another server's name than the handshake's (RFC 9110
+                // §15.5.20): the client may retry on a new connection.
+                self.rbuf.consume(head_len);
+                self.linger = true;
+                self.exch.error = Some(write::error_message(421));
+                self.error_with_id(snap, 421, info.version, false, info.head_request, &rid);
+                return Ok(Next::Close);
+            }
+        }
+
         let mut resolved = snap.resolve(head.host.map(|h| h.of(buf)), method, head.path(buf));
         if let Some(r) = &mut resolved {
             // The stage's canary, if it has one, takes its share here: the
@@ -563,12 +601,15 @@ impl Conn {
                             BodyKind::Chunked => write::Framing::Chunked,
                             BodyKind::None | BodyKind::UntilClose => write::Framing::Empty,
                         };
+                        let tls = self.tls.as_deref();
                         let fwd = write::Forwarded {
                             backend_host,
                             client_ip: &self.peer.text[..self.peer.len],
-                            proto: b"http",
+                            proto: if tls.is_some() { b"https" } else { b"http" },
                             request_id_header: &server.request_id_header,
                             request_id: rid.as_bytes(),
+                            extra: tls.map_or(&[][..], |t| &t.cert_lines),
+                            strip: tls.map_or(&[][..], |t| &t.site.strip),
                         };
                         write::forward_request_headers(&mut self.ubuf, buf, head, &fwd, framing);
                     }
@@ -822,8 +863,8 @@ pub(super) enum BodyError {
 }
 
 /// Reads once into `buf` within `wait`.
-pub(super) async fn read_into(
-    stream: &mut TcpStream,
+pub(super) async fn read_into<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut ReadBuf,
     min: usize,
     max_total: usize,
@@ -850,13 +891,18 @@ pub(super) async fn read_into(
     }
 }
 
-/// Writes all of `data` within `wait`.
-pub(super) async fn write_all(
-    stream: &mut TcpStream,
+/// Writes all of `data` within `wait` (and flushes: a TLS stream may
+/// hold encrypted bytes back otherwise).
+pub(super) async fn write_all<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     data: &[u8],
     wait: Duration,
 ) -> Result<(), ConnError> {
-    let mut write = stream.write_all(data);
+    let write = async {
+        stream.write_all(data).await?;
+        stream.flush().await
+    };
+    futures_lite::pin!(write);
     // The socket buffer usually takes it all at once: no timer needed.
     if let Some(r) = futures_lite::future::poll_once(&mut write).await {
         return r.map_err(ConnError::Io);

@@ -7,6 +7,7 @@ mod conn;
 mod proxy;
 mod respond;
 pub mod shard;
+pub mod stream;
 
 use std::net::SocketAddr;
 use std::os::fd::IntoRawFd;
@@ -74,8 +75,12 @@ impl Acceptors {
         // SAFETY: the fd comes from a bound, listening std listener whose
         // ownership is transferred here with into_raw_fd.
         let listener = unsafe { TcpListener::from_raw_fd(l.into_raw_fd()) };
-        let task =
-            glommio::spawn_local(accept_loop(self.shard.clone(), listener, self.gate.clone()));
+        let task = glommio::spawn_local(accept_loop(
+            self.shard.clone(),
+            listener,
+            self.gate.clone(),
+            addr,
+        ));
         self.tasks.push((addr, task));
     }
 
@@ -173,17 +178,20 @@ pub async fn run_shard(
     shard.flush_logs();
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, gate: Rc<Gate>) {
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, gate: Rc<Gate>, addr: SocketAddr) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
                 let peer = stream
                     .peer_addr()
                     .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+                // The listener's TLS sites in the current snapshot (a
+                // reload may have changed them; connections keep theirs).
+                let tls = shard.snapshot().tls.for_listener(addr).cloned();
                 // Boxed so the task holds a pointer: spawning the future
                 // by value lays it out twice in the gate's wrapper task
                 // (measured: 2.6 KB instead of 1.3 KB per connection).
-                match gate.spawn(Box::pin(conn::serve(shard.clone(), stream, peer))) {
+                match gate.spawn(Box::pin(conn::serve(shard.clone(), stream, peer, tls))) {
                     Ok(task) => {
                         task.detach();
                     }

@@ -113,19 +113,23 @@ impl Conn {
             let pooled = if retried {
                 None
             } else {
-                pool.checkout(integ.addr, shard.coarse_now(), retryable)
+                pool.checkout((integ.addr, integ.pool_key), shard.coarse_now(), retryable)
             };
             let mut up = match pooled {
                 Some(c) => c,
                 None => match pool
-                    .connect(integ.addr, snap.server.timeouts.backend_connect)
+                    .connect(
+                        (integ.addr, integ.pool_key),
+                        integ.tls.as_deref(),
+                        snap.server.timeouts.backend_connect,
+                    )
                     .await
                 {
                     Ok(c) => c,
                     Err(ConnectError::Timeout(_)) => {
                         return Ok(self.fail(snap, 504, info, complete, rid))
                     }
-                    Err(ConnectError::Io(..)) => {
+                    Err(ConnectError::Io(..) | ConnectError::Tls(..)) => {
                         return Ok(self.fail(snap, 502, info, complete, rid))
                     }
                 },
@@ -617,7 +621,7 @@ async fn read_backend(
 ) -> Result<usize, ConnError> {
     use futures_lite::AsyncReadExt;
     use std::os::fd::AsRawFd;
-    let fd = up.stream.as_raw_fd();
+    let fd = up.stream.tcp().as_raw_fd();
     let spare = up.rbuf.spare(min, max_total);
     if spare.is_empty() {
         return Err(ConnError::Io(std::io::Error::other("read buffer full")));

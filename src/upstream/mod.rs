@@ -28,13 +28,19 @@ use std::time::{Duration, Instant};
 use glommio::net::TcpStream;
 
 use crate::server::buf::ReadBuf;
+use crate::server::stream::{BackendStream, Stream};
+use crate::tls::BackendTls;
+
+/// Pools are per backend address and TLS settings (0: plain HTTP; see
+/// `HttpIntegration::pool_key`).
+pub type PoolKey = (SocketAddr, u64);
 
 /// A connection to a backend with its read buffer.
 #[derive(Debug)]
 pub struct UpConn {
-    pub stream: TcpStream,
+    pub stream: BackendStream,
     pub rbuf: ReadBuf,
-    pub addr: SocketAddr,
+    pub key: PoolKey,
     /// True when this connection came from the pool (it served before).
     pub reused: bool,
 }
@@ -57,6 +63,8 @@ pub enum ConnectError {
     Timeout(SocketAddr),
     #[error("connect to {0} failed: {1}")]
     Io(SocketAddr, io::Error),
+    #[error("TLS handshake with {0} failed: {1}")]
+    Tls(SocketAddr, io::Error),
 }
 
 /// Idle time after which a pooled connection is always checked before reuse.
@@ -69,7 +77,7 @@ struct Idle {
 
 /// One shard's pools, keyed by backend address.
 pub struct Pool {
-    idle: RefCell<HashMap<SocketAddr, Vec<Idle>>>,
+    idle: RefCell<HashMap<PoolKey, Vec<Idle>>>,
     max_idle: usize,
     idle_timeout: Duration,
     pub stats: PoolStats,
@@ -87,15 +95,15 @@ impl Pool {
 
     /// An idle connection to `addr`, if the pool has one; `retryable` says
     /// whether a dead connection would be retried (see the module doc).
-    pub fn checkout(&self, addr: SocketAddr, now: Instant, retryable: bool) -> Option<UpConn> {
+    pub fn checkout(&self, key: PoolKey, now: Instant, retryable: bool) -> Option<UpConn> {
         let mut idle = self.idle.borrow_mut();
-        let list = idle.get_mut(&addr)?;
+        let list = idle.get_mut(&key)?;
         while let Some(entry) = list.pop() {
             let idle_for = now.saturating_duration_since(entry.since);
             if idle_for >= self.idle_timeout {
                 continue;
             }
-            if (!retryable || idle_for >= PEEK_AFTER) && !is_alive(&entry.conn.stream) {
+            if (!retryable || idle_for >= PEEK_AFTER) && !is_alive(entry.conn.stream.tcp()) {
                 continue;
             }
             let mut conn = entry.conn;
@@ -113,7 +121,7 @@ impl Pool {
         }
         conn.rbuf.shrink();
         let mut idle = self.idle.borrow_mut();
-        let list = idle.entry(conn.addr).or_default();
+        let list = idle.entry(conn.key).or_default();
         if list.len() >= self.max_idle {
             // Drop the oldest: the newest is the one most likely still warm.
             list.remove(0);
@@ -127,7 +135,7 @@ impl Pool {
         for list in idle.values_mut() {
             list.retain(|e| {
                 now.saturating_duration_since(e.since) < self.idle_timeout
-                    && is_alive(&e.conn.stream)
+                    && is_alive(e.conn.stream.tcp())
             });
         }
         idle.retain(|_, l| !l.is_empty());
@@ -143,24 +151,47 @@ impl Pool {
         self.idle.borrow_mut().clear();
     }
 
-    /// Opens a new connection to `addr` within `timeout`.
+    /// Opens a new connection to `key`'s address within `timeout` (TCP
+    /// and, for an HTTPS backend, the TLS handshake).
     pub async fn connect(
         &self,
-        addr: SocketAddr,
+        key: PoolKey,
+        tls: Option<&BackendTls>,
         timeout: Duration,
     ) -> Result<UpConn, ConnectError> {
-        let result = glommio::timer::timeout(timeout, TcpStream::connect(addr)).await;
+        let addr = key.0;
+        let result = glommio::timer::timeout(timeout, async {
+            let tcp = TcpStream::connect(addr).await?;
+            // Small request heads must not wait for Nagle.
+            let _ = tcp.set_nodelay(true);
+            let stream = match tls {
+                None => Stream::Plain(tcp),
+                Some(t) => {
+                    let connector = futures_rustls::TlsConnector::from(t.config.clone());
+                    match connector.connect(t.server_name.clone(), tcp).await {
+                        Ok(s) => Stream::Tls(Box::new(s)),
+                        Err(e) => return Ok(Err(ConnectError::Tls(addr, e))),
+                    }
+                }
+            };
+            Ok(Ok(stream))
+        })
+        .await;
         match result {
-            Ok(stream) => {
-                // Small request heads must not wait for Nagle.
-                let _ = stream.set_nodelay(true);
+            Ok(Ok(stream)) => {
                 self.stats.opened.set(self.stats.opened.get() + 1);
                 Ok(UpConn {
                     stream,
                     rbuf: ReadBuf::default(),
-                    addr,
+                    key,
                     reused: false,
                 })
+            }
+            Ok(Err(e)) => {
+                self.stats
+                    .connect_failures
+                    .set(self.stats.connect_failures.get() + 1);
+                Err(e)
             }
             Err(glommio::GlommioError::TimedOut(_)) => {
                 self.stats

@@ -1,0 +1,288 @@
+//! Client and backend byte streams: plain TCP, or TLS over TCP (rustls via
+//! `futures-rustls` over glommio's futures-io streams), behind one type so
+//! the connection driver and the proxy do not care which. A plain stream
+//! costs one branch per read or write.
+//!
+//! Also the server handshake: the ClientHello is read first, its SNI picks
+//! the site (certificate and client-authentication policy, see
+//! [`crate::tls::ServerTls`]), then the handshake runs with that site's
+//! configuration.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::tls::{ClientCert, ServerTls, Site};
+
+/// The TLS half of a [`Stream`]: a rustls stream over TCP.
+pub trait TlsIo: AsyncRead + AsyncWrite + Unpin {
+    fn tcp(&self) -> &TcpStream;
+    /// Queues a close_notify alert.
+    fn close_notify(&mut self);
+}
+
+impl TlsIo for futures_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+    fn close_notify(&mut self) {
+        self.get_mut().1.send_close_notify();
+    }
+}
+
+impl TlsIo for futures_rustls::client::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+    fn close_notify(&mut self) {
+        self.get_mut().1.send_close_notify();
+    }
+}
+
+/// Plain TCP or TLS. The TLS state is boxed: it is large (rustls buffers)
+/// and plain connections should not pay for its space.
+#[derive(Debug)]
+pub enum Stream<T> {
+    Plain(TcpStream),
+    Tls(Box<T>),
+}
+
+/// A client connection.
+pub type ClientStream = Stream<futures_rustls::server::TlsStream<TcpStream>>;
+/// A backend connection.
+pub type BackendStream = Stream<futures_rustls::client::TlsStream<TcpStream>>;
+
+impl<T: TlsIo> Stream<T> {
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => t.tcp(),
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// Half-closes the sending side; TLS sends close_notify first.
+    pub async fn shutdown_write(&mut self) -> io::Result<()> {
+        if let Stream::Tls(t) = self {
+            t.close_notify();
+            t.flush().await?;
+        }
+        self.tcp()
+            .shutdown(std::net::Shutdown::Write)
+            .await
+            .map_err(io::Error::from)
+    }
+}
+
+impl<T: TlsIo> AsyncRead for Stream<T> {
+    #[inline]
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(t) => Pin::new(&mut **t).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<T: TlsIo> AsyncWrite for Stream<T> {
+    #[inline]
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(t) => Pin::new(&mut **t).poll_write(cx, buf),
+        }
+    }
+
+    #[inline]
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(_) => Poll::Ready(Ok(())),
+            Stream::Tls(t) => Pin::new(&mut **t).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_close(cx),
+            Stream::Tls(t) => Pin::new(&mut **t).poll_close(cx),
+        }
+    }
+}
+
+/// What a client's TLS handshake established, kept for the connection.
+#[derive(Debug)]
+pub struct TlsInfo {
+    /// The server name the client asked for (lowercase), if any.
+    pub sni: Option<Box<str>>,
+    /// The site whose certificate was presented.
+    pub site: Arc<Site>,
+    /// The listener's sites (to check a request's Host against).
+    pub table: Arc<ServerTls>,
+    /// The verified client certificate (mutual TLS), if one was sent.
+    pub client_cert: Option<ClientCert>,
+    /// Header lines carrying `client_cert` to backends (the site's
+    /// configured names); empty when none.
+    pub cert_lines: Box<[u8]>,
+    /// The handshake resumed an earlier session.
+    pub resumed: bool,
+}
+
+impl TlsInfo {
+    /// Whether a request for `host` (Host header, port stripped) must be
+    /// refused with 421 on this connection: the Host names another server
+    /// than the SNI did, or (without SNI) a site that requires a client
+    /// certificate this handshake did not ask for.
+    pub fn misdirected(&self, host: &[u8]) -> bool {
+        match &self.sni {
+            Some(sni) => !host.eq_ignore_ascii_case(sni.as_bytes()),
+            None => {
+                let Ok(host) = std::str::from_utf8(host) else {
+                    return false;
+                };
+                self.table
+                    .lookup(host)
+                    .is_some_and(|s| s.client_auth.is_some() && !Arc::ptr_eq(s, &self.site))
+            }
+        }
+    }
+}
+
+/// Why a client handshake did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("TLS handshake timed out")]
+    Timeout,
+    #[error("no certificate for the requested server name")]
+    Refused,
+    #[error("TLS handshake failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Runs the server side of a TLS handshake on `tcp` within `wait`.
+pub async fn accept(
+    tcp: TcpStream,
+    table: Arc<ServerTls>,
+    wait: Duration,
+) -> Result<(ClientStream, Box<TlsInfo>), HandshakeError> {
+    let handshake = async {
+        let start =
+            futures_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp)
+                .await?;
+        let sni = start
+            .client_hello()
+            .server_name()
+            .map(|s| s.to_ascii_lowercase().into_boxed_str());
+        let Some(site) = table.select(sni.as_deref()).cloned() else {
+            return Err(HandshakeError::Refused);
+        };
+        let stream = start.into_stream(site.config.clone()).await?;
+        Ok((stream, sni, site))
+    };
+    let (stream, sni, site) =
+        match glommio::timer::timeout(wait, async { Ok(handshake.await) }).await {
+            Ok(r) => r?,
+            Err(_) => return Err(HandshakeError::Timeout),
+        };
+    let resumed = stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    let client_cert = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| ClientCert::from_der(c.as_ref()));
+    let mut lines = Vec::new();
+    if let (Some(h), Some(c)) = (&site.cert_headers, &client_cert) {
+        h.render(c, &mut lines);
+    }
+    let info = TlsInfo {
+        sni,
+        site,
+        table,
+        client_cert,
+        cert_lines: lines.into_boxed_slice(),
+        resumed,
+    };
+    Ok((Stream::Tls(Box::new(stream)), Box::new(info)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::{CertKey, ClientAuth, MtlsSpec, UnknownSni};
+
+    fn cert() -> (CertKey, String) {
+        let c = rcgen::generate_simple_self_signed(vec!["x.test".to_string()]).expect("rcgen");
+        let ck = CertKey {
+            chain: vec![c.cert.der().clone()],
+            key: rustls_pki_types::PrivateKeyDer::try_from(c.key_pair.serialize_der())
+                .expect("key"),
+        };
+        (ck, c.cert.pem())
+    }
+
+    fn info(sni: Option<&str>) -> TlsInfo {
+        let (ck, pem) = cert();
+        let dir = std::env::temp_dir().join(format!("tollgate-stream-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let ca = dir.join(format!("ca-{}.pem", sni.unwrap_or("none")));
+        std::fs::write(&ca, pem).expect("write ca");
+        let mut table = ServerTls::new(
+            Site::build(None, &ck, None, None).expect("default"),
+            UnknownSni::Default,
+        );
+        table.add(Arc::new(
+            Site::build(Some("open.example.com"), &ck, None, None).expect("open"),
+        ));
+        let mtls = MtlsSpec {
+            truststore: ca,
+            mode: ClientAuth::Required,
+        };
+        table.add(Arc::new(
+            Site::build(Some("mtls.example.com"), &ck, Some(&mtls), None).expect("mtls"),
+        ));
+        let table = Arc::new(table);
+        let site = table.select(sni).expect("site").clone();
+        TlsInfo {
+            sni: sni.map(Into::into),
+            site,
+            table,
+            client_cert: None,
+            cert_lines: Box::default(),
+            resumed: false,
+        }
+    }
+
+    #[test]
+    fn host_must_match_sni() {
+        let i = info(Some("open.example.com"));
+        assert!(!i.misdirected(b"open.example.com"));
+        assert!(!i.misdirected(b"OPEN.example.com"));
+        assert!(i.misdirected(b"mtls.example.com"));
+        assert!(i.misdirected(b"other.example.com"));
+    }
+
+    #[test]
+    fn without_sni_only_client_auth_sites_are_misdirected() {
+        let i = info(None);
+        assert!(!i.misdirected(b"open.example.com"));
+        assert!(!i.misdirected(b"127.0.0.1"));
+        assert!(i.misdirected(b"mtls.example.com"));
+    }
+}
