@@ -29,9 +29,24 @@ pub struct TlsSetup {
     pub listeners: Vec<(SocketAddr, Arc<ServerTls>)>,
     /// The development certificate, if a listener presents it.
     pub dev_cert: Option<DevCert>,
-    /// Every certificate, key and truststore file read (watched for
-    /// changes by the runtime).
-    pub files: Vec<PathBuf>,
+    /// Every certificate, key and truststore file read, with its stamp
+    /// when the snapshot was built (watched for changes by the runtime).
+    pub files: Vec<(PathBuf, FileStamp)>,
+}
+
+/// What identifies a file's content cheaply: modification time (ns),
+/// size and inode; `None` if it cannot be read.
+pub type FileStamp = Option<(i128, u64, u64)>;
+
+/// The stamp of `path` now.
+pub fn stamp(path: &std::path::Path) -> FileStamp {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((
+        i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        m.size(),
+        m.ino(),
+    ))
 }
 
 impl TlsSetup {
@@ -54,6 +69,7 @@ pub(super) fn compile(
     issue: &mut impl FnMut(String, String),
 ) -> TlsSetup {
     let mut setup = TlsSetup::default();
+    let mut files: Vec<PathBuf> = Vec::new();
     let s = &config.server;
     let mut dev: Option<CertKey> = None;
 
@@ -100,11 +116,11 @@ pub(super) fn compile(
             None => None,
         };
         if let Some(m) = &mtls {
-            setup.files.push(m.truststore.clone());
+            files.push(m.truststore.clone());
         }
         let own = match (&d.certificate, &d.key) {
             (Some(c), Some(k)) => {
-                setup.files.extend([c.clone(), k.clone()]);
+                files.extend([c.clone(), k.clone()]);
                 match CertKey::load(c, k) {
                     Ok(ck) => Some(ck),
                     Err(e) => {
@@ -158,7 +174,7 @@ pub(super) fn compile(
         };
         let ck = match (&l.certificate, &l.key) {
             (Some(c), Some(k)) => {
-                setup.files.extend([c.clone(), k.clone()]);
+                files.extend([c.clone(), k.clone()]);
                 match CertKey::load(c, k) {
                     Ok(ck) => ck,
                     Err(e) => {
@@ -224,8 +240,16 @@ pub(super) fn compile(
             "custom domains are served on TLS listeners; every listener has tls = false".into(),
         );
     }
-    setup.files.sort();
-    setup.files.dedup();
+    files.sort();
+    files.dedup();
+    // Stamped after reading: a change from here on is seen as one.
+    setup.files = files
+        .into_iter()
+        .map(|f| {
+            let s = stamp(&f);
+            (f, s)
+        })
+        .collect();
     setup
 }
 

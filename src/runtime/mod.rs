@@ -8,6 +8,7 @@
 mod preflight;
 mod reload;
 mod upgrade;
+pub mod watch;
 
 pub use preflight::{memlock_limit_kib, preflight, probe_ring, PreflightError};
 pub use reload::{ReloadError, ReloadReport};
@@ -288,6 +289,14 @@ impl Control {
     }
 
     /// Remembers the files `reload_from_source` reads.
+    /// Whether [`Control::set_source`] named a configuration file.
+    pub fn has_source(&self) -> bool {
+        self.source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
     pub fn set_source(&self, config: PathBuf, profile: Option<PathBuf>) {
         *self.source.lock().unwrap_or_else(|p| p.into_inner()) = Some((config, profile));
     }
@@ -579,6 +588,7 @@ pub fn start_with(
             }
         }
     }
+    watch::spawn(&control);
     Ok(Gateway { shards, control })
 }
 
