@@ -39,6 +39,7 @@ Chrome/131.0.0.0 Safari/537.36",
         api_key_id: Some("partner-a"),
         cache: Some(false),
         canary: false,
+        client_cert: None,
     }
 }
 

@@ -271,7 +271,9 @@ fn site_field(dpath: &str, e: &TlsError) -> String {
     }
 }
 
-/// Adds a domain's base path mappings as mounts on its host name.
+/// Adds a domain's base path mappings as mounts on its host name. A
+/// domain without mappings only brings a certificate (and client
+/// authentication) for its name; `[[api]] hosts` route its requests.
 fn add_mappings(
     d: &super::schema::DomainConfig,
     dpath: &str,
@@ -280,12 +282,6 @@ fn add_mappings(
     mounts: &mut Vec<Mount>,
     issue: &mut impl FnMut(String, String),
 ) {
-    if d.mappings.is_empty() {
-        issue(
-            format!("{dpath}.mapping"),
-            "a domain needs at least one base path mapping".into(),
-        );
-    }
     for (mi, m) in d.mappings.iter().enumerate() {
         let mpath = format!("{dpath}.mapping[{mi}]");
         let base = m.base_path.trim_matches('/');

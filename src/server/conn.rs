@@ -808,6 +808,7 @@ impl Conn {
             api_key_id: l.key.map(|k| snap.keys.name(k)),
             cache: e.cache,
             canary: e.canary,
+            client_cert: self.tls.as_ref().and_then(|t| t.client_cert.as_ref()),
         };
         let Some(dest) = snap.log_destinations.get(stage_log.sink as usize) else {
             return;

@@ -37,6 +37,7 @@
 //! | `$context.identity.apiKeyId` | name of the API key presented |
 //! | `$context.cacheStatus` | `hit`, `miss` (tollgate extension) |
 //! | `$context.isCanaryRequest` | `true` when the stage's canary served it, else `false` |
+//! | `$context.identity.clientCert.subjectDN`, `.issuerDN`, `.serialNumber`, `.validity.notBefore`, `.validity.notAfter` | the verified client certificate (mutual TLS) |
 //!
 //! # Escaping
 //!
@@ -143,6 +144,8 @@ pub struct LogRecord<'a> {
     pub cache: Option<bool>,
     /// Sent to the stage's canary.
     pub canary: bool,
+    /// The verified client certificate (mutual TLS), if one was sent.
+    pub client_cert: Option<&'a crate::tls::ClientCert>,
 }
 
 // ---------------------------------------------------------------------------
@@ -186,6 +189,11 @@ enum Var {
     ApiKeyId,
     CacheStatus,
     IsCanaryRequest,
+    CertSubject,
+    CertIssuer,
+    CertSerial,
+    CertNotBefore,
+    CertNotAfter,
 }
 
 /// Variable names after `$context.`, aliases included.
@@ -215,6 +223,11 @@ const VARS: &[(&str, Var)] = &[
     ("identity.apiKeyId", Var::ApiKeyId),
     ("cacheStatus", Var::CacheStatus),
     ("isCanaryRequest", Var::IsCanaryRequest),
+    ("identity.clientCert.subjectDN", Var::CertSubject),
+    ("identity.clientCert.issuerDN", Var::CertIssuer),
+    ("identity.clientCert.serialNumber", Var::CertSerial),
+    ("identity.clientCert.validity.notBefore", Var::CertNotBefore),
+    ("identity.clientCert.validity.notAfter", Var::CertNotAfter),
 ];
 
 const PREFIX: &str = "$context.";
@@ -535,7 +548,21 @@ fn value<'a>(var: Var, rec: &LogRecord<'a>) -> Value<'a> {
             None => Value::Absent,
         },
         Var::IsCanaryRequest => Value::Text(if rec.canary { b"true" } else { b"false" }),
+        Var::CertSubject => cert(rec, |c| &c.subject),
+        Var::CertIssuer => cert(rec, |c| &c.issuer),
+        Var::CertSerial => cert(rec, |c| &c.serial),
+        Var::CertNotBefore => cert(rec, |c| &c.not_before),
+        Var::CertNotAfter => cert(rec, |c| &c.not_after),
     }
+}
+
+/// A field of the record's client certificate.
+fn cert<'a>(
+    rec: &LogRecord<'a>,
+    field: impl Fn(&'a crate::tls::ClientCert) -> &'a String,
+) -> Value<'a> {
+    rec.client_cert
+        .map_or(Value::Absent, |c| Value::Text(field(c).as_bytes()))
 }
 
 fn emit_value(v: Value<'_>, emit: Emit, out: &mut Vec<u8>) {
@@ -902,6 +929,7 @@ mod tests {
             api_key_id: Some("partner-a"),
             cache: Some(true),
             canary: false,
+            client_cert: None,
         }
     }
 
@@ -1270,7 +1298,10 @@ $context.integrationLatency|$context.integration.latency|\
 $context.integrationStatus|$context.integration.status|$context.error.message|\
 $context.identity.userAgent|$context.userAgent|$context.stage|$context.apiId|\
 $context.domainName|$context.identity.apiKeyId|$context.cacheStatus|\
-$context.isCanaryRequest";
+$context.isCanaryRequest|$context.identity.clientCert.subjectDN|\
+$context.identity.clientCert.issuerDN|$context.identity.clientCert.serialNumber|\
+$context.identity.clientCert.validity.notBefore|\
+$context.identity.clientCert.validity.notAfter";
 
     #[test]
     fn every_variable_renders() {
@@ -1278,7 +1309,7 @@ $context.isCanaryRequest";
             render(ALL_VARS, &full()),
             "c0ffee-1|c0ffee-1|203.0.113.7|01/Dec/2025:04:04:25 +0000|1764561865123|\
 GET|GET /pets/{id}|/prod/pets/42|200|HTTP/1.1|1234|15|12|12|201|201|boom|\
-curl/8.5.0|curl/8.5.0|prod|petstore|api.example.com|partner-a|hit|false\n"
+curl/8.5.0|curl/8.5.0|prod|petstore|api.example.com|partner-a|hit|false|-|-|-|-|-\n"
         );
         // Every name of the table is in the test's template.
         assert_eq!(VARS.len(), ALL_VARS.split('|').count());
@@ -1288,11 +1319,34 @@ curl/8.5.0|curl/8.5.0|prod|petstore|api.example.com|partner-a|hit|false\n"
     }
 
     #[test]
+    fn client_certificate_variables() {
+        let cert = crate::tls::ClientCert {
+            subject: "CN=client one,O=Example".into(),
+            issuer: "CN=Test CA".into(),
+            serial: "0a:1b".into(),
+            not_before: "2026-01-02T00:00:00Z".into(),
+            not_after: "2030-03-04T00:00:00Z".into(),
+        };
+        let f = "$context.identity.clientCert.subjectDN|$context.identity.clientCert.issuerDN|\
+$context.identity.clientCert.serialNumber|$context.identity.clientCert.validity.notBefore|\
+$context.identity.clientCert.validity.notAfter";
+        let rec = LogRecord {
+            client_cert: Some(&cert),
+            ..bare()
+        };
+        assert_eq!(
+            render(f, &rec),
+            "CN=client one,O=Example|CN=Test CA|0a:1b|2026-01-02T00:00:00Z|2030-03-04T00:00:00Z\n"
+        );
+        assert_eq!(render(f, &bare()), "-|-|-|-|-\n");
+    }
+
+    #[test]
     fn absent_values_render_as_dash() {
         assert_eq!(
             render(ALL_VARS, &bare()),
             "c0ffee-1|c0ffee-1|203.0.113.7|01/Dec/2025:04:04:25 +0000|1764561865123|\
-GET|-|/prod/pets/42|200|HTTP/1.1|1234|15|-|-|-|-|-|-|-|-|-|-|-|-|false\n"
+GET|-|/prod/pets/42|200|HTTP/1.1|1234|15|-|-|-|-|-|-|-|-|-|-|-|-|false|-|-|-|-|-\n"
         );
         let rec = LogRecord {
             http10: true,
