@@ -7,20 +7,22 @@
 #   core 0: wrk (load generator) + origin nginx on 127.0.0.1:19000
 #   core 1: the proxies under test, each started once and left running (only
 #           the one being measured gets load):
-#             tollgate  http 127.0.0.1:18080  (shards = [1]; admin
-#                       listener on its default 127.0.0.1:9901)
-#             tollgate-log   http 127.0.0.1:18084 (only when PROXIES names
-#                       it): the same binary and config as tollgate plus a
-#                       JSON access log (access_log = { destination =
-#                       "$TMP/access.log", format = "json" }) on the stage
-#                       that serves every benchmark route; admin listener
-#                       on 127.0.0.1:9902
+#             tollgate  http 127.0.0.1:18080, https 127.0.0.1:18445
+#                       (shards = [1]; admin listener on its default
+#                       127.0.0.1:9901)
+#             tollgate-log   http 127.0.0.1:18084, https 127.0.0.1:18446
+#                       (only when PROXIES names it): the same binary and
+#                       config as tollgate plus a JSON access log
+#                       (access_log = { destination = "$TMP/access.log",
+#                       format = "json" }) on the stage that serves every
+#                       benchmark route; admin listener on 127.0.0.1:9902
 #             tollgate-base  http 127.0.0.1:18085 (only when PROXIES names
 #                       it): a baseline tollgate binary, TOLLGATE_BASE_BIN
 #                       (e.g. a build of 4b13b16, before metrics existed),
 #                       with tollgate's config minus [server.admin] (the old
 #                       binary rejects keys it does not know; the config
-#                       has none, and the old binary has no admin listener)
+#                       has none, and the old binary has no admin listener
+#                       and no TLS listener: its TLS rows say n/a)
 #             nginx     http 127.0.0.1:18081, https 127.0.0.1:18443
 #                       (1 worker, worker_cpu_affinity 10)
 #             haproxy   http 127.0.0.1:18082, https 127.0.0.1:18444
@@ -55,14 +57,52 @@
 #              counting admitted requests in gpc0)
 #   https      TLS termination (ECDSA P-256 self-signed, keep-alive), GET
 #              /hello proxied to the origin over plain HTTP
-# tollgate has no TLS yet: its https row says "n/a (feature not available
-# in tollgate yet)"; the peers are measured. Its throttled row uses a route
-# throttle (rate 1, burst 1) on a mock route. Its cachehit row uses the
-# response cache: the stage enables it, /cached is an http route (TTL 3600 s,
-# tollgate's maximum; should a run outlast it, stale-while-revalidate keeps
-# answering from the cache while one request refreshes the entry), and the
-# other http routes (/mixed, the /{proxy+} catch-all) turn it off per route
-# so those scenarios still reach the origin.
+#   httpsnew   64 connections, "Connection: close" over TLS: a new TLS
+#              connection per request with a FULL handshake; GET /hello
+#              proxied to the origin over plain HTTP
+#   httpsresume
+#              the same with a RESUMED session (TLS 1.3 session ticket) on
+#              every new connection but the first of each wrk connection
+#              slot
+# TLS listeners: tollgate and tollgate-log get a [[server.listen]] with
+# `certificate`/`key`, nginx `listen ... ssl`, haproxy `bind ... ssl crt`,
+# all with the same self-signed ECDSA P-256 certificate ($TMP/tls, made by
+# openssl when a TLS scenario is measured); every server offers TLS 1.2 and
+# 1.3, wrk (OpenSSL 3) negotiates TLS 1.3 with an X25519 key share. How the
+# TLS load is made (all three with wrk -t1 -c64, as the other scenarios):
+#   https       plain wrk, keep-alive: 64 full handshakes at the start of a
+#               run, then requests only
+#   httpsresume wrk -H "Connection: close": wrk keeps one OpenSSL SSL object
+#               per connection slot and reconnects with SSL_shutdown +
+#               SSL_clear, which keeps the session, so the next SSL_connect
+#               offers the session ticket the server sent: a TLS 1.3
+#               resumption (PSK with (EC)DHE: a key exchange, no
+#               certificate, no signature). All three servers issue
+#               tickets by default (tollgate: rustls ticketer; nginx:
+#               ssl_session_tickets on; haproxy: tickets on).
+#   httpsnew    the same wrk run with LD_PRELOAD=$TMP/tls-noresume.so: a
+#               10-line shim (compiled at startup with cc) that wraps
+#               SSL_clear and then drops the session (SSL_set_session(s,
+#               NULL)), so every connection does a full handshake (key
+#               exchange + ECDSA signature + certificate).
+#   Resumption is checked before the runs: a 1 s wrk probe per proxy (same
+#   client setup, 64 connections) must show 0 resumed handshakes for
+#   httpsnew and >= 90% for httpsresume. tollgate's count comes from its
+#   admin metrics (tollgate_tls_handshakes_total, tollgate_tls_resumed_total);
+#   nginx and haproxy answer a probe-only route /tlscheck with an
+#   X-TLS-Resumed header ($ssl_session_reused, ssl_fc_is_resumed) that a wrk
+#   Lua script counts. The report also gives tollgate's handshake counters
+#   over the measured runs. Not used: h2load (nghttp2 1.52, --h1 with
+#   "Connection: close") reconnects but also resumes, with no switch to
+#   stop it; openssl s_time runs one connection at a time, has no latency
+#   figures and sends HTTP/1.0 without Host.
+# tollgate's throttled row uses a route throttle (rate 1, burst 1) on a mock
+# route. Its cachehit row uses the response cache: the stage enables it,
+# /cached is an http route (TTL 3600 s, tollgate's maximum; should a run
+# outlast it, stale-while-revalidate keeps answering from the cache while
+# one request refreshes the entry), and the other http routes (/mixed, the
+# /{proxy+} catch-all) turn it off per route so those scenarios still reach
+# the origin.
 # Varnish is a cache, not a gateway: it is measured in cachehit only; its
 # other rows say "n/a (varnish is measured only in cachehit)".
 #
@@ -96,7 +136,8 @@
 #   WARMUP        warm-up run before each measured run           (default 2s)
 #   ROUNDS        number of interleaved rounds                   (default 3)
 #   SCENARIOS     comma list (default all):
-#                 proxy,newconn,large,static,cachehit,throttled,mixed,https
+#                 proxy,newconn,large,static,cachehit,throttled,mixed,https,
+#                 httpsnew,httpsresume
 #   PROXIES       comma list (default tollgate,nginx,haproxy,varnish;
 #                 varnish is skipped unless SCENARIOS has cachehit); also
 #                 known: tollgate-log, tollgate-base (see above)
@@ -111,7 +152,7 @@
 #
 # Installs (apt-get, only what is missing): wrk, nginx (nginx-light when the
 # archive has it), haproxy, varnish (only if it will be measured), openssl,
-# curl.
+# curl, gcc and libc6-dev (only for httpsnew's shim, if cc is missing).
 #
 # Output: a markdown report on stdout, also written to
 # bench/compare/results-latest.md (or bench/compare/$RESULTS_NAME).
@@ -124,11 +165,13 @@ set -euo pipefail
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 ROUNDS=${ROUNDS:-3}
-SCENARIOS=${SCENARIOS:-proxy,newconn,large,static,cachehit,throttled,mixed,https}
+SCENARIOS=${SCENARIOS:-proxy,newconn,large,static,cachehit,throttled,mixed,https,httpsnew,httpsresume}
 PROXIES=${PROXIES:-tollgate,nginx,haproxy,varnish}
 SKIP_BUILD=${SKIP_BUILD:-0}
 
-ALL_SCENARIOS=(proxy newconn large static cachehit throttled mixed https)
+ALL_SCENARIOS=(proxy newconn large static cachehit throttled mixed https httpsnew httpsresume)
+# The scenarios served over TLS (the https listeners).
+TLS_SCENARIOS=(https httpsnew httpsresume)
 # The tollgate variants come right after tollgate: a round runs them back
 # to back.
 ALL_PROXIES=(tollgate tollgate-log tollgate-base nginx haproxy varnish)
@@ -142,14 +185,14 @@ declare -A HTTP_PORT=([tollgate]=18080 [nginx]=18081 [haproxy]=18082 [varnish]=1
 # Admin listeners of the tollgates that have one (tollgate's is its default
 # address; tollgate-base's binary may predate the admin listener: none).
 declare -A ADMIN_PORT=([tollgate]=9901 [tollgate-log]=9902)
-declare -A HTTPS_PORT=([nginx]=18443 [haproxy]=18444)
+declare -A HTTPS_PORT=([nginx]=18443 [haproxy]=18444 [tollgate]=18445 [tollgate-log]=18446)
 
-SMALL_CONNS=64        # proxy, newconn, static, cachehit, throttled, mixed, https
+SMALL_CONNS=64        # proxy, newconn, static, cachehit, throttled, mixed, https*
 MIXED_RATE=10000      # mixed: the global limit, requests per second
 LARGE_CONNS=16        # large
 LARGE_BYTES=1048576   # size of the origin's /large file (1 MiB)
 
-NA_TOLLGATE="feature not available in tollgate yet"
+NA_TOLLGATE_BASE="tollgate-base gets no TLS listener: the baseline binary may predate TLS"
 NA_VARNISH="varnish is measured only in cachehit"
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -467,6 +510,9 @@ install_deps() {
     want haproxy && ! command -v haproxy >/dev/null && missing+=(haproxy)
     # The varnish package's daemon is varnishd (in /usr/sbin).
     want varnish && ! command -v varnishd >/dev/null && missing+=(varnish)
+    # httpsnew's LD_PRELOAD shim is compiled at startup (crt files and
+    # dlfcn.h come with libc6-dev).
+    want_scen httpsnew && ! command -v cc >/dev/null && missing+=(gcc libc6-dev)
     ((${#missing[@]} == 0)) && return 0
 
     ((EUID == 0)) || die "missing ${missing[*]} and not root: install them first"
@@ -503,6 +549,8 @@ install_deps() {
     for m in "${missing[@]}"; do
         cmd=$m
         [[ $m == varnish ]] && cmd=varnishd
+        [[ $m == gcc ]] && cmd=cc
+        [[ $m == libc6-dev ]] && continue
         command -v "$cmd" >/dev/null || die "$cmd still not found after install"
     done
 }
@@ -541,10 +589,9 @@ fi
 # ------------------------------------------------------------ scenarios --
 
 # Every scenario's load, and for each proxy the URL to load or why it cannot
-# be measured: TGT_URL[scenario/proxy] or TGT_NA[scenario/proxy]. When
-# tollgate gains TLS, drop its TGT_NA line here, give it a TGT_URL, and add
-# the TLS listener to tollgate.toml below; the checks, the runs and the
-# ratios then include it.
+# be measured: TGT_URL[scenario/proxy] or TGT_NA[scenario/proxy]. The TLS
+# scenarios load the proxy's https port (HTTPS_PORT), which only proxies
+# that have one get.
 declare -A SCEN_CONNS=() SCEN_HEADER=() SCEN_DESC=() TGT_URL=() TGT_NA=()
 
 SCEN_DESC[proxy]="$SMALL_CONNS keep-alive connections, GET /hello proxied to the origin (12-byte body)"
@@ -555,6 +602,8 @@ SCEN_DESC[cachehit]="$SMALL_CONNS keep-alive connections, GET /cached served fro
 SCEN_DESC[throttled]="$SMALL_CONNS keep-alive connections, GET /throttled, rate limit 1 r/s per client address: ~all answered 429 (nginx limit_req, haproxy stick-table http_req_rate)"
 SCEN_DESC[mixed]="$SMALL_CONNS keep-alive connections, GET /mixed proxied to the origin behind one global limit of $MIXED_RATE r/s (burst 1,000): most answered 429, the rest proxied"
 SCEN_DESC[https]="$SMALL_CONNS keep-alive TLS connections (ECDSA P-256 self-signed), GET /hello proxied to the origin over plain HTTP"
+SCEN_DESC[httpsnew]="$SMALL_CONNS connections with \`Connection: close\` over TLS: a new TLS connection per request, FULL handshake (TLS 1.3, X25519 + ECDSA P-256 signature; wrk with an LD_PRELOAD shim that drops the session on reconnect; verified: 0 resumed handshakes); GET /hello proxied to the origin over plain HTTP"
+SCEN_DESC[httpsresume]="$SMALL_CONNS connections with \`Connection: close\` over TLS: a new TLS connection per request, RESUMED session (TLS 1.3 session ticket, PSK with X25519; plain wrk reuses the session on reconnect; verified: >= 90% resumed, the first handshake of each connection slot is full); GET /hello proxied to the origin over plain HTTP"
 
 for s in "${ALL_SCENARIOS[@]}"; do
     SCEN_CONNS[$s]=$SMALL_CONNS
@@ -562,6 +611,8 @@ for s in "${ALL_SCENARIOS[@]}"; do
 done
 SCEN_CONNS[large]=$LARGE_CONNS
 SCEN_HEADER[newconn]="Connection: close"
+SCEN_HEADER[httpsnew]="Connection: close"
+SCEN_HEADER[httpsresume]="Connection: close"
 
 for p in "${ALL_PROXIES[@]}"; do
     base="http://127.0.0.1:${HTTP_PORT[$p]}"
@@ -572,26 +623,43 @@ for p in "${ALL_PROXIES[@]}"; do
     TGT_URL[mixed/$p]="$base/mixed"
     TGT_URL[cachehit/$p]="$base/cached"
     TGT_URL[throttled/$p]="$base/throttled"
-    case $p in
-        tollgate | tollgate-log | tollgate-base)
-            TGT_NA[https/$p]=$NA_TOLLGATE
-            ;;
-        varnish)
-            for s in "${ALL_SCENARIOS[@]}"; do
-                [[ $s == cachehit ]] || TGT_NA[$s/$p]=$NA_VARNISH
-            done
-            ;;
-        *)
-            TGT_URL[https/$p]="https://127.0.0.1:${HTTPS_PORT[$p]}/hello"
-            ;;
-    esac
+    for s in "${TLS_SCENARIOS[@]}"; do
+        case $p in
+            tollgate-base) TGT_NA[$s/$p]=$NA_TOLLGATE_BASE ;;
+            varnish) ;; # below
+            *) TGT_URL[$s/$p]="https://127.0.0.1:${HTTPS_PORT[$p]}/hello" ;;
+        esac
+    done
+    if [[ $p == varnish ]]; then
+        for s in "${ALL_SCENARIOS[@]}"; do
+            [[ $s == cachehit ]] || TGT_NA[$s/$p]=$NA_VARNISH
+        done
+    fi
 done
 if [[ $NGINX_BUILD != *--with-http_ssl_module* ]]; then
-    TGT_NA[https/nginx]="this nginx build has no http_ssl_module"
+    for s in "${TLS_SCENARIOS[@]}"; do
+        TGT_NA[$s/nginx]="this nginx build has no http_ssl_module"
+    done
 fi
 
 # True if scenario $1 can be measured for proxy $2.
 available() { [[ -z ${TGT_NA[$1/$2]:-} ]]; }
+
+# TLS is set up (certificate, https listeners) when a TLS scenario is
+# measured for some proxy; proxy $1 gets its https listener then if the TLS
+# scenarios are available for it (they all are, or none). TLS_PROBE: the
+# session resumption probe (and its /tlscheck routes) is needed.
+NEED_TLS=0 TLS_PROBE=0
+for s in "${TLS_SCENARIOS[@]}"; do
+    want_scen "$s" || continue
+    for p in "${PROXS[@]}"; do
+        if available "$s" "$p"; then
+            NEED_TLS=1
+            [[ $s == https ]] || TLS_PROBE=1
+        fi
+    done
+done
+has_tls() { ((NEED_TLS)) && available https "$1"; }
 
 # --------------------------------------------------------------- configs --
 
@@ -604,10 +672,8 @@ mkdir -p "$TMP/www"
 head -c "$LARGE_BYTES" /dev/zero >"$TMP/www/large"
 chmod -R a+rX "$TMP/www"
 
-# Self-signed ECDSA P-256 certificate for the https scenario; haproxy wants
-# certificate and key in one file.
-NEED_TLS=0
-want_scen https && { want nginx || want haproxy; } && NEED_TLS=1
+# Self-signed ECDSA P-256 certificate for the TLS scenarios (every TLS
+# listener uses it); haproxy wants certificate and key in one file.
 if ((NEED_TLS)); then
     mkdir -p "$TMP/tls"
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
@@ -618,6 +684,34 @@ if ((NEED_TLS)); then
     }
     cat "$TMP/tls/cert.pem" "$TMP/tls/key.pem" >"$TMP/tls/combined.pem"
     chmod 644 "$TMP/tls/"*.pem
+fi
+
+# httpsnew: wrk reuses one OpenSSL SSL object per connection slot and
+# reconnects with SSL_shutdown + SSL_clear, which keeps the session: the
+# next handshake would resume it. This shim, preloaded into wrk, drops the
+# session right after SSL_clear, so every handshake is a full one. (No
+# OpenSSL header: libssl-dev need not be installed.)
+NORESUME_SO=$TMP/tls-noresume.so
+if ((TLS_PROBE)) && want_scen httpsnew; then
+    cat >"$TMP/tls-noresume.c" <<'EOF'
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stddef.h>
+typedef struct ssl_st SSL;
+typedef struct ssl_session_st SSL_SESSION;
+int SSL_set_session(SSL *s, SSL_SESSION *session);
+int SSL_clear(SSL *s) {
+    static int (*real)(SSL *);
+    if (!real) real = (int (*)(SSL *))dlsym(RTLD_NEXT, "SSL_clear");
+    int r = real(s);
+    SSL_set_session(s, NULL);
+    return r;
+}
+EOF
+    cc -shared -fPIC -O2 -o "$NORESUME_SO" "$TMP/tls-noresume.c" -ldl 2>"$TMP/cc.log" || {
+        show_log "$TMP/cc.log"
+        die "cc could not build the httpsnew shim (needs gcc and libc6-dev)"
+    }
 fi
 
 # Connections per nginx worker: two per client connection when proxying.
@@ -710,12 +804,22 @@ $(nginx_temp_paths "$TMP/nginx-temp")
     server {
         listen 127.0.0.1:${HTTP_PORT[nginx]};
 EOF
-    if available https nginx && ((NEED_TLS)); then
+    if has_tls nginx; then
         cat <<EOF
         listen 127.0.0.1:${HTTPS_PORT[nginx]} ssl;
         ssl_certificate $TMP/tls/cert.pem;
         ssl_certificate_key $TMP/tls/key.pem;
         ssl_protocols TLSv1.2 TLSv1.3;
+EOF
+    fi
+    if ((TLS_PROBE)) && has_tls nginx; then
+        cat <<'EOF'
+        # For the session resumption probe before the runs only: "r" if
+        # the TLS session was resumed, "." if not.
+        location = /tlscheck {
+            add_header X-TLS-Resumed $ssl_session_reused;
+            return 200 "hello world\n";
+        }
 EOF
     fi
     cat <<EOF
@@ -783,11 +887,20 @@ cache smallcache
 frontend fe
     bind 127.0.0.1:${HTTP_PORT[haproxy]}
 EOF
-    if available https haproxy && ((NEED_TLS)); then
+    if has_tls haproxy; then
         echo "    bind 127.0.0.1:${HTTPS_PORT[haproxy]} ssl crt $TMP/tls/combined.pem alpn http/1.1"
     fi
-    cat <<EOF
+    cat <<'EOF'
     http-request return status 200 content-type text/plain string "hello world\n" if { path /static }
+EOF
+    if ((TLS_PROBE)) && has_tls haproxy; then
+        # For the session resumption probe before the runs only: 1 if the
+        # TLS session was resumed, 0 if not.
+        cat <<'EOF'
+    http-request return status 200 content-type text/plain string "hello world\n" hdr X-TLS-Resumed %[ssl_fc_is_resumed] if { path /tlscheck }
+EOF
+    fi
+    cat <<EOF
     use_backend be_cached if { path /cached }
     use_backend be_throttled if { path /throttled }
     use_backend be_mixed if { path /mixed }
@@ -829,11 +942,14 @@ EOF
 # turn it off, so the proxy, newconn, large and mixed scenarios still reach
 # the origin. (Mock routes are never cached.)
 # Written once per tollgate (tollgate, tollgate-log, tollgate-base) to
-# $TMP/NAME.toml: only the port, the admin listener and (tollgate-log) the
-# access log differ. The $default stage is the only stage: it serves every
-# route, so its access log covers every scenario.
+# $TMP/NAME.toml: only the ports, the admin listener and (tollgate-log) the
+# access log differ. With a TLS scenario, tollgate and tollgate-log also
+# listen for TLS on their https port with the peers' certificate (not
+# tollgate-base: its binary may predate TLS). The $default stage is the
+# only stage: it serves every route, so its access log covers every
+# scenario.
 tollgate_toml() {
-    local name=$1 admin="" access_log=""
+    local name=$1 admin="" access_log="" tls_listen=""
     case $name in
         tollgate-log)
             admin="
@@ -844,6 +960,14 @@ addr = \"127.0.0.1:${ADMIN_PORT[$name]}\"
             access_log="access_log = { destination = \"$TMP/access.log\", format = \"json\" }"
             ;;
     esac
+    if has_tls "$name"; then
+        tls_listen="
+[[server.listen]]
+addr = \"127.0.0.1:${HTTPS_PORT[$name]}\"
+certificate = \"$TMP/tls/cert.pem\"
+key = \"$TMP/tls/key.pem\"
+"
+    fi
     cat <<EOF
 [server]
 shards = [$PROXY_CORE]
@@ -860,7 +984,7 @@ $admin
 [[server.listen]]
 addr = "127.0.0.1:${HTTP_PORT[$name]}"
 tls = false
-
+$tls_listen
 [[api]]
 name = "bench"
 hosts = ["*"]
@@ -966,6 +1090,32 @@ function done(summary, latency, requests)
 end
 EOF
 
+# wrk script for the TLS session resumption probe (nginx and haproxy): counts
+# the responses whose X-TLS-Resumed header says resumed ("r" from nginx, "1"
+# from haproxy), not resumed ("." or "0"), or is missing. With
+# "Connection: close" each response has its own handshake.
+cat >"$TMP/tls.lua" <<'EOF'
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) nres = 0; nfull = 0; nnone = 0 end
+function response(status, headers, body)
+    local v
+    for k, x in pairs(headers) do
+        if string.lower(k) == "x-tls-resumed" then v = x end
+    end
+    if v == "r" or v == "1" then nres = nres + 1
+    elseif v == "." or v == "0" then nfull = nfull + 1
+    else nnone = nnone + 1 end
+end
+function done(summary, latency, requests)
+    local a, b, c = 0, 0, 0
+    for _, t in ipairs(threads) do
+        a = a + t:get("nres"); b = b + t:get("nfull"); c = c + t:get("nnone")
+    end
+    io.write(string.format("TLS_RESUMED %d\nTLS_FULL %d\nTLS_UNKNOWN %d\n", a, b, c))
+end
+EOF
+
 # ----------------------------------------------------------------- start --
 
 declare -A MAIN_PID=() # server name -> PID we started (its CPU sample root)
@@ -1041,10 +1191,13 @@ start_tollgate() {
     pid=$!
     STARTED_PIDS+=("$pid")
     wait_ready "$name" "$pid" "${HTTP_PORT[$name]}" "$TMP/$name.log"
+    has_tls "$name" && wait_ready "$name" "$pid" "${HTTPS_PORT[$name]}" "$TMP/$name.log"
     # tollgate is expected to be a single process; count children if any.
     MAIN_PID[$name]=$pid
     adopt_children "$name" "$pid" 0 "$TMP/$name.log" >/dev/null
-    log "$name up on 127.0.0.1:${HTTP_PORT[$name]} (PID $pid)"
+    local tls_note=""
+    has_tls "$name" && tls_note=", https 127.0.0.1:${HTTPS_PORT[$name]}"
+    log "$name up on 127.0.0.1:${HTTP_PORT[$name]}$tls_note (PID $pid)"
 }
 
 # varnishd -F: the manager stays in the foreground and forks the cache
@@ -1125,7 +1278,7 @@ CHECK_NOTES=() # lines for the report
 check_target() {
     local s=$1 p=$2 url=${TGT_URL[$1/$2]} ok=1 why="" before after i
     case $s in
-        proxy | newconn | static | https)
+        proxy | newconn | static | https | httpsnew | httpsresume)
             fetch "$url" "${SCEN_HEADER[$s]}"
             [[ $C_STATUS == 200 && $(cat "$C_BODY") == "hello world" ]] || { ok=0; why="expected 200 \"hello world\""; }
             ;;
@@ -1173,12 +1326,93 @@ check_target() {
     fi
 }
 
+# Run wrk for scenario $1 against URL $2 for DUR ($3, seconds $4) on the load
+# core; output to FILE ($5). $6: a Lua script to use instead of the
+# scenario's (the TLS probe's).
+run_wrk() {
+    local s=$1 url=$2 dur=$3 secs=$4 out=$5 script=${6:-} rc=0
+    local -a pre=() args=(-t1 -c"${SCEN_CONNS[$s]}" -d"$dur" --latency)
+    [[ -n ${SCEN_HEADER[$s]} ]] && args+=(-H "${SCEN_HEADER[$s]}")
+    [[ -z $script && ($s == throttled || $s == mixed) ]] && script=$TMP/status.lua
+    [[ -n $script ]] && args+=(-s "$script")
+    # httpsnew: a full TLS handshake on every connection (the shim above).
+    [[ $s == httpsnew ]] && pre=(env "LD_PRELOAD=$NORESUME_SO")
+    # Hard bound in case wrk hangs: duration + 30 s, then SIGKILL 5 s later.
+    timeout --foreground -k 5 $((secs + 30)) \
+        taskset -c "$LOAD_CORE" "${pre[@]}" wrk "${args[@]}" "$url" >"$out" 2>&1 || rc=$?
+    if ((rc != 0)); then
+        cat "$out" >&2
+        die "wrk against $url failed (exit $rc)"
+    fi
+}
+
+# "handshakes resumed": tollgate's client TLS handshakes so far, all and
+# resumed (tollgate_tls_handshakes_total, tollgate_tls_resumed_total summed
+# over its shards), from its admin listener on port $1; "n/a n/a" if they
+# cannot be read.
+tls_counters() {
+    local out
+    out=$(curl -sS --max-time 5 "http://127.0.0.1:$1/metrics" 2>/dev/null) || { echo "n/a n/a"; return 0; }
+    awk 'index($1, "tollgate_tls_handshakes_total") == 1 { h += $2; fh = 1 }
+         index($1, "tollgate_tls_resumed_total") == 1 { r += $2; fr = 1 }
+         END { if (fh && fr) print h, r; else print "n/a n/a" }' <<<"$out"
+}
+
+TLS_NOTES=() # lines for the report
+
+# Session resumption probe for TLS scenario $1 (httpsnew, httpsresume) on
+# proxy $2: a 1 s wrk run with the scenario's client setup; the handshakes
+# are counted by the server: tollgate's metrics, nginx's and haproxy's
+# X-TLS-Resumed header on /tlscheck (counted by tls.lua). httpsnew must
+# resume none, httpsresume at least 90% (the first handshake of each
+# connection slot is a full one).
+probe_tls() {
+    local s=$1 p=$2 url=${TGT_URL[$1/$2]} out h0 r0 h1 r1 hs res full unknown=0 how
+    out=$TMP/probe-$s-$p.txt
+    if [[ $p == tollgate* ]]; then
+        [[ -n ${ADMIN_PORT[$p]:-} ]] || die "$p has no admin listener to count TLS handshakes"
+        read -r h0 r0 <<<"$(tls_counters "${ADMIN_PORT[$p]}")"
+        run_wrk "$s" "$url" 1s 1 "$out"
+        read -r h1 r1 <<<"$(tls_counters "${ADMIN_PORT[$p]}")"
+        [[ $h0 != n/a && $h1 != n/a ]] ||
+            die "$p: no tollgate_tls_handshakes_total/tollgate_tls_resumed_total on 127.0.0.1:${ADMIN_PORT[$p]}/metrics"
+        hs=$((h1 - h0)) res=$((r1 - r0))
+        full=$((hs - res))
+        how="tollgate_tls_handshakes_total and tollgate_tls_resumed_total"
+    else
+        run_wrk "$s" "${url%/hello}/tlscheck" 1s 1 "$out" "$TMP/tls.lua"
+        res=$(sed -nE 's/^TLS_RESUMED ([0-9]+)$/\1/p' "$out")
+        full=$(sed -nE 's/^TLS_FULL ([0-9]+)$/\1/p' "$out")
+        unknown=$(sed -nE 's/^TLS_UNKNOWN ([0-9]+)$/\1/p' "$out")
+        [[ -n $res && -n $full && -n $unknown ]] || { cat "$out" >&2; die "could not parse the TLS probe's output"; }
+        hs=$((res + full))
+        how="X-TLS-Resumed header on /tlscheck"
+    fi
+    local why=""
+    if ((unknown > 0)); then
+        why="$unknown responses without an X-TLS-Resumed header"
+    elif ((hs == 0)); then
+        why="no TLS handshake counted"
+    elif [[ $s == httpsnew ]] && ((res > 0)); then
+        why="$res of $hs handshakes resumed a session (expected none)"
+    elif [[ $s == httpsresume ]] && ((res * 10 < hs * 9)); then
+        why="only $res of $hs handshakes resumed a session (expected >= 90%)"
+    fi
+    if [[ -n $why ]]; then
+        cat "$out" >&2
+        die "TLS probe of $s on $p: $why"
+    fi
+    TLS_NOTES+=("$s/$p: 1 s probe before the runs: $hs handshakes, $res resumed, $full full ($how)")
+    log "TLS probe $s/$p: $hs handshakes, $res resumed, $full full"
+}
+
 # Measured cells: scenario/proxy pairs that are available.
 CELLS=()
 for s in "${SCENS[@]}"; do
     for p in "${PROXS[@]}"; do
         if available "$s" "$p"; then
             check_target "$s" "$p"
+            [[ $s == httpsnew || $s == httpsresume ]] && probe_tls "$s" "$p"
             CELLS+=("$s/$p")
         fi
     done
@@ -1221,22 +1455,6 @@ fi
 
 total_s=$(((WARMUP_S + DURATION_S) * ${#CELLS[@]} * ROUNDS))
 log "measuring ${#CELLS[@]} pairs x $ROUNDS round(s) x ($WARMUP warm-up + $DURATION): about $((total_s / 60)) min $((total_s % 60)) s"
-
-# Run wrk for scenario $1 against URL $2 for DUR ($3, seconds $4) on the load
-# core; output to FILE ($5).
-run_wrk() {
-    local s=$1 url=$2 dur=$3 secs=$4 out=$5 rc=0
-    local -a args=(-t1 -c"${SCEN_CONNS[$s]}" -d"$dur" --latency)
-    [[ -n ${SCEN_HEADER[$s]} ]] && args+=(-H "${SCEN_HEADER[$s]}")
-    [[ $s == throttled || $s == mixed ]] && args+=(-s "$TMP/status.lua")
-    # Hard bound in case wrk hangs: duration + 30 s, then SIGKILL 5 s later.
-    timeout --foreground -k 5 $((secs + 30)) \
-        taskset -c "$LOAD_CORE" wrk "${args[@]}" "$url" >"$out" 2>&1 || rc=$?
-    if ((rc != 0)); then
-        cat "$out" >&2
-        die "wrk against $url failed (exit $rc)"
-    fi
-}
 
 # Convert a wrk latency ("612.00us", "1.23ms", "1.01s") to microseconds.
 to_us() {
@@ -1285,6 +1503,8 @@ parse_wrk() {
 ROUND_ROWS=()
 NOISY=0
 declare -A RPS=() P50=() P99=() CPU=() MIBS=() SYS=() ERRS=() REQS=() N429=() ORIGIN_FETCHES=()
+# tollgate over TLS: client TLS handshakes (all, resumed) in the measured runs.
+declare -A TLS_HS=() TLS_RES=()
 
 # One warm-up + measured run of scenario $2 on proxy $3 in round $1.
 measure() {
@@ -1295,8 +1515,12 @@ measure() {
     log "round $round/$ROUNDS: $s on $p — warm-up $WARMUP, then $DURATION with ${SCEN_CONNS[$s]} connections"
     ((WARMUP_S > 0)) && run_wrk "$s" "$url" "$WARMUP" "$WARMUP_S" "$TMP/warmup.txt"
 
-    local origin0
+    local origin0 tls0="" tls1=""
     origin0=$(origin_cached_hits)
+    # tollgate's TLS handshake counters (read outside the CPU samples).
+    if [[ $p == tollgate* && -n ${ADMIN_PORT[$p]:-} ]] && in_list "$s" "${TLS_SCENARIOS[@]}"; then
+        tls0=$(tls_counters "${ADMIN_PORT[$p]}")
+    fi
     t0=$(server_cpu_sample "${MAIN_PID[$p]}") || die "$p (PID ${MAIN_PID[$p]}) is gone"
     k0_0=$(core_jiffies "$LOAD_CORE"); k1_0=$(core_jiffies "$PROXY_CORE")
     w0=$(date +%s%N)
@@ -1304,6 +1528,7 @@ measure() {
     w1=$(date +%s%N)
     t1=$(server_cpu_sample "${MAIN_PID[$p]}") || die "$p (PID ${MAIN_PID[$p]}) died during the run"
     k0_1=$(core_jiffies "$LOAD_CORE"); k1_1=$(core_jiffies "$PROXY_CORE")
+    [[ -n $tls0 ]] && tls1=$(tls_counters "${ADMIN_PORT[$p]}")
 
     parse_wrk "$out"
     read -r du ds <<<"$(cpu_delta "$t0" "$t1")"
@@ -1354,8 +1579,17 @@ measure() {
     ERRS[$k]=$((${ERRS[$k]:-0} + errs))
     REQS[$k]=$((${REQS[$k]:-0} + W_REQS))
     N429[$k]=$((${N429[$k]:-0} + W_429))
+    local tls_log=""
+    if [[ -n $tls0 && $tls0 != n/a* && $tls1 != n/a* ]]; then
+        local h0 r0 h1 r1
+        read -r h0 r0 <<<"$tls0"
+        read -r h1 r1 <<<"$tls1"
+        TLS_HS[$k]=$((${TLS_HS[$k]:-0} + h1 - h0))
+        TLS_RES[$k]=$((${TLS_RES[$k]:-0} + r1 - r0))
+        tls_log=", TLS handshakes $((h1 - h0)) ($((r1 - r0)) resumed)"
+    fi
     ROUND_ROWS+=("| $round | $s | $p | $(fmt 0 "$W_RPS") | $W_P50 | $W_P99 | $(fmt 2 "$cpu_us") | $sys_pct | $cpu_pct$flag | $core1 ($core1_task) | $core0 | $W_MIBS | $W_REQS | $W_SOCK | $W_NON2XX |")
-    log "  $(fmt 0 "$W_RPS") req/s, p50 $W_P50 µs, p99 $W_P99 µs, $(fmt 2 "$cpu_us") CPU-µs/req (sys $sys_pct%), proxy CPU $cpu_pct%, core$PROXY_CORE $core1% ($core1_task% processes) core$LOAD_CORE $core0%, $W_MIBS MiB/s, errors $errs"
+    log "  $(fmt 0 "$W_RPS") req/s, p50 $W_P50 µs, p99 $W_P99 µs, $(fmt 2 "$cpu_us") CPU-µs/req (sys $sys_pct%), proxy CPU $cpu_pct%, core$PROXY_CORE $core1% ($core1_task% processes) core$LOAD_CORE $core0%, $W_MIBS MiB/s, errors $errs$tls_log"
 }
 
 for ((round = 1; round <= ROUNDS; round++)); do
@@ -1431,6 +1665,9 @@ report() {
     echo "- varnish: $VARNISH_VERSION"
     echo "- wrk: $WRK_VERSION; openssl: $OPENSSL_VERSION"
     echo "- load: \`wrk -t1 -d$DURATION --latency\` on core $LOAD_CORE after a $WARMUP warm-up, $ROUNDS interleaved round(s)"
+    if ((NEED_TLS)); then
+        echo "- TLS: one self-signed ECDSA P-256 certificate for every TLS listener (tollgate, tollgate-log: \`[[server.listen]]\` with \`certificate\`/\`key\`; nginx \`ssl_protocols TLSv1.2 TLSv1.3\`; haproxy \`bind ... ssl crt ... alpn http/1.1\`); wrk (OpenSSL) negotiates TLS 1.3; httpsresume: plain wrk, which resumes the session on reconnect; httpsnew: wrk with \`LD_PRELOAD\` of a shim that drops the session after wrk's \`SSL_clear\`, so every handshake is full"
+    fi
     echo "- origin: nginx on core $LOAD_CORE, 127.0.0.1:$ORIGIN_PORT (keepalive_requests 1000000)"
     local vrn=""
     if want varnish; then
@@ -1566,6 +1803,19 @@ report() {
         for p in "${PROXS[@]}"; do
             available cachehit "$p" || continue
             echo "- cachehit/$p: requests that reached the origin during the measured runs (0 = all cache hits): ${ORIGIN_FETCHES[cachehit/$p]:-0}"
+        done
+    fi
+    local tls_measured=()
+    for k in "${CELLS[@]}"; do
+        [[ -n ${TLS_HS[$k]:-} ]] && tls_measured+=("$k")
+    done
+    if ((${#TLS_NOTES[@]} > 0 || ${#tls_measured[@]} > 0)); then
+        echo
+        echo "TLS session resumption:"
+        echo
+        ((${#TLS_NOTES[@]} > 0)) && printf -- '- %s\n' "${TLS_NOTES[@]}"
+        for k in "${tls_measured[@]}"; do
+            echo "- $k: tollgate's counters over the measured runs: ${TLS_HS[$k]} handshakes, ${TLS_RES[$k]} resumed, for ${REQS[$k]} requests (handshakes can exceed requests by up to the ${SCEN_CONNS[${k%%/*}]} connections wrk has open when it stops)"
         done
     fi
 }
