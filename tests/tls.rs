@@ -485,6 +485,9 @@ fn mtls_gateway(dir: &Path, pki: &Pki, srv: &Leaf, mode: &str, origin: SocketAdd
 addr = "LISTEN_TLS"
 certificate = "{}"
 key = "{}"
+[[server.listen]]
+addr = "127.0.0.2:0"
+tls = false
 [[api]]
 name = "secure"
 hosts = ["secure.internal"]
@@ -555,6 +558,27 @@ fn mutual_tls_required_accepts_only_certificates_from_the_truststore() {
             assert!(outcome.is_err(), "{versions:?}: {outcome:?}");
         }
     }
+    assert_eq!(
+        origin.requests().len(),
+        before,
+        "refused clients reached nothing"
+    );
+    // On the plain listener the domain's mapping does not exist, and a
+    // forged certificate header is dropped on the API's own host too.
+    let mut plain = common::Client::connect(gw.addrs[1]);
+    plain.send(b"GET /who HTTP/1.1\r\nHost: mtls.example.com\r\n\r\n");
+    assert_eq!(plain.read_response(false).expect("r").status, 404);
+    let before = origin.requests().len();
+    plain.send(
+        b"GET /who HTTP/1.1\r\nHost: secure.internal\r\nX-Client-Subject: CN=forged\r\nx_client_serial: 1\r\n\r\n",
+    );
+    assert_eq!(plain.read_response(false).expect("r").status, 200);
+    let seen = origin.requests().pop().expect("request");
+    assert_eq!(seen.header("x-client-subject"), None);
+    assert_eq!(seen.header("x_client_serial"), None);
+    assert_eq!(origin.requests().len(), before + 1);
+    let before = origin.requests().len();
+
     // Without SNI (the listener's default certificate, no client
     // certificate asked for), naming the mTLS host is misdirected.
     let mut s = connect(addr, "127.0.0.1", client(pki.roots(), BOTH, None)).expect("no sni");
@@ -744,9 +768,15 @@ addr = "LISTEN"
 tls = false
 [[api]]
 name = "b"
+[[api.stage]]
+name = "$default"
+variables = {{ backend = "https://127.0.0.1:{}" }}
 [[api.route]]
 key = "GET /ip"
 integration = {{ type = "http", uri = "https://127.0.0.1:{}/x", tls = {{ ca = "{ca}" }} }}
+[[api.route]]
+key = "GET /via-variable"
+integration = {{ type = "http", uri = "${{stageVariables.backend}}/x", tls = {{ ca = "{ca}" }} }}
 [[api.route]]
 key = "GET /wrong-ca"
 integration = {{ type = "http", uri = "https://127.0.0.1:{}/x", tls = {{ ca = "{other_ca}" }} }}
@@ -758,6 +788,7 @@ key = "GET /mutual-anon"
 integration = {{ type = "http", uri = "https://127.0.0.1:{}/x", tls = {{ ca = "{ca}" }} }}
 "#,
         base(&dir),
+        plain.addr.port(),
         plain.addr.port(),
         plain.addr.port(),
         mutual.addr.port(),
@@ -784,6 +815,9 @@ integration = {{ type = "http", uri = "https://127.0.0.1:{}/x", tls = {{ ca = "{
         "{head}"
     );
 
+    // The scheme may come from a stage variable: still TLS.
+    let r = c.get("/via-variable");
+    assert_eq!((r.status, r.text().as_str()), (200, "from https origin"));
     let before = plain.heads.lock().expect("lock").len();
     assert_eq!(c.get("/wrong-ca").status, 502, "untrusted backend");
     assert_eq!(plain.heads.lock().expect("lock").len(), before);

@@ -62,6 +62,8 @@ pub struct Mount {
     pub(super) prefix: Box<[u8]>,
     pub(super) api: u32,
     pub(super) stage: u32,
+    /// A custom domain's mapping: served on TLS connections only.
+    pub(super) tls_only: bool,
 }
 
 /// What [`compile`] produces.
@@ -142,7 +144,9 @@ fn compile_integration(
                     )
                 })
                 .map_err(|e| (format!("{ipath}.uri"), e))?;
-            if uri.starts_with("https://") {
+            // Decided on the substituted URI: a stage variable may hold
+            // the scheme.
+            if h.https {
                 let (backend, key) =
                     super::tls::backend(h.host_name(), tls.as_ref()).map_err(|(field, e)| {
                         (
@@ -205,13 +209,9 @@ pub(super) fn compile(
                 format!("`{}` must be a literal path starting with `/`", a.base_path),
             );
         }
+        // `hosts = []`: reachable only through custom domain mappings
+        // (Amazon API Gateway's disabled default endpoint).
         let mut hosts = Vec::new();
-        if a.hosts.is_empty() {
-            issue(
-                format!("{apath}.hosts"),
-                "must list at least one host (\"*\" for any)".into(),
-            );
-        }
         for (hi, h) in a.hosts.iter().enumerate() {
             match HostPattern::parse(h) {
                 Some(p) => hosts.push(p),
@@ -341,6 +341,7 @@ pub(super) fn compile(
                     prefix: prefix.as_bytes().into(),
                     api: ai as u32,
                     stage: si as u32,
+                    tls_only: false,
                 });
             }
             let mut add_limit = |t: &Option<super::schema::ThrottleConfig>| {

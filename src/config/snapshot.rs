@@ -313,13 +313,25 @@ impl Snapshot {
             .unwrap_or(UNMATCHED)
     }
 
-    /// Finds API, stage and route for a request. `host` is the Host header
-    /// (port allowed), `path` the request path.
+    /// Finds API, stage and route for a request on a plain connection.
+    /// `host` is the Host header (port allowed), `path` the request path.
     pub fn resolve<'s, 'p>(
         &'s self,
         host: Option<&[u8]>,
         method: &[u8],
         path: &'p [u8],
+    ) -> Option<Resolved<'s, 'p>> {
+        self.resolve_on(host, method, path, false)
+    }
+
+    /// [`Snapshot::resolve`] for a connection that is TLS (`tls`) or not:
+    /// custom domains' mappings serve TLS connections only.
+    pub fn resolve_on<'s, 'p>(
+        &'s self,
+        host: Option<&[u8]>,
+        method: &[u8],
+        path: &'p [u8],
+        tls: bool,
     ) -> Option<Resolved<'s, 'p>> {
         let host = host.map(crate::http::strip_port).unwrap_or_default();
         // The most specific host pattern decides the API set; a request
@@ -328,11 +340,15 @@ impl Snapshot {
         let top = self
             .mounts
             .iter()
+            .filter(|m| tls || !m.tls_only)
             .filter_map(|m| m.host.score(host))
             .max()?;
         let mut best: Option<(&Mount, usize)> = None;
         for m in &self.mounts {
-            if m.host.score(host) != Some(top) || !prefix_matches(&m.prefix, path) {
+            if (m.tls_only && !tls)
+                || m.host.score(host) != Some(top)
+                || !prefix_matches(&m.prefix, path)
+            {
                 continue;
             }
             if best.is_none_or(|(b, _)| m.prefix.len() > b.prefix.len()) {
@@ -612,7 +628,7 @@ impl Snapshot {
         });
         super::plans::check_limits(config, &mut issue);
         let cache = super::caching::compile_server(config, &mut issue);
-        let tls = super::tls::compile(config, &apis, &mut mounts, &mut issue);
+        let tls = super::tls::compile(config, &apis, &mut mounts, &mut issue, &mut warnings);
 
         if !issues.is_empty() {
             return Err(issues);

@@ -172,6 +172,102 @@ name = "other.example.com"
 }
 
 #[test]
+fn domains_warn_about_mtls_stages_reachable_without_certificates() {
+    let dir = std::env::temp_dir().join(format!("tollgate-cfg-mtls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let c = rcgen::generate_simple_self_signed(vec!["ca.test".to_string()]).expect("rcgen");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, c.cert.pem()).expect("write");
+    let text = format!(
+        r#"
+[server]
+shards = 1
+state_dir = "{}"
+[[server.listen]]
+addr = "127.0.0.1:8443"
+[[server.listen]]
+addr = "127.0.0.1:8080"
+tls = false
+unknown_sni = "refuse"
+[[api]]
+name = "open"
+[[api.route]]
+key = "GET /x"
+integration = {{ type = "mock" }}
+[[api]]
+name = "closed"
+hosts = []
+[[api.route]]
+key = "GET /x"
+integration = {{ type = "mock" }}
+[[api]]
+name = "nowhere"
+hosts = []
+[[api.route]]
+key = "GET /x"
+integration = {{ type = "mock" }}
+[[domain]]
+name = "m.example.com"
+mtls = {{ truststore = "{}" }}
+[[domain.mapping]]
+base_path = "a"
+api = "open"
+stage = "$default"
+[[domain.mapping]]
+base_path = "b"
+api = "closed"
+stage = "$default"
+"#,
+        dir.display(),
+        ca.display()
+    );
+    let snap = build(&text).expect("valid");
+    let warned: Vec<&str> = snap.warnings.iter().map(|w| w.path.as_str()).collect();
+    assert!(warned.contains(&"domain[0].mapping[0]"), "{warned:?}");
+    assert!(
+        !warned.contains(&"domain[0].mapping[1]"),
+        "hosts = [] closes it"
+    );
+    assert!(warned.contains(&"api[2].hosts"), "{warned:?}");
+    // Domain mappings serve TLS connections only.
+    assert!(snap
+        .resolve_on(Some(b"m.example.com"), b"GET", b"/b/x", true)
+        .is_some_and(|r| r.api.name == "closed"));
+    assert!(snap
+        .resolve_on(Some(b"m.example.com"), b"GET", b"/b/x", false)
+        .is_none());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_stage_variable_may_make_a_backend_https() {
+    let text = r#"
+[server]
+shards = 1
+[[server.listen]]
+addr = "127.0.0.1:8080"
+tls = false
+[[api]]
+name = "a"
+[[api.stage]]
+name = "prod"
+variables = { backend = "https://127.0.0.1:9443" }
+[[api.route]]
+key = "GET /x"
+integration = { type = "http", uri = "${stageVariables.backend}/x" }
+"#;
+    let snap = build(text).expect("valid");
+    let r = snap.resolve(None, b"GET", b"/prod/x").expect("route");
+    match r.integration() {
+        Some(crate::integration::Integration::Http(h)) => {
+            assert!(h.https && h.tls.is_some(), "TLS from the substituted URI");
+            assert_ne!(h.pool_key, 0);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn unknown_integration_type_is_rejected() {
     let text = MINIMAL.replace("type = \"mock\"", "type = \"lambda\"");
     let issues = build(&text).expect_err("bad type");

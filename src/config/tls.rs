@@ -32,6 +32,10 @@ pub struct TlsSetup {
     /// Every certificate, key and truststore file read, with its stamp
     /// when the snapshot was built (watched for changes by the runtime).
     pub files: Vec<(PathBuf, FileStamp)>,
+    /// Every header name any domain forwards client certificate facts
+    /// in (lowercase): dropped from every request, on every listener, so
+    /// no client can forge them where no certificate was verified.
+    pub cert_header_names: Box<[Box<[u8]>]>,
 }
 
 /// What identifies a file's content cheaply: modification time (ns),
@@ -67,9 +71,11 @@ pub(super) fn compile(
     apis: &[Api],
     mounts: &mut Vec<Mount>,
     issue: &mut impl FnMut(String, String),
+    warnings: &mut Vec<super::ConfigIssue>,
 ) -> TlsSetup {
     let mut setup = TlsSetup::default();
     let mut files: Vec<PathBuf> = Vec::new();
+    let mut header_names: Vec<Box<[u8]>> = Vec::new();
     let s = &config.server;
     let mut dev: Option<CertKey> = None;
 
@@ -115,6 +121,9 @@ pub(super) fn compile(
             }
             None => None,
         };
+        if let Some(h) = &headers {
+            header_names.extend(h.names().map(Box::from));
+        }
         if let Some(m) = &mtls {
             files.push(m.truststore.clone());
         }
@@ -234,6 +243,15 @@ pub(super) fn compile(
         }
         setup.listeners.push((addr, Arc::new(table)));
     }
+    warn_reachability(config, apis, mounts, warnings);
+    for (i, l) in s.listen.iter().enumerate() {
+        if l.tls && l.unknown_sni == UnknownSniConfig::Refuse && config.domains.is_empty() {
+            warnings.push(super::ConfigIssue {
+                path: format!("server.listen[{i}].unknown_sni"),
+                reason: "\"refuse\" with no [[domain]]: every handshake is refused".into(),
+            });
+        }
+    }
     if !config.domains.is_empty() && setup.listeners.is_empty() && !s.listen.is_empty() {
         issue(
             "domain".into(),
@@ -242,6 +260,9 @@ pub(super) fn compile(
     }
     files.sort();
     files.dedup();
+    header_names.sort();
+    header_names.dedup();
+    setup.cert_header_names = header_names.into_boxed_slice();
     // Stamped after reading: a change from here on is seen as one.
     setup.files = files
         .into_iter()
@@ -251,6 +272,53 @@ pub(super) fn compile(
         })
         .collect();
     setup
+}
+
+/// Warns about stages a domain protects with mutual TLS that are also
+/// reachable without it (through their API's own `hosts`), and about APIs
+/// reachable nowhere.
+fn warn_reachability(
+    config: &Config,
+    apis: &[Api],
+    mounts: &[Mount],
+    warnings: &mut Vec<super::ConfigIssue>,
+) {
+    for (di, d) in config.domains.iter().enumerate() {
+        if d.mtls.is_none() {
+            continue;
+        }
+        for (mi, m) in d.mappings.iter().enumerate() {
+            let Some(ai) = apis.iter().position(|a| a.name == m.api) else {
+                continue;
+            };
+            let Some(si) = apis[ai].stages.iter().position(|s| s.name == m.stage) else {
+                continue;
+            };
+            if mounts
+                .iter()
+                .any(|x| !x.tls_only && x.api as usize == ai && x.stage as usize == si)
+            {
+                warnings.push(super::ConfigIssue {
+                    path: format!("domain[{di}].mapping[{mi}]"),
+                    reason: format!(
+                        "API `{}` stage `{}` requires client certificates on `{}` but is also reachable without them through the API's own hosts; set `hosts = []` on the API to serve it only through its domains",
+                        m.api, m.stage, d.name
+                    ),
+                });
+            }
+        }
+    }
+    for (ai, a) in config.apis.iter().enumerate() {
+        if a.hosts.is_empty() && !mounts.iter().any(|m| m.api as usize == ai) {
+            warnings.push(super::ConfigIssue {
+                path: format!("api[{ai}].hosts"),
+                reason: format!(
+                    "API `{}` has no hosts and no [[domain]] maps it: it is reachable nowhere",
+                    a.name
+                ),
+            });
+        }
+    }
 }
 
 /// A custom domain's TLS settings while listeners are compiled.
@@ -329,6 +397,7 @@ fn add_mappings(
             prefix: prefix.as_bytes().into(),
             api: ai as u32,
             stage: si as u32,
+            tls_only: true,
         });
     }
 }
@@ -347,7 +416,20 @@ fn cert_headers(
                 }
                 if matches!(
                     lower.as_str(),
-                    "host" | "content-length" | "transfer-encoding" | "connection" | "upgrade"
+                    "host"
+                        | "content-length"
+                        | "transfer-encoding"
+                        | "connection"
+                        | "upgrade"
+                        | "keep-alive"
+                        | "proxy-connection"
+                        | "te"
+                        | "trailer"
+                        | "expect"
+                        | "x-forwarded-for"
+                        | "x-forwarded-proto"
+                        | "x-forwarded-host"
+                        | "x-api-key"
                 ) {
                     return Err((field, format!("`{n}` is a header the gateway manages")));
                 }

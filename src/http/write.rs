@@ -74,7 +74,7 @@ pub fn forward_request_headers(
         match h.kind {
             HeaderKind::Other | HeaderKind::ApiKey => {
                 let name = h.name.of(buf);
-                if fwd.strip.is_empty() || !fwd.strip.iter().any(|s| name.eq_ignore_ascii_case(s)) {
+                if fwd.strip.is_empty() || !fwd.strip.iter().any(|s| same_header_name(name, s)) {
                     header(out, name, h.value.of(buf));
                 }
             }
@@ -125,6 +125,20 @@ pub fn forward_request_headers(
         Framing::Close | Framing::Bodiless | Framing::NoBody => {}
     }
     out.put_slice(b"\r\n");
+}
+
+/// Header names equal ignoring case, with `_` and `-` the same: CGI,
+/// WSGI and Rack backends fold both into one variable, so a forged
+/// `X_Client_Subject` must be dropped like `x-client-subject`.
+fn same_header_name(a: &[u8], b: &[u8]) -> bool {
+    let fold = |c: u8| {
+        if c == b'_' {
+            b'-'
+        } else {
+            c.to_ascii_lowercase()
+        }
+    };
+    a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| fold(x) == fold(y))
 }
 
 /// Methods whose requests conventionally carry a body: send an explicit
@@ -404,6 +418,34 @@ mod tests {
             "host: 127.0.0.1:9000\r\nx-forwarded-for: 1.1.1.1, 10.0.0.9\r\nAccept: */*\r\n\
              x-forwarded-proto: http\r\nx-forwarded-host: api.example.com\r\n\
              x-request-id: rid-1\r\ncontent-length: 3\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn certificate_headers_are_never_taken_from_the_client() {
+        let raw = b"GET /x HTTP/1.1\r\nHost: a\r\nX-Client-Subject: forged\r\nX_Client_Subject: forged too\r\nx-client-subjects: kept\r\n\r\n";
+        let mut head = request::RequestHead::default();
+        request::parse(raw, &Limits::default(), b"x-request-id", &mut head)
+            .expect("valid")
+            .expect("complete");
+        let mut out = BytesMut::new();
+        let strip: [Box<[u8]>; 1] = [b"x-client-subject".to_vec().into()];
+        let fwd = Forwarded {
+            backend_host: b"b",
+            client_ip: b"10.0.0.9",
+            proto: b"https",
+            request_id_header: b"x-request-id",
+            request_id: b"rid-1",
+            extra: b"x-client-subject: CN=real\r\n",
+            strip: &strip,
+        };
+        forward_request_headers(&mut out, raw, &head, &fwd, Framing::Empty);
+        let text = String::from_utf8(out.to_vec()).expect("utf8");
+        assert_eq!(
+            text,
+            "host: b\r\nx-client-subjects: kept\r\nx-forwarded-for: 10.0.0.9\r\n\
+             x-forwarded-proto: https\r\nx-forwarded-host: a\r\nx-request-id: rid-1\r\n\
+             x-client-subject: CN=real\r\n\r\n"
         );
     }
 

@@ -30,6 +30,8 @@ pub struct HttpIntegration {
     query: Option<Vec<Part>>,
     pub timeout: Duration,
     pub preserve_host: bool,
+    /// The URI (stage variables substituted) is `https://`.
+    pub https: bool,
     /// `https://` backends: how to connect (set by the config compiler).
     pub tls: Option<std::sync::Arc<crate::tls::BackendTls>>,
     /// Distinguishes pooled connections to `addr`: 0 for plain HTTP,
@@ -53,6 +55,7 @@ impl HttpIntegration {
         {
             return Err(IntegrationError::BadChar(c));
         }
+        let https = uri.starts_with("https://");
         let (rest, default_port) = match uri.strip_prefix("http://") {
             Some(rest) => (rest, 80),
             None => (
@@ -84,6 +87,7 @@ impl HttpIntegration {
             query: query.map(|q| template(q, param_names)).transpose()?,
             timeout,
             preserve_host,
+            https,
             tls: None,
             pool_key: 0,
         })

@@ -288,7 +288,6 @@ impl Control {
         }
     }
 
-    /// Remembers the files `reload_from_source` reads.
     /// Whether [`Control::set_source`] named a configuration file.
     pub fn has_source(&self) -> bool {
         self.source
@@ -297,6 +296,7 @@ impl Control {
             .is_some()
     }
 
+    /// Remembers the files `reload_from_source` reads.
     pub fn set_source(&self, config: PathBuf, profile: Option<PathBuf>) {
         *self.source.lock().unwrap_or_else(|p| p.into_inner()) = Some((config, profile));
     }

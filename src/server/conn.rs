@@ -44,6 +44,8 @@ pub(super) const COALESCE_LIMIT: usize = 16 * 1024;
 const LINGER_TIME: Duration = Duration::from_secs(2);
 /// ...and at most this many bytes.
 const LINGER_BYTES: usize = 1 << 20;
+/// Longest wait to deliver a TLS close_notify when a connection closes.
+const CLOSE_NOTIFY_WAIT: Duration = Duration::from_secs(1);
 
 /// Why serving a connection stopped early; the connection just closes.
 #[derive(Debug, thiserror::Error)]
@@ -198,7 +200,9 @@ pub async fn serve(
         None => (Stream::Plain(tcp), None),
         Some(table) => {
             let wait = shard.snapshot().server.timeouts.client_header;
-            match stream::accept(tcp, table, wait).await {
+            // Boxed: the handshake's state would otherwise widen every
+            // connection's future, plain ones included.
+            match Box::pin(stream::accept(tcp, table, wait)).await {
                 Ok((s, info)) => {
                     shard.counters.tls_handshake(info.resumed);
                     (s, Some(info))
@@ -261,6 +265,15 @@ impl Conn {
         let flushed = self.flush().await;
         if self.linger && result.is_ok() && flushed.is_ok() {
             self.linger_close().await;
+        } else if self.stream.is_tls() && flushed.is_ok() {
+            // Say so before closing (TLS close_notify), so a client can
+            // tell a complete response from a truncated one; bounded, a
+            // client that reads nothing more does not hold the task.
+            let stream = &mut self.stream;
+            let _ = glommio::timer::timeout(CLOSE_NOTIFY_WAIT, async {
+                stream.shutdown_write().await.map_err(Into::into)
+            })
+            .await;
         }
         result
     }
@@ -268,8 +281,14 @@ impl Conn {
     /// Half-closes, then reads and drops what the client still sends,
     /// bounded by [`LINGER_TIME`] and [`LINGER_BYTES`].
     async fn linger_close(&mut self) {
-        let _ = self.stream.shutdown_write().await;
         let deadline = Instant::now() + LINGER_TIME;
+        // TLS sends close_notify first, which may wait for the client to
+        // read: within the linger time too.
+        let stream = &mut self.stream;
+        let _ = glommio::timer::timeout(LINGER_TIME, async {
+            stream.shutdown_write().await.map_err(Into::into)
+        })
+        .await;
         let mut discarded = 0;
         while discarded < LINGER_BYTES {
             let n = self.rbuf.len();
@@ -487,7 +506,12 @@ impl Conn {
             }
         }
 
-        let mut resolved = snap.resolve(head.host.map(|h| h.of(buf)), method, head.path(buf));
+        let mut resolved = snap.resolve_on(
+            head.host.map(|h| h.of(buf)),
+            method,
+            head.path(buf),
+            self.tls.is_some(),
+        );
         if let Some(r) = &mut resolved {
             // The stage's canary, if it has one, takes its share here: the
             // canary's integration, metric series and (the stage's) access
@@ -609,7 +633,7 @@ impl Conn {
                             request_id_header: &server.request_id_header,
                             request_id: rid.as_bytes(),
                             extra: tls.map_or(&[][..], |t| &t.cert_lines),
-                            strip: tls.map_or(&[][..], |t| &t.site.strip),
+                            strip: &snap.tls.cert_header_names,
                         };
                         write::forward_request_headers(&mut self.ubuf, buf, head, &fwd, framing);
                     }

@@ -24,6 +24,10 @@ pub trait TlsIo: AsyncRead + AsyncWrite + Unpin {
     fn tcp(&self) -> &TcpStream;
     /// Queues a close_notify alert.
     fn close_notify(&mut self);
+    /// True when the TLS layer holds nothing unread: no plaintext, no
+    /// close_notify (checked before an idle connection is reused; the
+    /// socket-level check cannot see what rustls already took in).
+    fn idle_clean(&mut self) -> bool;
 }
 
 impl TlsIo for futures_rustls::server::TlsStream<TcpStream> {
@@ -33,6 +37,13 @@ impl TlsIo for futures_rustls::server::TlsStream<TcpStream> {
     fn close_notify(&mut self) {
         self.get_mut().1.send_close_notify();
     }
+    fn idle_clean(&mut self) -> bool {
+        clean(self.get_mut().1.process_new_packets())
+    }
+}
+
+fn clean(state: Result<rustls::IoState, rustls::Error>) -> bool {
+    state.is_ok_and(|s| s.plaintext_bytes_to_read() == 0 && !s.peer_has_closed())
 }
 
 impl TlsIo for futures_rustls::client::TlsStream<TcpStream> {
@@ -41,6 +52,9 @@ impl TlsIo for futures_rustls::client::TlsStream<TcpStream> {
     }
     fn close_notify(&mut self) {
         self.get_mut().1.send_close_notify();
+    }
+    fn idle_clean(&mut self) -> bool {
+        clean(self.get_mut().1.process_new_packets())
     }
 }
 
@@ -68,6 +82,14 @@ impl<T: TlsIo> Stream<T> {
 
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
+    }
+
+    /// See [`TlsIo::idle_clean`]; always true for plain TCP.
+    pub fn idle_clean(&mut self) -> bool {
+        match self {
+            Stream::Plain(_) => true,
+            Stream::Tls(t) => t.idle_clean(),
+        }
     }
 
     /// Half-closes the sending side; TLS sends close_notify first.
@@ -146,21 +168,18 @@ pub struct TlsInfo {
 
 impl TlsInfo {
     /// Whether a request for `host` (Host header, port stripped) must be
-    /// refused with 421 on this connection: the Host names another server
-    /// than the SNI did, or (without SNI) a site that requires a client
-    /// certificate this handshake did not ask for.
+    /// refused with 421: the site that serves `host` (by name, else the
+    /// listener's default) is not the one this handshake negotiated, so
+    /// the certificate presented may not be valid for the request's
+    /// origin (RFC 9110 §7.4) or its client-certificate policy was not
+    /// applied. Names served by one site (a wildcard's, or the default's)
+    /// share connections.
     pub fn misdirected(&self, host: &[u8]) -> bool {
-        match &self.sni {
-            Some(sni) => !host.eq_ignore_ascii_case(sni.as_bytes()),
-            None => {
-                let Ok(host) = std::str::from_utf8(host) else {
-                    return false;
-                };
-                self.table
-                    .lookup(host)
-                    .is_some_and(|s| s.client_auth.is_some() && !Arc::ptr_eq(s, &self.site))
-            }
-        }
+        let site = std::str::from_utf8(host)
+            .ok()
+            .and_then(|h| self.table.lookup(h))
+            .unwrap_or_else(|| self.table.default_site());
+        !Arc::ptr_eq(site, &self.site)
     }
 }
 
@@ -250,6 +269,9 @@ mod tests {
         table.add(Arc::new(
             Site::build(Some("open.example.com"), &ck, None, None).expect("open"),
         ));
+        table.add(Arc::new(
+            Site::build(Some("*.wild.example.com"), &ck, None, None).expect("wild"),
+        ));
         let mtls = MtlsSpec {
             truststore: ca,
             mode: ClientAuth::Required,
@@ -270,19 +292,27 @@ mod tests {
     }
 
     #[test]
-    fn host_must_match_sni() {
+    fn host_must_be_served_by_the_negotiated_site() {
         let i = info(Some("open.example.com"));
         assert!(!i.misdirected(b"open.example.com"));
         assert!(!i.misdirected(b"OPEN.example.com"));
         assert!(i.misdirected(b"mtls.example.com"));
+        // Another name: the default site's, not this one.
         assert!(i.misdirected(b"other.example.com"));
+        let wild = info(Some("a.wild.example.com"));
+        assert!(
+            !wild.misdirected(b"b.wild.example.com"),
+            "one site, one certificate"
+        );
+        assert!(wild.misdirected(b"open.example.com"));
     }
 
     #[test]
-    fn without_sni_only_client_auth_sites_are_misdirected() {
+    fn without_sni_only_default_site_names_are_served() {
         let i = info(None);
-        assert!(!i.misdirected(b"open.example.com"));
         assert!(!i.misdirected(b"127.0.0.1"));
+        assert!(!i.misdirected(b"unknown.example.org"));
+        assert!(i.misdirected(b"open.example.com"));
         assert!(i.misdirected(b"mtls.example.com"));
     }
 }

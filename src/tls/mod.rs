@@ -31,6 +31,8 @@ pub use peer::ClientCert;
 
 /// Sessions remembered for TLS 1.2 session-id resumption, per process.
 const SESSION_CACHE_ENTRIES: usize = 32 * 1024;
+/// ... and per mutual-TLS site configuration.
+const MTLS_SESSION_CACHE_ENTRIES: usize = 4 * 1024;
 
 /// Why a TLS setting could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -217,8 +219,6 @@ pub struct Site {
     pub client_auth: Option<ClientAuth>,
     /// Where verified client certificates' facts go.
     pub cert_headers: Option<CertHeaders>,
-    /// Those header names: never forwarded as a client sent them.
-    pub strip: Box<[Box<[u8]>]>,
 }
 
 impl Site {
@@ -258,20 +258,28 @@ impl Site {
         };
         let mut config = builder.with_single_cert(cert.chain.clone(), cert.key.clone_key())?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        if let Some(t) = ticketer() {
-            config.ticketer = t;
+        if mtls.is_some() {
+            // A resumed session skips client-certificate verification and
+            // carries the certificate it was first made with: sessions of
+            // a site that authenticates clients must not outlive its
+            // policy, so each build (each reload) gets its own keys and
+            // cache, and no other site's session resumes here.
+            if let Ok(t) = rustls::crypto::ring::Ticketer::new() {
+                config.ticketer = t;
+            }
+            config.session_storage =
+                rustls::server::ServerSessionMemoryCache::new(MTLS_SESSION_CACHE_ENTRIES);
+        } else {
+            if let Some(t) = ticketer() {
+                config.ticketer = t;
+            }
+            config.session_storage = session_cache();
         }
-        config.session_storage = session_cache();
-        let strip = cert_headers
-            .iter()
-            .flat_map(|h| h.names().map(Box::from))
-            .collect();
         Ok(Site {
             name: name.map(Into::into),
             config: Arc::new(config),
             client_auth: mtls.map(|m| m.mode),
             cert_headers,
-            strip,
         })
     }
 }

@@ -103,10 +103,13 @@ impl Pool {
             if idle_for >= self.idle_timeout {
                 continue;
             }
-            if (!retryable || idle_for >= PEEK_AFTER) && !is_alive(entry.conn.stream.tcp()) {
+            let mut conn = entry.conn;
+            if (!retryable || idle_for >= PEEK_AFTER) && !is_alive(conn.stream.tcp()) {
                 continue;
             }
-            let mut conn = entry.conn;
+            if !conn.stream.idle_clean() {
+                continue;
+            }
             conn.reused = true;
             self.stats.reused.set(self.stats.reused.get() + 1);
             return Some(conn);
@@ -133,9 +136,10 @@ impl Pool {
     pub fn sweep(&self, now: Instant) {
         let mut idle = self.idle.borrow_mut();
         for list in idle.values_mut() {
-            list.retain(|e| {
+            list.retain_mut(|e| {
                 now.saturating_duration_since(e.since) < self.idle_timeout
                     && is_alive(e.conn.stream.tcp())
+                    && e.conn.stream.idle_clean()
             });
         }
         idle.retain(|_, l| !l.is_empty());
