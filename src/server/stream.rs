@@ -175,6 +175,15 @@ impl TlsInfo {
     /// applied. Names served by one site (a wildcard's, or the default's)
     /// share connections.
     pub fn misdirected(&self, host: &[u8]) -> bool {
+        // The common case, no lookup: the Host is the SNI's name, whose
+        // site this is (the site table is the one the SNI chose from).
+        if self
+            .sni
+            .as_deref()
+            .is_some_and(|sni| host.eq_ignore_ascii_case(sni.as_bytes()))
+        {
+            return false;
+        }
         let site = std::str::from_utf8(host)
             .ok()
             .and_then(|h| self.table.lookup(h))
