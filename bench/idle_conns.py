@@ -8,6 +8,8 @@ response, then leaves them all idle and reads the gateway's VmRSS from
 
     python3 bench/idle_conns.py [N]         # default N = 10000
     TOLLGATE_BIN=target/release/tollgate python3 bench/idle_conns.py
+    TLS=1 python3 bench/idle_conns.py 2000  # TLS 1.3 connections (the
+                                            # development certificate)
 
 The load stays on loopback and ends with the script; the gateway is
 stopped by its PID.
@@ -15,6 +17,7 @@ stopped by its PID.
 
 import os
 import resource
+import ssl
 import signal
 import socket
 import subprocess
@@ -25,6 +28,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("TOLLGATE_BIN", os.path.join(ROOT, "target/release/tollgate"))
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
+TLS = os.environ.get("TLS") == "1"
 BODY = b'{"hello":"world"}'
 
 CONFIG = """
@@ -56,14 +60,25 @@ def main():
     if hard < N + 100:
         sys.exit(f"need {N + 100} file descriptors, hard limit is {hard}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    state = tempfile.mkdtemp(prefix="tollgate-idle-")
+    config = CONFIG
+    if TLS:
+        config = config.replace("tls = false", "").replace(
+            "[server]\n", f'[server]\nstate_dir = "{state}"\n'
+        )
     with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
-        f.write(CONFIG)
+        f.write(config)
         cfg = f.name
+    ctx = None
+    if TLS:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
     proc = subprocess.Popen([BIN, "run", cfg], stderr=subprocess.PIPE, text=True)
     try:
         port = None
         for line in proc.stderr:
-            if line.startswith("tollgate: listening on http://"):
+            if line.startswith("tollgate: listening on http"):
                 port = int(line.strip().rsplit(":", 1)[1])
                 break
         if port is None:
@@ -73,6 +88,8 @@ def main():
         socks = []
         for _ in range(N):
             s = socket.create_connection(("127.0.0.1", port))
+            if ctx is not None:
+                s = ctx.wrap_socket(s)
             s.sendall(b"GET /hello HTTP/1.1\r\nHost: bench\r\n\r\n")
             data = b""
             while not data.endswith(BODY):
@@ -84,7 +101,7 @@ def main():
         time.sleep(1.0)
         after = rss_kib(proc.pid)
         per = (after - before) * 1024 / N
-        print(f"idle keep-alive connections: {N}")
+        print(f"idle keep-alive {'TLS ' if TLS else ''}connections: {N}")
         print(f"gateway RSS: {before} KiB before, {after} KiB with them open")
         print(f"RSS per idle connection: {per:.0f} bytes")
         for s in socks:
