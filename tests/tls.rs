@@ -269,6 +269,22 @@ key = "GET /items"
 integration = { type = "mock", status = 200, body = "users items" }
 "#;
 
+/// A gateway with one TLS listener presenting `srv`, then `rest` (APIs,
+/// domains).
+fn tls_gateway(dir: &Path, srv: &Leaf, rest: &str) -> Gw {
+    Gw::start(&format!(
+        r#"{}
+[[server.listen]]
+addr = "LISTEN_TLS"
+certificate = "{}"
+key = "{}"
+{rest}"#,
+        base(dir),
+        srv.cert.display(),
+        srv.key.display()
+    ))
+}
+
 /// Presented certificate of a connection.
 fn peer_cert(s: &Tls) -> CertificateDer<'static> {
     s.conn.peer_certificates().expect("certs")[0].clone()
@@ -279,17 +295,7 @@ fn tls13_and_tls12_serve_requests_with_alpn() {
     let dir = state_dir("tls-versions");
     let pki = Pki::new(&dir, "ca-versions");
     let srv = pki.leaf("srv", &["localhost", "127.0.0.1"], "localhost", false);
-    let gw = Gw::start(&format!(
-        r#"{}
-[[server.listen]]
-addr = "LISTEN_TLS"
-certificate = "{}"
-key = "{}"
-{APIS}"#,
-        base(&dir),
-        srv.cert.display(),
-        srv.key.display()
-    ));
+    let gw = tls_gateway(&dir, &srv, APIS);
     let addr = gw.addrs[0];
     for (versions, expect) in [
         (
@@ -416,13 +422,11 @@ fn base_path_mappings_route_and_host_must_match_sni() {
     let dir = state_dir("tls-mapping");
     let pki = Pki::new(&dir, "ca-mapping");
     let srv = pki.leaf("srv", &["api.example.com", "127.0.0.1"], "srv", false);
-    let gw = Gw::start(&format!(
-        r#"{}
-[[server.listen]]
-addr = "LISTEN_TLS"
-certificate = "{}"
-key = "{}"
-{APIS}
+    let gw = tls_gateway(
+        &dir,
+        &srv,
+        &format!(
+            r#"{APIS}
 [[domain]]
 name = "api.example.com"
 [[domain.mapping]]
@@ -436,11 +440,9 @@ stage = "$default"
 [[domain.mapping]]
 api = "root"
 stage = "$default"
-"#,
-        base(&dir),
-        srv.cert.display(),
-        srv.key.display()
-    ));
+"#
+        ),
+    );
     let addr = gw.addrs[0];
     let cfg = client(pki.roots(), BOTH, None);
     let mut s = connect(addr, "api.example.com", cfg.clone()).expect("tls");
@@ -633,17 +635,7 @@ fn sessions_resume_with_tls13_tickets_and_tls12_ids() {
     let dir = state_dir("tls-resume");
     let pki = Pki::new(&dir, "ca-resume");
     let srv = pki.leaf("srv", &["localhost"], "srv", false);
-    let gw = Gw::start(&format!(
-        r#"{}
-[[server.listen]]
-addr = "LISTEN_TLS"
-certificate = "{}"
-key = "{}"
-{APIS}"#,
-        base(&dir),
-        srv.cert.display(),
-        srv.key.display()
-    ));
+    let gw = tls_gateway(&dir, &srv, APIS);
     for versions in [
         &[&rustls::version::TLS13][..],
         &[&rustls::version::TLS12][..],

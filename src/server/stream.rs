@@ -30,32 +30,29 @@ pub trait TlsIo: AsyncRead + AsyncWrite + Unpin {
     fn idle_clean(&mut self) -> bool;
 }
 
-impl TlsIo for futures_rustls::server::TlsStream<TcpStream> {
-    fn tcp(&self) -> &TcpStream {
-        self.get_ref().0
-    }
-    fn close_notify(&mut self) {
-        self.get_mut().1.send_close_notify();
-    }
-    fn idle_clean(&mut self) -> bool {
-        clean(self.get_mut().1.process_new_packets())
-    }
+/// The same for both sides: server and client streams differ only in the
+/// rustls connection type, which derefs to the common state.
+macro_rules! tls_io {
+    ($stream:ty) => {
+        impl TlsIo for $stream {
+            fn tcp(&self) -> &TcpStream {
+                self.get_ref().0
+            }
+            fn close_notify(&mut self) {
+                self.get_mut().1.send_close_notify();
+            }
+            fn idle_clean(&mut self) -> bool {
+                clean(self.get_mut().1.process_new_packets())
+            }
+        }
+    };
 }
+
+tls_io!(futures_rustls::server::TlsStream<TcpStream>);
+tls_io!(futures_rustls::client::TlsStream<TcpStream>);
 
 fn clean(state: Result<rustls::IoState, rustls::Error>) -> bool {
     state.is_ok_and(|s| s.plaintext_bytes_to_read() == 0 && !s.peer_has_closed())
-}
-
-impl TlsIo for futures_rustls::client::TlsStream<TcpStream> {
-    fn tcp(&self) -> &TcpStream {
-        self.get_ref().0
-    }
-    fn close_notify(&mut self) {
-        self.get_mut().1.send_close_notify();
-    }
-    fn idle_clean(&mut self) -> bool {
-        clean(self.get_mut().1.process_new_packets())
-    }
 }
 
 /// Plain TCP or TLS. The TLS state is boxed: it is large (rustls buffers)
