@@ -128,6 +128,11 @@ out=$(curl -sS --max-time 10 --cacert ca.pem --tlsv1.2 --tls-max 1.2 $API \
 [[ $out == "root hello 200" ]] || fail "curl TLS 1.2 root mapping: $out"
 pass "curl: TLS 1.2, root mapping"
 
+out=$(curl -sS --max-time 10 --cacert ca.pem -0 $API "https://api.example.com:$PORT/hello" \
+    -w ' %{http_code}')
+[[ $out == "root hello 200" ]] || fail "curl HTTP/1.0 (ALPN http/1.0): $out"
+pass "curl: HTTP/1.0 over TLS (ALPN http/1.0 accepted)"
+
 out=$(curl -sS --max-time 10 --cacert ca.pem $API -H 'Host: orders.internal' \
     "https://api.example.com:$PORT/prod/items" -w ' %{http_code}')
 [[ $out == '{"message":"Misdirected Request"} 421' ]] || fail "Host/SNI mismatch: $out"

@@ -257,7 +257,10 @@ impl Site {
             }
         };
         let mut config = builder.with_single_cert(cert.chain.clone(), cert.key.clone_key())?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // HTTP/1.1, and HTTP/1.0 for clients that offer only that (curl
+        // -0): offering ALPN with no protocol in common fails the
+        // handshake. Clients that send no ALPN are served too.
+        config.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
         if mtls.is_some() {
             // A resumed session skips client-certificate verification and
             // carries the certificate it was first made with: sessions of
