@@ -942,3 +942,68 @@ addr = "LISTEN_TLS"
     assert_eq!(gw.control().snapshot().tls.dev_cert, Some(dev));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_reload_that_requires_client_certificates_is_not_skipped_by_resumption() {
+    let dir = state_dir("tls-mtls-resume");
+    let pki = Pki::new(&dir, "ca-mtls-resume");
+    let srv = pki.leaf("srv", &["mtls.example.com"], "srv", false);
+    let origin = Origin::ok("ok");
+    let text = |mode: &str| {
+        format!(
+            r#"{}
+[[server.listen]]
+addr = "127.0.0.1:0"
+certificate = "{}"
+key = "{}"
+[[api]]
+name = "secure"
+hosts = []
+[[api.route]]
+key = "GET /who"
+integration = {{ type = "http", uri = "http://{}/who" }}
+[[domain]]
+name = "mtls.example.com"
+mtls = {{ truststore = "{}", mode = "{mode}" }}
+[[domain.mapping]]
+api = "secure"
+stage = "$default"
+"#,
+            base(&dir),
+            srv.cert.display(),
+            srv.key.display(),
+            origin.addr,
+            pki.ca_path().display(),
+        )
+    };
+    let gw = Gw::start(&text("optional"));
+    let addr = gw.addrs[0];
+    let path = dir.join("gw.toml");
+    let host = "mtls.example.com";
+    // One client config for every connection: it keeps the session.
+    let cfg = client(pki.roots(), &[&rustls::version::TLS13], None);
+    let mut first = connect(addr, host, cfg.clone()).expect("optional: no cert needed");
+    assert_eq!(get(&mut first, host, "/who", "").expect("r").status, 200);
+    let mut again = connect(addr, host, cfg.clone()).expect("resumes");
+    assert_eq!(
+        again.conn.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+    assert_eq!(get(&mut again, host, "/who", "").expect("r").status, 200);
+
+    // The domain now requires a client certificate: the session made
+    // without one must not carry a new connection past that.
+    std::fs::write(
+        &path,
+        text("required").replace("127.0.0.1:0", &addr.to_string()),
+    )
+    .expect("write");
+    let control = gw.control();
+    control.set_source(path, None);
+    control.reload_from_source().expect("reload");
+    let before = origin.requests().len();
+    let outcome = connect(addr, host, cfg).and_then(|mut s| get(&mut s, host, "/who", ""));
+    assert!(outcome.is_err(), "{outcome:?}");
+    assert_eq!(origin.requests().len(), before);
+    let _ = std::fs::remove_dir_all(&dir);
+}
