@@ -36,24 +36,7 @@ pub fn load_or_create(dir: &Path) -> Result<(DevCert, CertKey), TlsError> {
         reason,
     };
     if !cert_path.exists() || !key_path.exists() {
-        let params = rcgen::CertificateParams::new(vec![
-            "localhost".to_string(),
-            "127.0.0.1".to_string(),
-            "::1".to_string(),
-        ])
-        .map_err(|e| fail(e.to_string()))?;
-        let mut params = params;
-        params.distinguished_name.push(
-            rcgen::DnType::CommonName,
-            "tollgate development certificate",
-        );
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| fail(e.to_string()))?;
-        let cert = params.self_signed(&key).map_err(|e| fail(e.to_string()))?;
-        std::fs::create_dir_all(&tls_dir).map_err(|e| fail(e.to_string()))?;
-        write_private(&key_path, key.serialize_pem().as_bytes())
-            .map_err(|e| fail(e.to_string()))?;
-        std::fs::write(&cert_path, cert.pem()).map_err(|e| fail(e.to_string()))?;
+        create(&tls_dir, &cert_path, &key_path).map_err(fail)?;
     }
     let ck = CertKey::load(&cert_path, &key_path)?;
     let fingerprint = ck
@@ -69,6 +52,78 @@ pub fn load_or_create(dir: &Path) -> Result<(DevCert, CertKey), TlsError> {
         },
         ck,
     ))
+}
+
+/// How long a process that lost the race to create the certificate waits
+/// for the winner to finish writing it.
+const CREATE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Generates the pair and publishes it without a race: several processes
+/// may start at once on one state directory (`tollgate check` beside a
+/// `tollgate run`). Each writes its pair to temporary files; the key is
+/// published with `link` (which fails if the name exists), so exactly one
+/// process wins and then renames its certificate into place; the others
+/// wait for that certificate.
+fn create(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), String> {
+    let mut params = rcgen::CertificateParams::new(vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ])
+    .map_err(|e| e.to_string())?;
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        "tollgate development certificate",
+    );
+    let key =
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
+    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    // Unique per process and call (threads of one process may race too).
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tag = format!(
+        "{}-{}",
+        std::process::id(),
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let key_tmp = dir.join(format!(".{KEY_FILE}.{tag}"));
+    let cert_tmp = dir.join(format!(".{CERT_FILE}.{tag}"));
+    let cleanup = || {
+        let _ = std::fs::remove_file(&key_tmp);
+        let _ = std::fs::remove_file(&cert_tmp);
+    };
+    let written = write_private(&key_tmp, key.serialize_pem().as_bytes())
+        .and_then(|()| std::fs::write(&cert_tmp, cert.pem()));
+    if let Err(e) = written {
+        cleanup();
+        return Err(e.to_string());
+    }
+    match std::fs::hard_link(&key_tmp, key_path) {
+        Ok(()) => {
+            let renamed = std::fs::rename(&cert_tmp, cert_path);
+            cleanup();
+            renamed.map_err(|e| e.to_string())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            cleanup();
+            let deadline = std::time::Instant::now() + CREATE_WAIT;
+            while !cert_path.exists() {
+                if std::time::Instant::now() >= deadline {
+                    return Err(format!(
+                        "`{}` exists without `{}`; remove it to have a new pair made",
+                        key_path.display(),
+                        cert_path.display()
+                    ));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Ok(())
+        }
+        Err(e) => {
+            cleanup();
+            Err(e.to_string())
+        }
+    }
 }
 
 /// SHA-256 fingerprint as `AB:CD:…`.
@@ -102,6 +157,30 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn processes_starting_together_agree_on_one_pair() {
+        let dir = std::env::temp_dir().join(format!("tollgate-devrace-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let dir = dir.clone();
+                std::thread::spawn(move || load_or_create(&dir).map(|(d, _)| d.fingerprint))
+            })
+            .collect();
+        let prints: Vec<String> = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread").expect("pair loads"))
+            .collect();
+        assert!(prints.windows(2).all(|w| w[0] == w[1]), "{prints:?}");
+        let left: Vec<_> = std::fs::read_dir(dir.join("tls"))
+            .expect("dir")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left.len(), 2, "no temporary files left: {left:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn created_once_then_reused() {
