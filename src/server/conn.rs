@@ -16,6 +16,7 @@ use glommio::net::TcpStream;
 
 use super::buf::ReadBuf;
 use super::caching::{self, CacheStep, Capture};
+pub(super) use super::exchange::{Exch, LogScratch};
 pub(super) use super::respond::RequestId;
 use super::shard::{Buffers, IdleState, Refusal, Shard};
 use super::stream::{self, ClientStream, Stream, TlsInfo};
@@ -27,10 +28,8 @@ use crate::http::response::ResponseHead;
 use crate::http::write::{self, LocalResponse};
 use crate::http::{BodyKind, HeaderKind, Version};
 use crate::integration::Integration;
-use crate::observe::access_log::LogRecord;
-use crate::observe::counters::{Exchange, Level};
+use crate::observe::counters::Level;
 use crate::observe::latency_clock;
-use crate::observe::metrics::UNMATCHED;
 
 /// Largest read while streaming a body.
 pub(super) const BODY_CHUNK: usize = 64 * 1024;
@@ -79,8 +78,8 @@ pub(super) struct RequestInfo {
 }
 
 /// The client address, and as text for X-Forwarded-For.
-struct PeerIp {
-    ip: std::net::IpAddr,
+pub(super) struct PeerIp {
+    pub(super) ip: std::net::IpAddr,
     text: [u8; 48],
     len: usize,
 }
@@ -97,7 +96,7 @@ pub(super) struct Conn {
     head: RequestHead,
     /// Reused for every backend response head.
     pub rhead: ResponseHead,
-    peer: PeerIp,
+    pub(super) peer: PeerIp,
     idle: Rc<IdleState>,
     /// Set when closing may leave unread request bytes: close lingering.
     pub linger: bool,
@@ -117,73 +116,7 @@ pub(super) struct Conn {
     pub exch: Exch,
     /// The request's fields for its access log line (boxed, and only once
     /// a request of a logging stage came: idle connections stay small).
-    log: Option<Box<LogScratch>>,
-}
-
-/// Request fields an access log line needs, copied out of the read buffer
-/// before the head is consumed (only for stages that log).
-#[derive(Debug, Default)]
-struct LogScratch {
-    buf: Vec<u8>,
-    rid: std::ops::Range<usize>,
-    method: std::ops::Range<usize>,
-    path: std::ops::Range<usize>,
-    user_agent: Option<std::ops::Range<usize>>,
-    host: Option<std::ops::Range<usize>>,
-    key: Option<crate::auth::api_key::KeyId>,
-    http10: bool,
-}
-
-impl LogScratch {
-    fn put(&mut self, v: &[u8]) -> std::ops::Range<usize> {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(v);
-        start..self.buf.len()
-    }
-
-    fn get(&self, r: &std::ops::Range<usize>) -> &[u8] {
-        self.buf.get(r.clone()).unwrap_or_default()
-    }
-}
-
-/// What one request did: filled in as it runs, recorded when it ends.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Exch {
-    /// Raw reading of the latency clock (`observe::latency_clock`).
-    pub start: u64,
-    /// The response status (0: none was written).
-    pub status: u16,
-    pub metric: u32,
-    pub bytes_in: u64,
-    /// `Conn::produced` when the request started.
-    pub out_mark: u64,
-    /// Time to the backend's response head, and its status.
-    pub integration: Option<(Duration, u16)>,
-    /// The message of an error the gateway answered with.
-    pub error: Option<&'static str>,
-    /// Answered from the cache (`Some(true)`) or looked up and missed.
-    pub cache: Option<bool>,
-    /// The route counter whose stage logs this request.
-    pub log: Option<u32>,
-    /// Sent to the stage's canary.
-    pub canary: bool,
-}
-
-impl Exch {
-    fn new(start: u64, bytes_in: u64, out_mark: u64) -> Exch {
-        Exch {
-            start,
-            status: 0,
-            metric: UNMATCHED,
-            bytes_in,
-            out_mark,
-            integration: None,
-            error: None,
-            cache: None,
-            log: None,
-            canary: false,
-        }
-    }
+    pub(super) log: Option<Box<LogScratch>>,
 }
 
 /// Serves one accepted client connection until it closes; on a TLS
@@ -532,20 +465,7 @@ impl Conn {
             {
                 self.exch.log = Some(counter);
                 let l = self.log.get_or_insert_with(Box::default);
-                l.buf.clear();
-                l.rid = l.put(rid.as_bytes());
-                l.method = l.put(method);
-                l.path = l.put(head.path(buf));
-                l.host = head.host.map(|h| l.put(h.of(buf)));
-                l.user_agent = head
-                    .headers
-                    .iter()
-                    .find(|h| h.name.of(buf).eq_ignore_ascii_case(b"user-agent"))
-                    .map(|h| l.put(h.value.of(buf)));
-                l.key = head
-                    .header(HeaderKind::ApiKey)
-                    .and_then(|h| snap.keys.lookup(h.value.of(buf)));
-                l.http10 = head.version == Version::Http10;
+                l.capture(snap, head, buf, &rid);
             }
         }
         if let BodyKind::Length(n) = info.body {
@@ -769,87 +689,6 @@ impl Conn {
             Ok(_) => Ok(()),
             Err(ConnError::Timeout) => Err(BodyError::Reject(408)),
             Err(e) => Err(BodyError::Conn(e)),
-        }
-    }
-
-    /// Bytes produced for the client so far: sent, queued or pending.
-    pub(super) fn produced(&self) -> u64 {
-        self.sent + self.wbuf.len() as u64 + self.pending.as_ref().map_or(0, |p| p.len() as u64)
-    }
-
-    /// Counts the request that just ended, and writes its access log line
-    /// if its stage logs.
-    fn finish_exchange(&mut self, snap: &Snapshot) {
-        let e = &self.exch;
-        let status = if e.status == 0 {
-            // The client went away before an answer (NGINX's 499).
-            499
-        } else {
-            e.status
-        };
-        let exchange = Exchange {
-            status,
-            bytes_in: e.bytes_in,
-            bytes_out: self.produced().saturating_sub(e.out_mark),
-            latency: latency_clock().delta(e.start, latency_clock().raw()),
-            integration: e.integration.map(|(d, _)| d),
-        };
-        self.shard.counters.record(e.metric, &exchange);
-        if let Some(counter) = e.log {
-            self.log_line(snap, counter, &exchange);
-        }
-    }
-
-    /// Renders the access log line of the request that just ended into
-    /// the shard's buffer for its stage's destination.
-    fn log_line(&self, snap: &Snapshot, counter: u32, x: &Exchange) {
-        let Some(Some(stage_log)) = snap.route_logs.get(counter as usize) else {
-            return;
-        };
-        let labels = snap.route_labels.get(counter as usize);
-        let Some(l) = self.log.as_deref() else {
-            return;
-        };
-        let e = &self.exch;
-        let rec = LogRecord {
-            request_id: l.get(&l.rid),
-            source_ip: self.peer.ip,
-            time: self.shard.wall_time_of(e.start),
-            method: l.get(&l.method),
-            route_key: labels.map(|r| r.route.as_str()),
-            path: l.get(&l.path),
-            status: x.status,
-            http10: l.http10,
-            response_length: x.bytes_out,
-            latency: x.latency,
-            integration_latency: e.integration.map(|(d, _)| d),
-            integration_status: e.integration.map(|(_, s)| s),
-            error_message: e.error,
-            user_agent: l.user_agent.as_ref().map(|r| l.get(r)),
-            stage: labels.map(|r| r.stage.as_str()),
-            api: labels.map(|r| r.api.as_str()),
-            host: l.host.as_ref().map(|r| l.get(r)),
-            api_key_id: l.key.map(|k| snap.keys.name(k)),
-            cache: e.cache,
-            canary: e.canary,
-            client_cert: self.tls.as_ref().and_then(|t| t.client_cert.as_ref()),
-        };
-        let Some(dest) = snap.log_destinations.get(stage_log.sink as usize) else {
-            return;
-        };
-        let mut logs = self.shard.logs.borrow_mut();
-        // The index holds unless a reload changed the destinations while
-        // this request ran on the older snapshot.
-        let i = if logs
-            .get(stage_log.sink as usize)
-            .is_some_and(|(d, _)| d == dest)
-        {
-            Some(stage_log.sink as usize)
-        } else {
-            logs.iter().position(|(d, _)| d == dest)
-        };
-        if let Some((_, out)) = i.and_then(|i| logs.get_mut(i)) {
-            out.line(|buf| stage_log.format.render(&rec, buf));
         }
     }
 

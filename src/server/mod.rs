@@ -4,6 +4,7 @@
 pub mod buf;
 mod caching;
 mod conn;
+mod exchange;
 mod proxy;
 mod respond;
 pub mod shard;
