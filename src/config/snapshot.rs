@@ -333,7 +333,7 @@ impl Snapshot {
         path: &'p [u8],
         tls: bool,
     ) -> Option<Resolved<'s, 'p>> {
-        let host = host.map(crate::http::strip_port).unwrap_or_default();
+        let host = host.map(crate::http::host_name).unwrap_or_default();
         // The most specific host pattern decides the API set; a request
         // never falls through to a less specific host (like NGINX server
         // blocks and Amazon API Gateway custom domains).

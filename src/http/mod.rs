@@ -249,22 +249,44 @@ fn has_bare_lf(head: &[u8]) -> bool {
     memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
 }
 
-/// `host:port` → `host`; `[v6]:port` → `[v6]`.
-pub fn strip_port(host: &[u8]) -> &[u8] {
+/// The name a `Host` value selects by: `host:port` → `host`,
+/// `[v6]:port` → `[v6]`, and a fully qualified `host.` → `host` (the same
+/// name, as NGINX treats it).
+pub fn host_name(host: &[u8]) -> &[u8] {
     if host.first() == Some(&b'[') {
         return match memchr::memchr(b']', host) {
             Some(i) => &host[..=i],
             None => host,
         };
     }
-    match memchr::memrchr(b':', host) {
+    let name = match memchr::memrchr(b':', host) {
         Some(i) => &host[..i],
         None => host,
+    };
+    match name.strip_suffix(b".") {
+        Some(n) if !n.is_empty() => n,
+        _ => name,
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn host_names_drop_port_and_final_dot() {
+        assert_eq!(
+            super::host_name(b"api.example.com:8443"),
+            b"api.example.com"
+        );
+        assert_eq!(super::host_name(b"api.example.com."), b"api.example.com");
+        assert_eq!(
+            super::host_name(b"api.example.com.:443"),
+            b"api.example.com"
+        );
+        assert_eq!(super::host_name(b"[::1]:443"), b"[::1]");
+        assert_eq!(super::host_name(b"."), b".");
+        assert_eq!(super::host_name(b"localhost"), b"localhost");
+    }
+
     use super::*;
 
     #[test]

@@ -428,7 +428,7 @@ impl Conn {
         let rid = self.request_id(snap);
 
         if let (Some(t), Some(host)) = (&self.tls, head.host) {
-            if t.misdirected(crate::http::strip_port(host.of(buf))) {
+            if t.misdirected(crate::http::host_name(host.of(buf))) {
                 // Another server's name than the handshake's (RFC 9110
                 // §15.5.20): the client may retry on a new connection.
                 self.rbuf.consume(head_len);
