@@ -158,6 +158,10 @@ for who in none intruder; do
     pass "curl: mutual TLS refused ($who): $(echo "$out" | head -n 1)"
 done
 
+out=$(curl -sS --max-time 10 "http://127.0.0.1:$PORT/hello" -H 'Host: root.internal' -w ' %{http_code}')
+[[ $out == *"plain HTTP request"*" 400" ]] || fail "plain HTTP on the TLS port: $out"
+pass "curl: plain HTTP on the TLS port gets 400"
+
 # -------------------------------------------------------------- openssl --
 s_client() { # args...
     timeout 10 openssl s_client -connect "127.0.0.1:$PORT" -CAfile ca.pem "$@" </dev/null 2>&1 || true

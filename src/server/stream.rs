@@ -196,9 +196,17 @@ pub enum HandshakeError {
     Timeout,
     #[error("no certificate for the requested server name")]
     Refused,
+    #[error("plain HTTP sent to a TLS listener")]
+    PlainHttp,
     #[error("TLS handshake failed: {0}")]
     Io(#[from] io::Error),
 }
+
+/// The answer to plain HTTP on a TLS listener (then the connection
+/// closes).
+const PLAIN_HTTP_RESPONSE: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+content-type: application/json\r\ncontent-length: 62\r\nconnection: close\r\n\r\n\
+{\"message\":\"The plain HTTP request was sent to an HTTPS port\"}";
 
 /// Runs the server side of a TLS handshake on `tcp` within `wait`.
 pub async fn accept(
@@ -207,6 +215,18 @@ pub async fn accept(
     wait: Duration,
 ) -> Result<(ClientStream, Box<TlsInfo>), HandshakeError> {
     let handshake = async {
+        // A TLS client starts with a handshake record (0x16). Plain HTTP
+        // on the TLS port gets a readable 400 instead of a bare close, as
+        // NGINX does.
+        let mut first = [0u8; 1];
+        if tcp.peek(&mut first).await.map_err(io::Error::from)? == 1 && first[0] != 0x16 {
+            if first[0].is_ascii_uppercase() {
+                let mut tcp = tcp;
+                let _ = tcp.write_all(PLAIN_HTTP_RESPONSE).await;
+                let _ = tcp.shutdown(std::net::Shutdown::Write).await;
+            }
+            return Err(HandshakeError::PlainHttp);
+        }
         let start =
             futures_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp)
                 .await?;
