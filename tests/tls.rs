@@ -935,6 +935,19 @@ addr = "LISTEN_TLS"
     let snap = gw.control().snapshot();
     let dev = snap.tls.dev_cert.clone().expect("dev cert reported");
     assert_eq!(dev.cert_path, cert);
+    // Its expiry is exported for monitoring.
+    let metrics = tollgate::admin::metrics::render(&gw.control());
+    let expiry = metrics
+        .lines()
+        .find(|l| l.starts_with("tollgate_tls_certificate_expiry_timestamp_seconds{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("expiry metric");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert!(expiry > now, "{expiry} vs {now}");
     drop(s);
     drop(gw);
     // The next start reuses it.

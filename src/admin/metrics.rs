@@ -260,6 +260,30 @@ pub fn render(control: &Control) -> String {
     );
     e.sample("tollgate_access_log_dropped_total", &[], dropped);
 
+    let snap = control.snapshot();
+    if !snap.tls.listeners.is_empty() {
+        e.family(
+            "tollgate_tls_certificate_expiry_timestamp_seconds",
+            "gauge",
+            "When each TLS listener's certificates expire (Unix time), by site (`default` or the domain name).",
+        );
+        for (addr, table) in &snap.tls.listeners {
+            let listener = addr.to_string();
+            for site in table.sites() {
+                if let Some(t) = site.not_after.and_then(|t| u64::try_from(t).ok()) {
+                    e.sample(
+                        "tollgate_tls_certificate_expiry_timestamp_seconds",
+                        &[
+                            ("listener", &listener),
+                            ("site", site.name.as_deref().unwrap_or("default")),
+                        ],
+                        t,
+                    );
+                }
+            }
+        }
+    }
+
     let status = control.status();
     e.family(
         "tollgate_config_generation",

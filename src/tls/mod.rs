@@ -219,6 +219,8 @@ pub struct Site {
     pub client_auth: Option<ClientAuth>,
     /// Where verified client certificates' facts go.
     pub cert_headers: Option<CertHeaders>,
+    /// When the presented certificate expires (Unix seconds).
+    pub not_after: Option<i64>,
 }
 
 impl Site {
@@ -283,6 +285,10 @@ impl Site {
             config: Arc::new(config),
             client_auth: mtls.map(|m| m.mode),
             cert_headers,
+            not_after: cert
+                .chain
+                .first()
+                .and_then(|c| peer::not_after_unix(c.as_ref())),
         })
     }
 }
@@ -363,6 +369,13 @@ impl ServerTls {
             .iter()
             .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(&**suffix))
             .map(|(_, s)| s)
+    }
+
+    /// Every site: the default first, then by name.
+    pub fn sites(&self) -> impl Iterator<Item = &Arc<Site>> {
+        std::iter::once(&self.default)
+            .chain(self.exact.values())
+            .chain(self.wildcard.iter().map(|(_, s)| s))
     }
 
     /// The site a connection without SNI (or with an unknown name) gets.

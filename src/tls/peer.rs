@@ -37,6 +37,12 @@ impl ClientCert {
     }
 }
 
+/// The end of a DER certificate's validity, Unix seconds.
+pub fn not_after_unix(der: &[u8]) -> Option<i64> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,5 +69,6 @@ mod tests {
         assert_eq!(c.not_before, "2026-01-02T00:00:00Z");
         assert_eq!(c.not_after, "2030-03-04T00:00:00Z");
         assert!(ClientCert::from_der(b"junk").is_none());
+        assert_eq!(not_after_unix(cert.der()), Some(1_898_812_800));
     }
 }
