@@ -27,6 +27,11 @@ pub(super) enum HostPattern {
 
 impl HostPattern {
     pub(super) fn parse(s: &str) -> Option<HostPattern> {
+        // A final dot names the same host (requests drop theirs too).
+        let s = match s.strip_suffix('.') {
+            Some(t) if !t.is_empty() => t,
+            _ => s,
+        };
         let lower = s.to_ascii_lowercase();
         let ok = |h: &str| {
             !h.is_empty()

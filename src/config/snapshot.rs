@@ -264,6 +264,9 @@ pub struct Snapshot {
     pub server: ServerSettings,
     pub apis: Vec<Api>,
     mounts: Vec<Mount>,
+    /// Names of custom domains with mutual TLS: never served on plain
+    /// connections, whatever mounts their name matches.
+    mtls_hosts: Vec<super::apis::HostPattern>,
     /// Every throttle limit: the account limit (if enabled) first, then
     /// stage and route limits.
     pub limits: Vec<Limit>,
@@ -334,6 +337,9 @@ impl Snapshot {
         tls: bool,
     ) -> Option<Resolved<'s, 'p>> {
         let host = host.map(crate::http::host_name).unwrap_or_default();
+        if !tls && self.mtls_hosts.iter().any(|p| p.score(host).is_some()) {
+            return None;
+        }
         // The most specific host pattern decides the API set; a request
         // never falls through to a less specific host (like NGINX server
         // blocks and Amazon API Gateway custom domains).
@@ -668,6 +674,13 @@ impl Snapshot {
             },
             apis,
             mounts,
+            mtls_hosts: config
+                .domains
+                .iter()
+                .filter(|d| d.mtls.is_some())
+                .filter_map(|d| super::apis::HostPattern::parse(&d.name))
+                .filter(|p| *p != super::apis::HostPattern::Any)
+                .collect(),
             limits,
             account_limit,
             sync_interval: th.sync_interval,

@@ -217,11 +217,36 @@ stage = "$default"
 base_path = "b"
 api = "closed"
 stage = "$default"
+[[domain]]
+name = "n.example.com."
+mtls = {{ truststore = "{}" }}
+[[api]]
+name = "dotted"
+hosts = ["dot.example.com."]
+[[api.route]]
+key = "GET /d"
+integration = {{ type = "mock" }}
 "#,
         dir.display(),
+        ca.display(),
         ca.display()
     );
     let snap = build(&text).expect("valid");
+    // A mutual-TLS domain without mappings: its name is served on TLS
+    // only (the API behind `*` must not answer it over plain HTTP).
+    assert!(snap
+        .resolve(Some(b"n.example.com"), b"GET", b"/x")
+        .is_none());
+    assert!(snap
+        .resolve_on(Some(b"n.example.com"), b"GET", b"/x", true)
+        .is_some_and(|r| r.api.name == "open"));
+    // A final dot in a configured host names the same host.
+    assert!(snap
+        .resolve(Some(b"dot.example.com"), b"GET", b"/d")
+        .is_some_and(|r| r.api.name == "dotted"));
+    assert!(snap
+        .resolve(Some(b"dot.example.com."), b"GET", b"/d")
+        .is_some_and(|r| r.api.name == "dotted"));
     let warned: Vec<&str> = snap.warnings.iter().map(|w| w.path.as_str()).collect();
     assert!(warned.contains(&"domain[0].mapping[0]"), "{warned:?}");
     assert!(

@@ -74,7 +74,10 @@ pub(super) fn compile(
     warnings: &mut Vec<super::ConfigIssue>,
 ) -> TlsSetup {
     let mut setup = TlsSetup::default();
-    let mut files: Vec<PathBuf> = Vec::new();
+    // Stamped before reading: a change while the file is read is seen as
+    // one (at worst one reload more).
+    let mut files: Vec<(PathBuf, FileStamp)> = Vec::new();
+    let stamped = |p: &PathBuf| (p.clone(), stamp(p));
     let mut header_names: Vec<Box<[u8]>> = Vec::new();
     let s = &config.server;
     let mut dev: Option<CertKey> = None;
@@ -125,11 +128,11 @@ pub(super) fn compile(
             header_names.extend(h.names().map(Box::from));
         }
         if let Some(m) = &mtls {
-            files.push(m.truststore.clone());
+            files.push(stamped(&m.truststore));
         }
         let own = match (&d.certificate, &d.key) {
             (Some(c), Some(k)) => {
-                files.extend([c.clone(), k.clone()]);
+                files.extend([stamped(c), stamped(k)]);
                 match CertKey::load(c, k) {
                     Ok(ck) => Some(ck),
                     Err(e) => {
@@ -183,7 +186,7 @@ pub(super) fn compile(
         };
         let ck = match (&l.certificate, &l.key) {
             (Some(c), Some(k)) => {
-                files.extend([c.clone(), k.clone()]);
+                files.extend([stamped(c), stamped(k)]);
                 match CertKey::load(c, k) {
                     Ok(ck) => ck,
                     Err(e) => {
@@ -258,19 +261,12 @@ pub(super) fn compile(
             "custom domains are served on TLS listeners; every listener has tls = false".into(),
         );
     }
-    files.sort();
-    files.dedup();
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    files.dedup_by(|a, b| a.0 == b.0);
     header_names.sort();
     header_names.dedup();
     setup.cert_header_names = header_names.into_boxed_slice();
-    // Stamped after reading: a change from here on is seen as one.
-    setup.files = files
-        .into_iter()
-        .map(|f| {
-            let s = stamp(&f);
-            (f, s)
-        })
-        .collect();
+    setup.files = files;
     setup
 }
 

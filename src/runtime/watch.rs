@@ -86,8 +86,13 @@ pub fn spawn(control: &Arc<Control>) {
                         "tollgate: certificate files changed: configuration reloaded (generation {})",
                         r.generation
                     )),
+                    // Busy (a reload still reaching the shards) or a bind
+                    // error passes: look again at the next round.
+                    Err(super::ReloadError::Busy | super::ReloadError::Stopping) => {}
                     Err(e) => {
-                        watch.failed(now);
+                        if matches!(e, super::ReloadError::Config(_)) {
+                            watch.failed(now);
+                        }
                         stderr_line(format_args!("tollgate: certificate files changed but the reload was refused; the running configuration stays:"));
                         for i in e.issues() {
                             stderr_line(format_args!("  {i}"));

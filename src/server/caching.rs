@@ -727,8 +727,12 @@ pub fn flush_url(
         None => (target, None),
     };
     let text = || String::from_utf8_lossy(target).into_owned();
+    // The TLS view first: it adds custom domains' mappings to what plain
+    // connections reach (the same request resolves the same way in both
+    // unless a domain maps it).
     let r = snap
-        .resolve(host, b"GET", path)
+        .resolve_on(host, b"GET", path, true)
+        .or_else(|| snap.resolve(host, b"GET", path))
         .ok_or_else(|| FlushUrlError::NoRoute(text()))?;
     let rc = r
         .stage

@@ -202,6 +202,54 @@ pub enum HandshakeError {
     Io(#[from] io::Error),
 }
 
+/// Peeks at the first byte a client sent: a non-blocking `recv` first
+/// (it is usually there already), else waits through the reactor.
+async fn peek_first(tcp: &TcpStream, buf: &mut [u8; 1]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: recv writes at most 1 byte into `buf`, a valid 1-byte
+    // buffer; the fd belongs to `tcp`, which outlives this call.
+    let n = unsafe {
+        libc::recv(
+            tcp.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n >= 0 {
+        return Ok(n as usize);
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() != io::ErrorKind::WouldBlock {
+        return Err(e);
+    }
+    tcp.peek(buf).await.map_err(io::Error::from)
+}
+
+/// Answers plain HTTP on a TLS listener with a 400, then closes after
+/// reading (and dropping) what the client sent, so the kernel does not
+/// answer unread bytes with a reset that could destroy the 400 (bounded:
+/// 64 KiB, 1 s).
+async fn refuse_plain_http(mut tcp: TcpStream) {
+    use futures_lite::AsyncReadExt;
+    if tcp.write_all(PLAIN_HTTP_RESPONSE).await.is_err() {
+        return;
+    }
+    let _ = tcp.shutdown(std::net::Shutdown::Write).await;
+    let mut sink = [0u8; 4096];
+    let _ = glommio::timer::timeout(Duration::from_secs(1), async {
+        let mut left = 64 * 1024usize;
+        while left > 0 {
+            match tcp.read(&mut sink).await {
+                Ok(n) if n > 0 => left = left.saturating_sub(n),
+                _ => break,
+            }
+        }
+        Ok(())
+    })
+    .await;
+}
+
 /// The answer to plain HTTP on a TLS listener (then the connection
 /// closes).
 const PLAIN_HTTP_RESPONSE: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
@@ -219,21 +267,20 @@ pub async fn accept(
         // on the TLS port gets a readable 400 instead of a bare close, as
         // NGINX does.
         let mut first = [0u8; 1];
-        if tcp.peek(&mut first).await.map_err(io::Error::from)? == 1 && first[0] != 0x16 {
+        if peek_first(&tcp, &mut first).await? == 1 && first[0] != 0x16 {
             if first[0].is_ascii_uppercase() {
-                let mut tcp = tcp;
-                let _ = tcp.write_all(PLAIN_HTTP_RESPONSE).await;
-                let _ = tcp.shutdown(std::net::Shutdown::Write).await;
+                refuse_plain_http(tcp).await;
             }
             return Err(HandshakeError::PlainHttp);
         }
         let start =
             futures_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp)
                 .await?;
-        let sni = start
-            .client_hello()
-            .server_name()
-            .map(|s| s.to_ascii_lowercase().into_boxed_str());
+        // Lowercase, without a final dot (the same name).
+        let sni = start.client_hello().server_name().map(|s| {
+            let s = s.strip_suffix('.').unwrap_or(s);
+            s.to_ascii_lowercase().into_boxed_str()
+        });
         let Some(site) = table.select(sni.as_deref()).cloned() else {
             return Err(HandshakeError::Refused);
         };

@@ -38,7 +38,17 @@ pub fn load_or_create(dir: &Path) -> Result<(DevCert, CertKey), TlsError> {
     if !cert_path.exists() || !key_path.exists() {
         create(&tls_dir, &cert_path, &key_path).map_err(fail)?;
     }
-    let ck = CertKey::load(&cert_path, &key_path)?;
+    // A process that lost a creation race may read the old certificate
+    // beside the new key for a moment: retry a mismatch briefly.
+    let deadline = std::time::Instant::now() + CREATE_WAIT;
+    let ck = loop {
+        match CertKey::load(&cert_path, &key_path) {
+            Err(TlsError::Mismatch(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => break r?,
+        }
+    };
     let fingerprint = ck
         .chain
         .first()

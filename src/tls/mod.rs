@@ -325,7 +325,11 @@ impl ServerTls {
 
     /// Adds a site for `name` (exact, or `*.suffix`); the site's own name.
     pub fn add(&mut self, site: Arc<Site>) {
-        let Some(name) = site.name.as_deref().map(str::to_ascii_lowercase) else {
+        let Some(name) = site
+            .name
+            .as_deref()
+            .map(|n| n.strip_suffix('.').unwrap_or(n).to_ascii_lowercase())
+        else {
             return;
         };
         match name.strip_prefix('*') {
