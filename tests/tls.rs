@@ -1021,3 +1021,58 @@ stage = "$default"
     assert_eq!(origin.requests().len(), before);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn cached_answers_on_a_custom_domain_are_flushed_by_url() {
+    let dir = state_dir("tls-flush");
+    let pki = Pki::new(&dir, "ca-flush");
+    let srv = pki.leaf("srv", &["api.example.com"], "srv", false);
+    let origin = Origin::ok("fresh");
+    let gw = tls_gateway(
+        &dir,
+        &srv,
+        &format!(
+            r#"
+[server.cache]
+capacity = "16MB"
+[[api]]
+name = "orders"
+hosts = []
+[[api.stage]]
+name = "prod"
+cache = {{ ttl = "300s" }}
+[[api.route]]
+key = "GET /items"
+integration = {{ type = "http", uri = "http://{}/items" }}
+[[domain]]
+name = "api.example.com"
+[[domain.mapping]]
+base_path = "v1"
+api = "orders"
+stage = "prod"
+"#,
+            origin.addr
+        ),
+    );
+    let host = "api.example.com";
+    let mut s = connect(gw.addrs[0], host, client(pki.roots(), BOTH, None)).expect("tls");
+    for _ in 0..3 {
+        let r = get(&mut s, host, "/v1/items", "").expect("r");
+        assert_eq!((r.status, r.body.as_str()), (200, "fresh"));
+    }
+    assert_eq!(origin.requests().len(), 1, "answered from the cache");
+    let g = gw.gw.as_ref().expect("running");
+    let snap = g.control().snapshot();
+    let flushed = tollgate::server::flush_url(
+        g.cache().expect("cache"),
+        &snap,
+        Some(host.as_bytes()),
+        b"/v1/items",
+        &[],
+    )
+    .expect("the domain's URL resolves");
+    assert_eq!(flushed, 1);
+    assert_eq!(get(&mut s, host, "/v1/items", "").expect("r").status, 200);
+    assert_eq!(origin.requests().len(), 2, "fetched again after the flush");
+    let _ = std::fs::remove_dir_all(&dir);
+}
