@@ -181,11 +181,13 @@ pub async fn run_shard(
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, gate: Rc<Gate>, addr: SocketAddr) {
     loop {
-        match listener.accept().await {
-            Ok(stream) => {
-                let peer = stream
-                    .peer_addr()
-                    .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+        // The peer's address comes with the accept (vendor patch 5: no
+        // getpeername per connection).
+        match listener.accept_with_peer().await {
+            Ok((stream, peer)) => {
+                let peer = peer
+                    .or_else(|| stream.peer_addr().ok())
+                    .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
                 // The listener's TLS sites in the current snapshot (a
                 // reload may have changed them; connections keep theirs).
                 let tls = shard.snapshot().tls.for_listener(addr).cloned();

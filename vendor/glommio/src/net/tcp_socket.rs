@@ -198,6 +198,30 @@ impl TcpListener {
         Ok(AcceptedTcpStream { fd: fd as RawFd })
     }
 
+    /// tollgate patch (change 5): [`TcpListener::accept`] that also
+    /// returns the peer's address as `accept4` gave it (no `getpeername`
+    /// per connection). Blocking listeners take the usual path.
+    pub async fn accept_with_peer(&self) -> Result<(TcpStream, Option<SocketAddr>)> {
+        if !self.nonblocking {
+            let s = self.accept().await?;
+            let peer = s.peer_addr().ok();
+            return Ok((s, peer));
+        }
+        let reactor = self.reactor.upgrade().unwrap();
+        let raw_fd = self.listener.as_raw_fd();
+        loop {
+            match crate::sys::accept_with_addr_syscall(raw_fd) {
+                Ok((fd, peer)) => {
+                    return Ok((AcceptedTcpStream { fd }.bind_to_executor(), peer));
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(err) => return Err(GlommioError::IoError(err)),
+            }
+            // As in shared_accept (change 4): readiness, then accept.
+            reactor.poll_read_ready(raw_fd).collect_rw().await?;
+        }
+    }
+
     /// Accepts a new incoming TCP connection in this executor
     ///
     /// This is similar to calling [`shared_accept`] and [`bind_to_executor`] in

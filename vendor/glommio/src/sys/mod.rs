@@ -107,6 +107,25 @@ pub(crate) fn accept_syscall(fd: RawFd) -> io::Result<RawFd> {
     ))
 }
 
+/// tollgate patch (change 5): `accept4` that keeps the peer address it
+/// receives anyway, so the caller needs no `getpeername` per connection.
+pub(crate) fn accept_with_addr_syscall(
+    fd: RawFd,
+) -> io::Result<(RawFd, Option<std::net::SocketAddr>)> {
+    let mut addr: MaybeUninit<libc::sockaddr_storage> = MaybeUninit::zeroed();
+    let mut length = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let nfd = syscall!(accept4(
+        fd,
+        addr.as_mut_ptr() as *mut _,
+        &mut length,
+        libc::SOCK_CLOEXEC
+    ))?;
+    // SAFETY: the storage was zeroed and accept4 wrote at most `length`
+    // bytes of a socket address into it; SockAddr reads only `length`.
+    let sa = unsafe { socket2::SockAddr::new(addr.assume_init(), length) };
+    Ok((nfd, sa.as_socket()))
+}
+
 pub(crate) fn direct_io_ify(fd: RawFd, flags: libc::c_int) -> io::Result<()> {
     syscall!(fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT))?;
     Ok(())
