@@ -142,6 +142,10 @@
 #                 varnish is skipped unless SCENARIOS has cachehit); also
 #                 known: tollgate-log, tollgate-base (see above)
 #   SKIP_BUILD    1 = do not run `cargo build --release`         (default 0)
+#   DEFERRED      1 = every proxy accepts a connection only once its first
+#                 bytes arrived (TCP_DEFER_ACCEPT): tollgate
+#                 `defer_accept = true`, nginx `listen ... deferred`,
+#                 haproxy `bind ... defer-accept`              (default 0)
 #   TOLLGATE_BIN  tollgate binary to run (default target/release/tollgate);
 #                 tollgate-log runs it too
 #   TOLLGATE_BASE_BIN  baseline binary for tollgate-base (required when
@@ -168,6 +172,11 @@ ROUNDS=${ROUNDS:-3}
 SCENARIOS=${SCENARIOS:-proxy,newconn,large,static,cachehit,throttled,mixed,https,httpsnew,httpsresume}
 PROXIES=${PROXIES:-tollgate,nginx,haproxy,varnish}
 SKIP_BUILD=${SKIP_BUILD:-0}
+DEFERRED=${DEFERRED:-0}
+NGINX_DEFER=""; HAPROXY_DEFER=""; TOLLGATE_DEFER=""
+if [[ $DEFERRED == 1 ]]; then
+    NGINX_DEFER=" deferred"; HAPROXY_DEFER=" defer-accept"; TOLLGATE_DEFER="defer_accept = true"
+fi
 
 ALL_SCENARIOS=(proxy newconn large static cachehit throttled mixed https httpsnew httpsresume)
 # The scenarios served over TLS (the https listeners).
@@ -802,11 +811,11 @@ $(nginx_temp_paths "$TMP/nginx-temp")
         keepalive_timeout 75s;
     }
     server {
-        listen 127.0.0.1:${HTTP_PORT[nginx]};
+        listen 127.0.0.1:${HTTP_PORT[nginx]}${NGINX_DEFER};
 EOF
     if has_tls nginx; then
         cat <<EOF
-        listen 127.0.0.1:${HTTPS_PORT[nginx]} ssl;
+        listen 127.0.0.1:${HTTPS_PORT[nginx]} ssl${NGINX_DEFER};
         ssl_certificate $TMP/tls/cert.pem;
         ssl_certificate_key $TMP/tls/key.pem;
         ssl_protocols TLSv1.2 TLSv1.3;
@@ -885,10 +894,10 @@ cache smallcache
     max-age 86400
 
 frontend fe
-    bind 127.0.0.1:${HTTP_PORT[haproxy]}
+    bind 127.0.0.1:${HTTP_PORT[haproxy]}${HAPROXY_DEFER}
 EOF
     if has_tls haproxy; then
-        echo "    bind 127.0.0.1:${HTTPS_PORT[haproxy]} ssl crt $TMP/tls/combined.pem alpn http/1.1"
+        echo "    bind 127.0.0.1:${HTTPS_PORT[haproxy]} ssl crt $TMP/tls/combined.pem alpn http/1.1${HAPROXY_DEFER}"
     fi
     cat <<'EOF'
     http-request return status 200 content-type text/plain string "hello world\n" if { path /static }
@@ -966,6 +975,7 @@ addr = \"127.0.0.1:${ADMIN_PORT[$name]}\"
 addr = \"127.0.0.1:${HTTPS_PORT[$name]}\"
 certificate = \"$TMP/tls/cert.pem\"
 key = \"$TMP/tls/key.pem\"
+$TOLLGATE_DEFER
 "
     fi
     cat <<EOF
@@ -984,6 +994,7 @@ $admin
 [[server.listen]]
 addr = "127.0.0.1:${HTTP_PORT[$name]}"
 tls = false
+$TOLLGATE_DEFER
 $tls_listen
 [[api]]
 name = "bench"

@@ -417,3 +417,29 @@ fn upgrade_other_than_websocket_is_not_forwarded() {
     assert_eq!((r.status, r.text()), (200, "plain".to_string()));
     assert!(origin.requests()[0].header("upgrade").is_none());
 }
+
+#[test]
+fn deferred_accept_listeners_serve_and_take_clients_that_wait() {
+    let gw = TestGateway::start(
+        r#"
+[[server.listen]]
+addr = "LISTEN"
+tls = false
+defer_accept = true
+[[api]]
+name = "d"
+[[api.route]]
+key = "GET /d"
+integration = { type = "mock", body = "deferred" }
+"#,
+    );
+    // A client that sends at once.
+    let r = gw.connect().get("/d");
+    assert_eq!((r.status, r.text().as_str()), (200, "deferred"));
+    // A client that waits before its first bytes is still served (the
+    // kernel hands the connection over when they come).
+    let mut c = gw.connect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let r = c.get("/d");
+    assert_eq!(r.status, 200);
+}

@@ -446,6 +446,12 @@ pub struct ListenConfig {
     /// listener's certificate; `"refuse"`: their handshake is refused.
     #[serde(default)]
     pub unknown_sni: UnknownSniConfig,
+    /// Accept a connection only once its first bytes arrived
+    /// (TCP_DEFER_ACCEPT, NGINX's `listen ... deferred`): cheaper new
+    /// connections; a client that connects and sends nothing is handed
+    /// over after about a second (or dropped by the kernel).
+    #[serde(default)]
+    pub defer_accept: bool,
 }
 
 /// See [`ListenConfig::unknown_sni`].

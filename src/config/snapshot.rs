@@ -29,6 +29,8 @@ use crate::router::{Params, RouteId, RouteTable};
 pub struct Listener {
     pub addr: SocketAddr,
     pub backlog: u32,
+    /// TCP_DEFER_ACCEPT: accept once the client's first bytes are in.
+    pub defer_accept: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -473,6 +475,7 @@ impl Snapshot {
                     listeners.push(Listener {
                         addr,
                         backlog: l.backlog.unwrap_or(s.backlog),
+                        defer_accept: l.defer_accept,
                     });
                 }
                 Err(_) => issue(

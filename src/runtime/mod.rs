@@ -475,7 +475,7 @@ pub fn start_with(
         cores.iter().map(|_| Vec::new()).collect();
     let mut listeners = Vec::new();
     for l in &snapshot.server.listeners {
-        let socks = inherit_or_bind(l.addr, l.backlog, cores.len(), inherited.take(l.addr))
+        let socks = inherit_or_bind(l, cores.len(), inherited.take(l.addr))
             .map_err(|(addr, source)| StartError::Bind { addr, source })?;
         listeners.push(Bound::new(l.addr, &socks));
         // Each shard takes every shards-th socket (more than one when the
@@ -596,14 +596,13 @@ pub fn start_with(
 /// the port the first one got), each with its bound address.
 #[allow(clippy::type_complexity)]
 fn bind_shards(
-    addr: SocketAddr,
-    backlog: u32,
+    l: &crate::config::Listener,
     shards: usize,
 ) -> Result<Vec<(SocketAddr, std::net::TcpListener)>, (SocketAddr, std::io::Error)> {
-    let mut addr = addr;
+    let mut addr = l.addr;
     let mut out = Vec::with_capacity(shards);
     for i in 0..shards {
-        let sock = bind(addr, backlog).map_err(|e| (addr, e))?;
+        let sock = bind(addr, l).map_err(|e| (addr, e))?;
         if i == 0 {
             addr = sock.local_addr().map_err(|e| (addr, e))?;
         }
@@ -667,13 +666,13 @@ const LOG_QUEUE_BATCHES: usize = 64;
 /// SO_REUSEPORT sockets beside them for shards that got none.
 #[allow(clippy::type_complexity)]
 fn inherit_or_bind(
-    addr: SocketAddr,
-    backlog: u32,
+    l: &crate::config::Listener,
     shards: usize,
     inherited: Vec<std::net::TcpListener>,
 ) -> Result<Vec<(SocketAddr, std::net::TcpListener)>, (SocketAddr, std::io::Error)> {
+    let addr = l.addr;
     if inherited.is_empty() {
-        return bind_shards(addr, backlog, shards);
+        return bind_shards(l, shards);
     }
     let mut out: Vec<(SocketAddr, std::net::TcpListener)> = Vec::new();
     for s in inherited {
@@ -682,7 +681,7 @@ fn inherit_or_bind(
     }
     let bound = out[0].0;
     while out.len() < shards {
-        out.push((bound, bind(bound, backlog).map_err(|e| (bound, e))?));
+        out.push((bound, bind(bound, l).map_err(|e| (bound, e))?));
     }
     Ok(out)
 }
@@ -763,7 +762,8 @@ fn raise_nofile_limit() {
 
 /// A listening socket with SO_REUSEPORT and the configured backlog (glommio's
 /// own `bind` hard-codes 1024).
-fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<std::net::TcpListener> {
+fn bind(addr: SocketAddr, l: &crate::config::Listener) -> std::io::Result<std::net::TcpListener> {
+    let backlog = l.backlog;
     let domain = if addr.is_ipv6() {
         Domain::IPV6
     } else {
@@ -784,5 +784,28 @@ fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<std::net::TcpListener
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     sock.listen(backlog.min(i32::MAX as u32) as i32)?;
+    if l.defer_accept {
+        use std::os::fd::AsRawFd;
+        // Accept only once the client's first bytes are in (TCP_DEFER_ACCEPT,
+        // NGINX's `listen ... deferred`): the first read of a new
+        // connection then finds its request and never waits through the
+        // reactor. The value is seconds of waiting for those bytes before
+        // the kernel hands the connection over anyway.
+        let secs: libc::c_int = 1;
+        // SAFETY: setsockopt reads size_of::<c_int>() bytes from `secs`,
+        // which lives across the call; the fd is the socket's own.
+        let r = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&secs as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
     Ok(sock.into())
 }

@@ -150,7 +150,7 @@ impl Control {
                 listeners.push(b.clone());
                 continue;
             }
-            let socks = bind_shards(l.addr, l.backlog, shards)
+            let socks = bind_shards(l, shards)
                 .map_err(|(addr, source)| ReloadError::Bind { addr, source })?;
             let b = Bound::new(l.addr, &socks);
             report.listeners_opened.push(b.bound);
@@ -334,6 +334,15 @@ fn restart_needed(old: &Snapshot, new: &Snapshot) -> Vec<&'static str> {
             .any(|p| p.addr == l.addr && p.backlog != l.backlog)
         {
             v.push("server.listen.backlog");
+            break;
+        }
+    }
+    for l in &n.listeners {
+        if o.listeners
+            .iter()
+            .any(|p| p.addr == l.addr && p.defer_accept != l.defer_accept)
+        {
+            v.push("server.listen.defer_accept");
             break;
         }
     }
