@@ -5,6 +5,7 @@
 //! here (kernel switch, seccomp, locked-memory limit), so a host that cannot
 //! run tollgate gets a one-line cause and fix instead of a panic.
 
+mod listen;
 mod preflight;
 mod reload;
 mod upgrade;
@@ -22,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
-use socket2::{Domain, Protocol, Socket, Type};
+use listen::{bind_shards, inherit_or_bind, raise_nofile_limit};
 
 use crate::cache::Cache;
 use crate::config::Snapshot;
@@ -592,25 +593,6 @@ pub fn start_with(
     Ok(Gateway { shards, control })
 }
 
-/// One SO_REUSEPORT socket per shard on `addr` (port 0: every shard binds
-/// the port the first one got), each with its bound address.
-#[allow(clippy::type_complexity)]
-fn bind_shards(
-    l: &crate::config::Listener,
-    shards: usize,
-) -> Result<Vec<(SocketAddr, std::net::TcpListener)>, (SocketAddr, std::io::Error)> {
-    let mut addr = l.addr;
-    let mut out = Vec::with_capacity(shards);
-    for i in 0..shards {
-        let sock = bind(addr, l).map_err(|e| (addr, e))?;
-        if i == 0 {
-            addr = sock.local_addr().map_err(|e| (addr, e))?;
-        }
-        out.push((addr, sock));
-    }
-    Ok(out)
-}
-
 /// One shard's buffers for every writer.
 fn shard_logs(logs: &[(Destination, Arc<AccessLog>)]) -> Vec<(Destination, ShardLog)> {
     logs.iter()
@@ -661,30 +643,6 @@ fn open_logs(
 /// Batches (up to 64 KiB each) queued per access log writer before
 /// shards keep lines in their own buffers.
 const LOG_QUEUE_BATCHES: usize = 64;
-
-/// At least one socket per shard on `addr`: the inherited ones, then new
-/// SO_REUSEPORT sockets beside them for shards that got none.
-#[allow(clippy::type_complexity)]
-fn inherit_or_bind(
-    l: &crate::config::Listener,
-    shards: usize,
-    inherited: Vec<std::net::TcpListener>,
-) -> Result<Vec<(SocketAddr, std::net::TcpListener)>, (SocketAddr, std::io::Error)> {
-    let addr = l.addr;
-    if inherited.is_empty() {
-        return bind_shards(l, shards);
-    }
-    let mut out: Vec<(SocketAddr, std::net::TcpListener)> = Vec::new();
-    for s in inherited {
-        let local = s.local_addr().map_err(|e| (addr, e))?;
-        out.push((local, s));
-    }
-    let bound = out[0].0;
-    while out.len() < shards {
-        out.push((bound, bind(bound, l).map_err(|e| (bound, e))?));
-    }
-    Ok(out)
-}
 
 /// Every limit the snapshot configures, in its index order.
 fn limit_specs(snapshot: &Snapshot) -> Vec<LimitSpec> {
@@ -739,73 +697,4 @@ fn start_reconciler(
     let (c, t) =
         throttle::sync::start_with(&specs, shards, snapshot.sync_interval, persistence, carry)?;
     Ok((Some(c), t.into_iter().map(Some).collect()))
-}
-
-/// Raises the soft open-files limit to the hard limit: every client and
-/// backend connection is a descriptor, and the soft default (often 1024)
-/// is far below what an edge gateway holds. What the hard limit allows is
-/// the operator's decision (LimitNOFILE= in tuning/tollgate.service).
-fn raise_nofile_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write one rlimit struct at the
-    // pointer given, which points at `lim`.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
-/// A listening socket with SO_REUSEPORT and the configured backlog (glommio's
-/// own `bind` hard-codes 1024).
-fn bind(addr: SocketAddr, l: &crate::config::Listener) -> std::io::Result<std::net::TcpListener> {
-    let backlog = l.backlog;
-    let domain = if addr.is_ipv6() {
-        Domain::IPV6
-    } else {
-        Domain::IPV4
-    };
-    let sock = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
-    sock.set_reuse_address(true)?;
-    sock.set_reuse_port(true)?;
-    // Accepted sockets inherit TCP_NODELAY from the listener on Linux, so
-    // responses are never held back by Nagle and no per-connection
-    // setsockopt is needed.
-    sock.set_nodelay(true)?;
-    if addr.is_ipv6() {
-        sock.set_only_v6(true)?;
-    }
-    // Non-blocking, so glommio's speculative accept needs no fcntl calls
-    // (vendor/glommio/TOLLGATE-PATCH.md, change 3).
-    sock.set_nonblocking(true)?;
-    sock.bind(&addr.into())?;
-    sock.listen(backlog.min(i32::MAX as u32) as i32)?;
-    if l.defer_accept {
-        use std::os::fd::AsRawFd;
-        // Accept only once the client's first bytes are in (TCP_DEFER_ACCEPT,
-        // NGINX's `listen ... deferred`): the first read of a new
-        // connection then finds its request and never waits through the
-        // reactor. The value is seconds of waiting for those bytes before
-        // the kernel hands the connection over anyway.
-        let secs: libc::c_int = 1;
-        // SAFETY: setsockopt reads size_of::<c_int>() bytes from `secs`,
-        // which lives across the call; the fd is the socket's own.
-        let r = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_DEFER_ACCEPT,
-                (&secs as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(sock.into())
 }
