@@ -142,10 +142,15 @@
 #                 varnish is skipped unless SCENARIOS has cachehit); also
 #                 known: tollgate-log, tollgate-base (see above)
 #   SKIP_BUILD    1 = do not run `cargo build --release`         (default 0)
-#   DEFERRED      1 = every proxy accepts a connection only once its first
-#                 bytes arrived (TCP_DEFER_ACCEPT): tollgate
-#                 `defer_accept = true`, nginx `listen ... deferred`,
-#                 haproxy `bind ... defer-accept`              (default 0)
+#   DEFERRED      whether a proxy accepts a connection only once its
+#                 first bytes arrived (TCP_DEFER_ACCEPT):
+#                 default = each proxy as it ships: tollgate defers
+#                   (`defer_accept` is on by default, like Apache httpd's
+#                   `AcceptFilter http data` on Linux), nginx and haproxy
+#                   do not                                       (default)
+#                 1 = every proxy defers: tollgate `defer_accept = true`,
+#                   nginx `listen ... deferred`, haproxy `bind ... defer-accept`
+#                 0 = no proxy defers: tollgate `defer_accept = false`
 #   TOLLGATE_BIN  tollgate binary to run (default target/release/tollgate);
 #                 tollgate-log runs it too
 #   TOLLGATE_BASE_BIN  baseline binary for tollgate-base (required when
@@ -172,10 +177,15 @@ ROUNDS=${ROUNDS:-3}
 SCENARIOS=${SCENARIOS:-proxy,newconn,large,static,cachehit,throttled,mixed,https,httpsnew,httpsresume}
 PROXIES=${PROXIES:-tollgate,nginx,haproxy,varnish}
 SKIP_BUILD=${SKIP_BUILD:-0}
-DEFERRED=${DEFERRED:-0}
+DEFERRED=${DEFERRED:-default}
 NGINX_DEFER=""; HAPROXY_DEFER=""; TOLLGATE_DEFER=""
 if [[ $DEFERRED == 1 ]]; then
     NGINX_DEFER=" deferred"; HAPROXY_DEFER=" defer-accept"; TOLLGATE_DEFER="defer_accept = true"
+elif [[ $DEFERRED == 0 ]]; then
+    TOLLGATE_DEFER="defer_accept = false"
+elif [[ $DEFERRED != default ]]; then
+    echo "DEFERRED must be default, 1 or 0 (got: $DEFERRED)" >&2
+    exit 2
 fi
 
 ALL_SCENARIOS=(proxy newconn large static cachehit throttled mixed https httpsnew httpsresume)
@@ -1685,6 +1695,11 @@ report() {
         vrn="; varnish \`varnishd -F -s malloc,64m -p thread_pools=1 -p thread_pool_min=10\` under \`taskset -c $PROXY_CORE\` (manager + cache process, both counted; its shared-memory log is always on), measured in cachehit only"
     fi
     echo "- proxies on core $PROXY_CORE: tollgate \`shards = [$PROXY_CORE]\`, response cache \`capacity = \"64MB\"\`; nginx 1 worker, \`worker_cpu_affinity 10\`, upstream keepalive 128, \`proxy_max_temp_file_size 0\`; haproxy \`nbthread 1\`, \`cpu-map 1/1 $PROXY_CORE\`, \`http-reuse always\`, no logging$vrn"
+    case $DEFERRED in
+        default) echo "- accept: each proxy as it ships (DEFERRED=default): tollgate defers new connections until their first bytes (\`defer_accept\` default on, TCP_DEFER_ACCEPT), nginx and haproxy accept at once" ;;
+        1) echo "- accept: every proxy defers new connections until their first bytes (DEFERRED=1: tollgate \`defer_accept = true\`, nginx \`deferred\`, haproxy \`defer-accept\`)" ;;
+        0) echo "- accept: no proxy defers new connections (DEFERRED=0: tollgate \`defer_accept = false\`)" ;;
+    esac
     echo "- background CPU with servers idle, before load (should be ~0): core$LOAD_CORE ${IDLE_BUSY0}%, core$PROXY_CORE ${IDLE_BUSY1}%"
     echo "- CPU-µs/req: utime+stime of all the proxy's processes over the measured run / requests (CLK_TCK $CLK_TCK); includes the kernel's loopback TCP work done in the proxy's context"
     echo

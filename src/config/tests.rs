@@ -45,6 +45,11 @@ fn minimal_config_uses_documented_defaults() {
         std::time::Duration::from_secs(29)
     );
     assert_eq!(&*snap.server.request_id_header, b"x-request-id");
+    // Deferred accept is on unless a listener turns it off.
+    assert!(snap.server.listeners.iter().all(|l| l.defer_accept));
+    let off =
+        build(&MINIMAL.replace("tls = false", "tls = false\ndefer_accept = false")).expect("valid");
+    assert!(off.server.listeners.iter().all(|l| !l.defer_accept));
 }
 
 #[test]

@@ -120,3 +120,45 @@ fn bind(addr: SocketAddr, l: &Listener) -> std::io::Result<std::net::TcpListener
     }
     Ok(sock.into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn deferred_seconds(sock: &std::net::TcpListener) -> libc::c_int {
+        let mut v: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `v`, which
+        // lives across the call; the fd is the listener's own.
+        let r = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+        v
+    }
+
+    #[test]
+    fn listeners_defer_accept_only_when_configured() {
+        let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        for defer in [true, false] {
+            let l = Listener {
+                addr,
+                backlog: 16,
+                defer_accept: defer,
+            };
+            let socks = bind_shards(&l, 2).expect("bind");
+            assert_eq!(socks.len(), 2);
+            assert_eq!(socks[0].0, socks[1].0, "shards share the port");
+            for (_, s) in &socks {
+                assert_eq!(deferred_seconds(s) > 0, defer, "defer_accept = {defer}");
+            }
+        }
+    }
+}
