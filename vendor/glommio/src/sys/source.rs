@@ -135,6 +135,15 @@ pub(crate) struct InnerSource {
 }
 
 impl InnerSource {
+    /// Whether this source's I/O latency is collected (tollgate patch 6):
+    /// only then are its queue, submission and completion times read from
+    /// the clock.
+    pub(crate) fn records_latency(&self) -> bool {
+        self.stats_collection
+            .as_ref()
+            .is_some_and(|s| s.latency.is_some())
+    }
+
     pub(crate) fn update_source_type(&mut self, source_type: SourceType) -> SourceType {
         std::mem::replace(&mut self.source_type, source_type)
     }
