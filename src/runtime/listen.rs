@@ -43,6 +43,9 @@ pub(super) fn inherit_or_bind(
     let mut out: Vec<(SocketAddr, std::net::TcpListener)> = Vec::new();
     for s in inherited {
         let local = s.local_addr().map_err(|e| (addr, e))?;
+        // The predecessor's build or configuration may have set it the
+        // other way; a listening socket takes the option at any time.
+        set_defer_accept(&s, l.defer_accept).map_err(|e| (local, e))?;
         out.push((local, s));
     }
     let bound = out[0].0;
@@ -95,30 +98,36 @@ fn bind(addr: SocketAddr, l: &Listener) -> std::io::Result<std::net::TcpListener
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     sock.listen(backlog.min(i32::MAX as u32) as i32)?;
+    let sock: std::net::TcpListener = sock.into();
     if l.defer_accept {
-        use std::os::fd::AsRawFd;
-        // Accept only once the client's first bytes are in (TCP_DEFER_ACCEPT,
-        // NGINX's `listen ... deferred`): the first read of a new
-        // connection then finds its request and never waits through the
-        // reactor. The value is seconds of waiting for those bytes before
-        // the kernel hands the connection over anyway.
-        let secs: libc::c_int = 1;
-        // SAFETY: setsockopt reads size_of::<c_int>() bytes from `secs`,
-        // which lives across the call; the fd is the socket's own.
-        let r = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_DEFER_ACCEPT,
-                (&secs as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        set_defer_accept(&sock, true)?;
     }
-    Ok(sock.into())
+    Ok(sock)
+}
+
+/// Accept only once the client's first bytes are in (TCP_DEFER_ACCEPT,
+/// NGINX's `listen ... deferred`): the first read of a new connection then
+/// finds its request and never waits through the reactor. The value is
+/// seconds of waiting for those bytes before the kernel hands the
+/// connection over anyway; 0 turns it off.
+fn set_defer_accept(sock: &std::net::TcpListener, on: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let secs: libc::c_int = if on { 1 } else { 0 };
+    // SAFETY: setsockopt reads size_of::<c_int>() bytes from `secs`, which
+    // lives across the call; the fd is the socket's own.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&secs as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -158,6 +167,33 @@ mod tests {
             assert_eq!(socks[0].0, socks[1].0, "shards share the port");
             for (_, s) in &socks {
                 assert_eq!(deferred_seconds(s) > 0, defer, "defer_accept = {defer}");
+            }
+        }
+    }
+
+    #[test]
+    fn inherited_listeners_take_the_configured_defer_accept() {
+        let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        for (before, after) in [(true, false), (false, true)] {
+            let old = Listener {
+                addr,
+                backlog: 16,
+                defer_accept: before,
+            };
+            let inherited: Vec<_> = bind_shards(&old, 1)
+                .expect("bind")
+                .into_iter()
+                .map(|(_, s)| s)
+                .collect();
+            let new = Listener {
+                defer_accept: after,
+                ..old
+            };
+            // Two shards: the inherited socket plus one bound beside it.
+            let socks = inherit_or_bind(&new, 2, inherited).expect("inherit");
+            assert_eq!(socks.len(), 2);
+            for (_, s) in &socks {
+                assert_eq!(deferred_seconds(s) > 0, after, "{before} -> {after}");
             }
         }
     }
