@@ -233,6 +233,11 @@ impl Source {
         })
     }
 
+    /// No result yet: not submitted, or in the kernel (tollgate patch 7).
+    pub(crate) fn is_pending(&self) -> bool {
+        self.inner.borrow().wakers.result.is_none()
+    }
+
     pub(crate) fn result(&self) -> Option<io::Result<usize>> {
         let mut inner = self.inner.borrow_mut();
         let ret = inner

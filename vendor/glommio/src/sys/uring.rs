@@ -1230,6 +1230,9 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    /// The duration `latency_preemption_timeout_src` was armed with
+    /// (tollgate patch 7).
+    latency_preemption_duration: Cell<Duration>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1361,6 +1364,7 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_preemption_duration: Cell::new(Duration::ZERO),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1822,13 +1826,27 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        // tollgate patch 7: the executor's poll between task runs passes a
+        // preempt timer and never sleeps. It keeps the latency preemption
+        // timer while it has not fired (and was armed with the same
+        // duration) instead of cancelling it and arming a new one on every
+        // turn (a cancellation, a new timeout and two `io_uring_enter` on
+        // the latency ring per turn). A kept timer may preempt a task run
+        // earlier than a fresh one would: at most one early yield per timer
+        // period.
+        let kept_latency = match (preempt_timer(), self.latency_preemption_timeout_src.take()) {
+            (Some(d), Some(src)) if src.is_pending() && self.latency_preemption_duration.get() == d => {
+                Some(src)
+            }
+            (_, old) => {
+                // Cancel the old timer: if we won't sleep, we will register
+                // the new timer with its new value. But if we will sleep,
+                // there might be a timer registered that needs to be
+                // removed otherwise we'll wake up when it expires.
+                drop(old);
+                None
+            }
+        };
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
@@ -1861,6 +1879,9 @@ impl Reactor {
             if let Some(dur) = user_timer {
                 self.latency_preemption_timeout_src
                     .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+                // A user timer in the slot is never kept as a preemption
+                // timer (patch 7: preempt durations are never zero).
+                self.latency_preemption_duration.set(Duration::ZERO);
                 assert!(flush_rings!(lat_ring)? > 0);
             }
             // From this moment on the remote executors are aware that we are sleeping
@@ -1888,9 +1909,15 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
+            if let Some(src) = kept_latency {
+                self.latency_preemption_timeout_src.set(Some(src));
+                flush_rings!(main_ring)?;
+            } else {
+                self.latency_preemption_timeout_src
+                    .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+                self.latency_preemption_duration.set(preempt);
+                flush_rings!(lat_ring, main_ring)?;
+            }
         }
 
         // A Note about `need_preempt`:
