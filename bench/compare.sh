@@ -605,6 +605,13 @@ if want tollgate-base; then
     [[ -n $TOLLGATE_BASE_BIN ]] || die "PROXIES has tollgate-base: set TOLLGATE_BASE_BIN to the baseline binary"
     [[ -x $TOLLGATE_BASE_BIN ]] || die "TOLLGATE_BASE_BIN: no executable at $TOLLGATE_BASE_BIN"
     TOLLGATE_BASE_INFO="$TOLLGATE_BASE_BIN, built $(date -u -r "$TOLLGATE_BASE_BIN" '+%Y-%m-%d %H:%M UTC')"
+    # A baseline that has an admin listener would take tollgate's default
+    # port: turn it off, if the binary knows the key (older ones refuse it).
+    BASE_ADMIN_OFF=0
+    probe=$(mktemp "${TMPDIR:-/tmp}/tollgate-base-probe.XXXXXX")
+    printf '[server.admin]\nenabled = false\n[[server.listen]]\naddr = "127.0.0.1:0"\ntls = false\n[[api]]\nname = "p"\n[[api.route]]\nkey = "GET /p"\nintegration = { type = "mock", body = "p" }\n' >"$probe"
+    "$TOLLGATE_BASE_BIN" check "$probe" >/dev/null 2>&1 && BASE_ADMIN_OFF=1
+    rm -f "$probe"
 fi
 
 # ------------------------------------------------------------ scenarios --
@@ -973,6 +980,10 @@ tollgate_toml() {
     local name=$1 admin="" access_log="" tls_listen="" defer=$TOLLGATE_DEFER
     # A baseline binary may not know defer_accept (unknown keys are refused).
     [[ $name == tollgate-base ]] && defer=""
+    [[ $name == tollgate-base && ${BASE_ADMIN_OFF:-0} == 1 ]] && admin="
+[server.admin]
+enabled = false
+"
     case $name in
         tollgate-log)
             admin="
