@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::mem;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -29,6 +29,9 @@ pub const SHARD_CAP_BYTES: usize = 1024 * 1024;
 const LINE_SLACK: usize = 8 * 1024;
 /// How often an idle writer looks at the reopen flag.
 const IDLE_CHECK: Duration = Duration::from_millis(500);
+/// While batches keep coming, the writer takes them at most this often
+/// (see `run_writer`).
+const PACE: Duration = Duration::from_millis(10);
 
 /// Counters and flags shared by the shards and the writer thread.
 #[derive(Debug, Default)]
@@ -250,34 +253,68 @@ impl Drop for AccessLog {
 
 fn run_writer(rx: Receiver<Msg>, mut sink: Box<dyn Sink>, label: &str, shared: &Shared) {
     let mut failing = false;
-    loop {
-        let msg = match rx.recv_timeout(IDLE_CHECK) {
-            Ok(msg) => Some(msg),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        if shared.reopen.swap(false, Ordering::AcqRel) {
-            if let Err(e) = sink.reopen() {
-                crate::observe::stderr_line(format_args!(
-                    "tollgate: access log {label}: reopen: {e}"
-                ));
+    // Idle: wait for a message (or the reopen check) ...
+    while let Some(first) = wait(&rx, IDLE_CHECK) {
+        let mut next = first;
+        // ... then, while batches keep coming, take them at most every
+        // PACE: a writer asleep on a timer is not registered on the channel,
+        // so a shard handing a batch over wakes nobody.
+        loop {
+            if shared.reopen.swap(false, Ordering::AcqRel) {
+                if let Err(e) = sink.reopen() {
+                    crate::observe::stderr_line(format_args!(
+                        "tollgate: access log {label}: reopen: {e}"
+                    ));
+                }
             }
-        }
-        match msg {
-            Some(Msg::Batch(batch)) => write_batch(batch, &mut *sink, label, shared, &mut failing),
-            Some(Msg::Wake) | None => {}
-            Some(Msg::Stop) => {
-                // What was queued before Stop (and since) is written;
-                // anything sent after the receiver is gone counts as
-                // dropped at the sender.
-                while let Ok(msg) = rx.try_recv() {
-                    if let Msg::Batch(batch) = msg {
+            let mut wrote = false;
+            // Everything queued now, without blocking.
+            loop {
+                match next {
+                    Some(Msg::Batch(batch)) => {
                         write_batch(batch, &mut *sink, label, shared, &mut failing);
+                        wrote = true;
+                    }
+                    Some(Msg::Wake) | None => {}
+                    Some(Msg::Stop) => {
+                        // What was queued before Stop (and since) is
+                        // written; anything sent after the receiver is gone
+                        // counts as dropped at the sender.
+                        while let Ok(msg) = rx.try_recv() {
+                            if let Msg::Batch(batch) = msg {
+                                write_batch(batch, &mut *sink, label, shared, &mut failing);
+                            }
+                        }
+                        return;
                     }
                 }
+                next = match rx.try_recv() {
+                    Ok(msg) => Some(msg),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
+                };
+            }
+            if !wrote {
                 break;
             }
+            std::thread::sleep(PACE);
+            next = match rx.try_recv() {
+                Ok(msg) => Some(msg),
+                // Nothing came while asleep: back to waiting on the channel.
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
+            };
         }
+    }
+}
+
+/// The next message, or `Some(None)` after `timeout` without one; `None`
+/// once every sender is gone.
+fn wait(rx: &Receiver<Msg>, timeout: Duration) -> Option<Option<Msg>> {
+    match rx.recv_timeout(timeout) {
+        Ok(msg) => Some(Some(msg)),
+        Err(RecvTimeoutError::Timeout) => Some(None),
+        Err(RecvTimeoutError::Disconnected) => None,
     }
 }
 
