@@ -573,6 +573,54 @@ mod tests {
         let _ = fs::remove_file(&path);
     }
 
+    /// Fails every write while `fail` is set.
+    struct FlakySink {
+        fail: Arc<AtomicBool>,
+    }
+
+    impl Sink for FlakySink {
+        fn write(&mut self, _buf: &[u8]) -> io::Result<()> {
+            if self.fail.load(Ordering::Acquire) {
+                Err(io::Error::other("disk full"))
+            } else {
+                Ok(())
+            }
+        }
+
+        fn reopen(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_of_a_failed_write_are_dropped_and_counted() {
+        let fail = Arc::new(AtomicBool::new(true));
+        let log = AccessLog::start_sink(
+            Box::new(FlakySink {
+                fail: Arc::clone(&fail),
+            }),
+            "flaky".to_string(),
+            4,
+        )
+        .expect("start");
+        let mut shard = log.shard_buffer();
+        for _ in 0..10 {
+            shard.line(|out| out.extend_from_slice(b"x\n"));
+        }
+        hand_over(&mut shard);
+        assert!(wait_until(|| log.dropped() == 10));
+        assert_eq!(log.written(), 0);
+        fail.store(false, Ordering::Release);
+        for _ in 0..5 {
+            shard.line(|out| out.extend_from_slice(b"y\n"));
+        }
+        hand_over(&mut shard);
+        assert!(wait_until(|| log.written() == 5));
+        drop(shard);
+        log.stop();
+        assert_eq!((log.written(), log.dropped()), (5, 10));
+    }
+
     #[test]
     fn reopen_after_rename_writes_a_new_file() {
         let path = temp_path("rotate");
