@@ -118,7 +118,8 @@
 # written/dropped counters (from tollgate-log's GET /metrics).
 #
 # Rounds are interleaved: for each round, for each scenario, every proxy
-# runs once (A B C A B C ...). Each measurement is a warm-up run followed by
+# runs once, in the listed order in odd rounds and reversed in even ones
+# (A B C, C B A, ...). Each measurement is a warm-up run followed by
 # the measured run. The proxy's CPU time (utime+stime of all its processes,
 # from /proc/PID/stat; children found by parent PID) is sampled right before
 # and after the measured run to get CPU-µs per request.
@@ -1660,8 +1661,16 @@ measure() {
 }
 
 for ((round = 1; round <= ROUNDS; round++)); do
+    # Odd rounds measure the proxies in the listed order, even rounds in
+    # reverse (A B, B A, ...): a machine that drifts during a run favours
+    # neither side of a same-round ratio.
+    order=("${PROXS[@]}")
+    if ((round % 2 == 0)); then
+        order=()
+        for ((i = ${#PROXS[@]} - 1; i >= 0; i--)); do order+=("${PROXS[i]}"); done
+    fi
     for s in "${SCENS[@]}"; do
-        for p in "${PROXS[@]}"; do
+        for p in "${order[@]}"; do
             if available "$s" "$p"; then
                 measure "$round" "$s" "$p"
             fi
@@ -1731,7 +1740,7 @@ report() {
     echo "- haproxy: $HAPROXY_VERSION"
     echo "- varnish: $VARNISH_VERSION"
     echo "- wrk: $WRK_VERSION; openssl: $OPENSSL_VERSION"
-    echo "- load: \`wrk -t1 -d$DURATION --latency\` on core $LOAD_CORE after a $WARMUP warm-up, $ROUNDS interleaved round(s)"
+    echo "- load: \`wrk -t1 -d$DURATION --latency\` on core $LOAD_CORE after a $WARMUP warm-up, $ROUNDS interleaved round(s), proxies in reverse order in even rounds"
     if ((NEED_TLS)); then
         echo "- TLS: one self-signed ECDSA P-256 certificate for every TLS listener (tollgate, tollgate-log: \`[[server.listen]]\` with \`certificate\`/\`key\`; nginx \`ssl_protocols TLSv1.2 TLSv1.3\`; haproxy \`bind ... ssl crt ... alpn http/1.1\`); wrk (OpenSSL) negotiates TLS 1.3; httpsresume: plain wrk, which resumes the session on reconnect; httpsnew: wrk with \`LD_PRELOAD\` of a shim that drops the session after wrk's \`SSL_clear\`, so every handshake is full"
     fi
