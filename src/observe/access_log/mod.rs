@@ -10,10 +10,11 @@
 //! `Vec<u8>`, allocating nothing besides growing that vector. The `json`
 //! preset renders through the same pieces written out in line (no
 //! dispatch per variable: 0.13 µs a line instead of 0.22,
-//! `bench/access_log.rs`). Variable names are matched longest first (`$context.requestTimeEpoch` before
-//! `$context.requestTime`); a name followed directly by a letter, digit or
-//! `_` (`$context.statusX`), an unknown name or a `$` that does not start
-//! a `$context.` variable is rejected with its name, as is a template with
+//! `bench/access_log.rs`). Variable names are matched longest first
+//! (`$context.requestTimeEpoch` before `$context.requestTime`); a name
+//! followed directly by a letter, digit or `_` (`$context.statusX`), an
+//! unknown name or a `$` that does not start a `$context.` variable is
+//! rejected with its name, as is a template with
 //! a line break in it. Absent values render as `-`.
 //!
 //! | variable | value |
