@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::mem;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -253,34 +253,42 @@ impl Drop for AccessLog {
 
 fn run_writer(rx: Receiver<Msg>, mut sink: Box<dyn Sink>, label: &str, shared: &Shared) {
     let mut failing = false;
-    // Idle: wait for a message (or the reopen check) ...
-    while let Some(first) = wait(&rx, IDLE_CHECK) {
-        let mut next = first;
-        // ... then, while batches keep coming, take them at most every
-        // PACE: a writer asleep on a timer is not registered on the channel,
-        // so a shard handing a batch over wakes nobody.
-        loop {
-            if shared.reopen.swap(false, Ordering::AcqRel) {
-                if let Err(e) = sink.reopen() {
-                    crate::observe::stderr_line(format_args!(
-                        "tollgate: access log {label}: reopen: {e}"
-                    ));
-                }
+    let reopen_if_asked = |sink: &mut dyn Sink| {
+        if shared.reopen.swap(false, Ordering::AcqRel) {
+            if let Err(e) = sink.reopen() {
+                crate::observe::stderr_line(format_args!(
+                    "tollgate: access log {label}: reopen: {e}"
+                ));
             }
+        }
+    };
+    loop {
+        // Idle: wait for a message (or the reopen check) ...
+        let mut first = match rx.recv_timeout(IDLE_CHECK) {
+            Ok(msg) => Some(msg),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        // ... then, while batches keep coming, pass over the queue at most
+        // every PACE: a writer asleep on a timer is not registered on the
+        // channel, so a shard handing a batch over wakes nobody.
+        loop {
+            reopen_if_asked(&mut *sink);
             let mut wrote = false;
-            // Everything queued now, without blocking.
-            loop {
-                match next {
-                    Some(Msg::Batch(batch)) => {
+            for msg in first.take().into_iter().chain(rx.try_iter()) {
+                // Per message: a pass lasts as long as batches keep coming.
+                reopen_if_asked(&mut *sink);
+                match msg {
+                    Msg::Batch(batch) => {
                         write_batch(batch, &mut *sink, label, shared, &mut failing);
                         wrote = true;
                     }
-                    Some(Msg::Wake) | None => {}
-                    Some(Msg::Stop) => {
+                    Msg::Wake => {}
+                    Msg::Stop => {
                         // What was queued before Stop (and since) is
                         // written; anything sent after the receiver is gone
                         // counts as dropped at the sender.
-                        while let Ok(msg) = rx.try_recv() {
+                        for msg in rx.try_iter() {
                             if let Msg::Batch(batch) = msg {
                                 write_batch(batch, &mut *sink, label, shared, &mut failing);
                             }
@@ -288,33 +296,13 @@ fn run_writer(rx: Receiver<Msg>, mut sink: Box<dyn Sink>, label: &str, shared: &
                         return;
                     }
                 }
-                next = match rx.try_recv() {
-                    Ok(msg) => Some(msg),
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => return,
-                };
             }
+            // A pass that wrote nothing: back to waiting on the channel.
             if !wrote {
                 break;
             }
             std::thread::sleep(PACE);
-            next = match rx.try_recv() {
-                Ok(msg) => Some(msg),
-                // Nothing came while asleep: back to waiting on the channel.
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => return,
-            };
         }
-    }
-}
-
-/// The next message, or `Some(None)` after `timeout` without one; `None`
-/// once every sender is gone.
-fn wait(rx: &Receiver<Msg>, timeout: Duration) -> Option<Option<Msg>> {
-    match rx.recv_timeout(timeout) {
-        Ok(msg) => Some(Some(msg)),
-        Err(RecvTimeoutError::Timeout) => Some(None),
-        Err(RecvTimeoutError::Disconnected) => None,
     }
 }
 
@@ -619,6 +607,57 @@ mod tests {
         drop(shard);
         log.stop();
         assert_eq!((log.written(), log.dropped()), (5, 10));
+    }
+
+    /// Takes 1 ms per write and counts reopens.
+    struct SlowSink {
+        reopens: Arc<AtomicU64>,
+    }
+
+    impl Sink for SlowSink {
+        fn write(&mut self, _buf: &[u8]) -> io::Result<()> {
+            std::thread::sleep(Duration::from_millis(1));
+            Ok(())
+        }
+
+        fn reopen(&mut self) -> io::Result<()> {
+            self.reopens.fetch_add(1, Ordering::Release);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn reopen_happens_while_batches_keep_coming() {
+        let reopens = Arc::new(AtomicU64::new(0));
+        let log = AccessLog::start_sink(
+            Box::new(SlowSink {
+                reopens: Arc::clone(&reopens),
+            }),
+            "slow".to_string(),
+            2,
+        )
+        .expect("start");
+        let stop = Arc::new(AtomicBool::new(false));
+        // A shard handing over one-line batches faster than the sink
+        // writes them: the writer's queue never runs dry.
+        let producer = std::thread::spawn({
+            let log = Arc::clone(&log);
+            let stop = Arc::clone(&stop);
+            move || {
+                let mut shard = log.shard_buffer_with_limits(1, 1024);
+                while !stop.load(Ordering::Acquire) {
+                    shard.line(|out| out.extend_from_slice(b"x\n"));
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+            }
+        });
+        assert!(wait_until(|| log.written() > 20));
+        log.reopen();
+        let reopened = wait_until(|| reopens.load(Ordering::Acquire) == 1);
+        stop.store(true, Ordering::Release);
+        producer.join().expect("producer");
+        log.stop();
+        assert!(reopened, "no reopen while batches kept coming");
     }
 
     #[test]
