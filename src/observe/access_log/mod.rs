@@ -94,8 +94,10 @@
 //! over wakes nobody. Under load that is ~100 wake-ups a second instead of
 //! one per batch (context switches per proxied request 0.027 → 0.006 with
 //! the writer on the shard's core); a nap that finds the queue empty
-//! returns the writer to waiting on the channel. The queue (64 batches,
-//! 4 MiB) and each shard's 1 MiB cap hold far more than 10 ms of lines.
+//! returns the writer to waiting on the channel. The reopen flag is looked
+//! at before each batch, so a reopen is not held up by a long pass. The
+//! queue (64 batches, 4 MiB) and each shard's 1 MiB cap hold far more
+//! than 10 ms of lines.
 //!
 //! **Drop policy.** Handing a batch over never blocks: if the writer's
 //! queue is full, the shard keeps buffering up to its cap (1 MiB); past
