@@ -966,6 +966,7 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (year, month, day)
 }
 
+mod file;
 mod writer;
 pub use writer::{AccessLog, Destination, ShardLog, BATCH_BYTES, SHARD_CAP_BYTES};
 

@@ -2,7 +2,6 @@
 //! per-shard buffers handed to one writer thread per destination,
 //! drops counted, reopen on request.
 
-use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::mem;
 use std::path::PathBuf;
@@ -10,7 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use super::file::{FileSink, Tally};
 
 /// Where an access log goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,42 +78,48 @@ enum Msg {
 
 /// Where the writer thread writes.
 trait Sink: Send {
-    fn write(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Writes (or stages) `buf`: whole lines, `lines` of them.
+    fn write(&mut self, buf: &[u8], lines: u64, now: Instant) -> Tally;
+    /// End of a pass over the queue: writes what is due; with `all` (idle,
+    /// reopen, stop) everything staged.
+    fn settle(&mut self, _now: Instant, _all: bool) -> Tally {
+        Tally::default()
+    }
     fn reopen(&mut self) -> io::Result<()>;
+    /// Something worth a line on stderr.
+    fn take_notice(&mut self) -> Option<String> {
+        None
+    }
 }
 
 struct StdoutSink;
 
 impl Sink for StdoutSink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+    fn write(&mut self, buf: &[u8], lines: u64, _now: Instant) -> Tally {
         let mut out = io::stdout().lock();
-        out.write_all(buf)?;
-        out.flush()
+        Tally::lines(lines, out.write_all(buf).and_then(|()| out.flush()))
     }
 
     fn reopen(&mut self) -> io::Result<()> {
         Ok(())
     }
-}
-
-struct FileSink {
-    path: PathBuf,
-    file: File,
-}
-
-fn open_append(path: &std::path::Path) -> io::Result<File> {
-    OpenOptions::new().append(true).create(true).open(path)
 }
 
 impl Sink for FileSink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.file.write_all(buf)
+    fn write(&mut self, buf: &[u8], lines: u64, now: Instant) -> Tally {
+        FileSink::write(self, buf, lines, now)
+    }
+
+    fn settle(&mut self, now: Instant, all: bool) -> Tally {
+        FileSink::settle(self, now, all)
     }
 
     fn reopen(&mut self) -> io::Result<()> {
-        // On failure the old file stays in use.
-        self.file = open_append(&self.path)?;
-        Ok(())
+        FileSink::reopen(self)
+    }
+
+    fn take_notice(&mut self) -> Option<String> {
+        self.notice.take()
     }
 }
 
@@ -144,9 +151,8 @@ impl AccessLog {
         let (sink, label): (Box<dyn Sink>, String) = match dest {
             Destination::Stdout => (Box::new(StdoutSink), "stdout".to_string()),
             Destination::File(path) => {
-                let file = open_append(&path)?;
                 let label = path.display().to_string();
-                (Box::new(FileSink { path, file }), label)
+                (Box::new(FileSink::open(path, true)?), label)
             }
         };
         AccessLog::start_sink(sink, label, queue_batches)
@@ -251,36 +257,106 @@ impl Drop for AccessLog {
     }
 }
 
-fn run_writer(rx: Receiver<Msg>, mut sink: Box<dyn Sink>, label: &str, shared: &Shared) {
-    let mut failing = false;
-    let reopen_if_asked = |sink: &mut dyn Sink| {
-        if shared.reopen.swap(false, Ordering::AcqRel) {
-            if let Err(e) = sink.reopen() {
+/// The writer thread's state.
+struct Writer<'a> {
+    sink: Box<dyn Sink>,
+    label: &'a str,
+    shared: &'a Shared,
+    /// A write failed and nothing was written since: not logged again.
+    failing: bool,
+}
+
+impl Writer<'_> {
+    fn account(&mut self, tally: Tally) {
+        let label = self.label;
+        if let Some(notice) = self.sink.take_notice() {
+            crate::observe::stderr_line(format_args!("tollgate: access log {label}: {notice}"));
+        }
+        match tally.error {
+            Some(e) if !self.failing => {
+                crate::observe::stderr_line(format_args!(
+                    "tollgate: access log {label}: {e} (dropping lines until a write succeeds)"
+                ));
+                self.failing = true;
+            }
+            Some(_) => {}
+            None if tally.written > 0 => self.failing = false,
+            None => {}
+        }
+        if tally.dropped > 0 {
+            self.shared
+                .dropped
+                .fetch_add(tally.dropped, Ordering::Release);
+        }
+        if tally.written > 0 {
+            self.shared
+                .written
+                .fetch_add(tally.written, Ordering::Release);
+        }
+    }
+
+    fn write_batch(&mut self, mut batch: Batch, now: Instant) {
+        // From here the sink counts the batch's lines, written or dropped.
+        let lines = mem::take(&mut batch.lines);
+        let tally = self.sink.write(&batch.buf, lines, now);
+        let mut buf = mem::take(&mut batch.buf);
+        buf.clear();
+        // The shard may be gone or have enough buffers: then it is freed.
+        let _ = batch.link.back.try_send(buf);
+        // Counted after the buffer went back: whoever sees the count finds
+        // the buffer home.
+        self.account(tally);
+    }
+
+    fn settle(&mut self, all: bool) {
+        let tally = self.sink.settle(Instant::now(), all);
+        self.account(tally);
+    }
+
+    fn reopen_if_asked(&mut self) {
+        if self.shared.reopen.swap(false, Ordering::AcqRel) {
+            // Lines staged so far belong to the old file.
+            self.settle(true);
+            if let Err(e) = self.sink.reopen() {
+                let label = self.label;
                 crate::observe::stderr_line(format_args!(
                     "tollgate: access log {label}: reopen: {e}"
                 ));
             }
         }
+    }
+}
+
+fn run_writer(rx: Receiver<Msg>, sink: Box<dyn Sink>, label: &str, shared: &Shared) {
+    let mut w = Writer {
+        sink,
+        label,
+        shared,
+        failing: false,
     };
     loop {
         // Idle: wait for a message (or the reopen check) ...
         let mut first = match rx.recv_timeout(IDLE_CHECK) {
             Ok(msg) => Some(msg),
             Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Disconnected) => {
+                w.settle(true);
+                return;
+            }
         };
         // ... then, while batches keep coming, pass over the queue at most
         // every PACE: a writer asleep on a timer is not registered on the
         // channel, so a shard handing a batch over wakes nobody.
         loop {
-            reopen_if_asked(&mut *sink);
+            w.reopen_if_asked();
+            let now = Instant::now();
             let mut wrote = false;
             for msg in first.take().into_iter().chain(rx.try_iter()) {
                 // Per message: a pass lasts as long as batches keep coming.
-                reopen_if_asked(&mut *sink);
+                w.reopen_if_asked();
                 match msg {
                     Msg::Batch(batch) => {
-                        write_batch(batch, &mut *sink, label, shared, &mut failing);
+                        w.write_batch(batch, now);
                         wrote = true;
                     }
                     Msg::Wake => {}
@@ -290,52 +366,24 @@ fn run_writer(rx: Receiver<Msg>, mut sink: Box<dyn Sink>, label: &str, shared: &
                         // counts as dropped at the sender.
                         for msg in rx.try_iter() {
                             if let Msg::Batch(batch) = msg {
-                                write_batch(batch, &mut *sink, label, shared, &mut failing);
+                                w.write_batch(batch, now);
                             }
                         }
+                        w.settle(true);
                         return;
                     }
                 }
             }
-            // A pass that wrote nothing: back to waiting on the channel.
+            // A pass that wrote nothing: everything staged goes out, back
+            // to waiting on the channel.
             if !wrote {
+                w.settle(true);
                 break;
             }
+            w.settle(false);
             std::thread::sleep(PACE);
         }
     }
-}
-
-fn write_batch(
-    mut batch: Batch,
-    sink: &mut dyn Sink,
-    label: &str,
-    shared: &Shared,
-    failing: &mut bool,
-) {
-    let written = match sink.write(&batch.buf) {
-        Ok(()) => {
-            *failing = false;
-            mem::take(&mut batch.lines)
-        }
-        Err(e) => {
-            // The batch's lines count as dropped when it is dropped below.
-            if !*failing {
-                crate::observe::stderr_line(format_args!(
-                    "tollgate: access log {label}: {e} (dropping lines until a write succeeds)"
-                ));
-                *failing = true;
-            }
-            0
-        }
-    };
-    let mut buf = mem::take(&mut batch.buf);
-    buf.clear();
-    // The shard may be gone or have enough buffers: then it is freed.
-    let _ = batch.link.back.try_send(buf);
-    // Counted after the buffer went back: whoever sees the count finds
-    // the buffer home.
-    shared.written.fetch_add(written, Ordering::Release);
 }
 
 /// One shard's access log buffer; owned by the shard thread. Lines go
@@ -567,11 +615,11 @@ mod tests {
     }
 
     impl Sink for FlakySink {
-        fn write(&mut self, _buf: &[u8]) -> io::Result<()> {
+        fn write(&mut self, _buf: &[u8], lines: u64, _now: Instant) -> Tally {
             if self.fail.load(Ordering::Acquire) {
-                Err(io::Error::other("disk full"))
+                Tally::lines(lines, Err(io::Error::other("disk full")))
             } else {
-                Ok(())
+                Tally::lines(lines, Ok(()))
             }
         }
 
@@ -615,9 +663,9 @@ mod tests {
     }
 
     impl Sink for SlowSink {
-        fn write(&mut self, _buf: &[u8]) -> io::Result<()> {
+        fn write(&mut self, _buf: &[u8], lines: u64, _now: Instant) -> Tally {
             std::thread::sleep(Duration::from_millis(1));
-            Ok(())
+            Tally::lines(lines, Ok(()))
         }
 
         fn reopen(&mut self) -> io::Result<()> {
@@ -728,7 +776,7 @@ mod tests {
     }
 
     impl Sink for GatedSink {
-        fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+        fn write(&mut self, buf: &[u8], lines: u64, _now: Instant) -> Tally {
             let (open, cv) = &*self.gate;
             let mut open = open.lock().unwrap_or_else(PoisonError::into_inner);
             while !*open {
@@ -738,7 +786,7 @@ mod tests {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .extend_from_slice(buf);
-            Ok(())
+            Tally::lines(lines, Ok(()))
         }
 
         fn reopen(&mut self) -> io::Result<()> {
