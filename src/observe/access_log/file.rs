@@ -109,7 +109,8 @@ impl Tally {
 }
 
 /// Lines ending in `buf`: every rendered line ends with the only `\n` in
-/// it (values are escaped, templates cannot hold a line break).
+/// it (values are escaped, templates cannot hold a line break). Only for
+/// the failure path.
 fn lines_in(buf: &[u8]) -> u64 {
     memchr::memchr_iter(b'\n', buf).count() as u64
 }
@@ -125,6 +126,8 @@ struct Stage {
     end: usize,
     /// When the oldest staged byte came.
     since: Option<Instant>,
+    /// Lines staged (each batch's count: no need to count line ends).
+    lines: u64,
 }
 
 /// Region size: the stage plus room to shift it to any phase.
@@ -141,6 +144,7 @@ impl Stage {
             start: 0,
             end: 0,
             since: None,
+            lines: 0,
         }
     }
 
@@ -165,8 +169,9 @@ impl Stage {
         self.len() + n <= STAGE_BYTES
     }
 
-    /// Stages `buf`, which must fit.
-    fn push(&mut self, buf: &[u8], now: Instant) {
+    /// Stages `buf` (`lines` whole lines), which must fit.
+    fn push(&mut self, buf: &[u8], lines: u64, now: Instant) {
+        self.lines += lines;
         let end = self.end;
         self.region_mut()[end..end + buf.len()].copy_from_slice(buf);
         self.end += buf.len();
@@ -285,7 +290,7 @@ impl FileSink {
             if !self.stage.fits(buf.len()) {
                 tally.add(self.write_out(now));
             }
-            self.stage.push(buf, now);
+            self.stage.push(buf, lines, now);
             return tally;
         }
         if self.stage.len() > 0 {
@@ -317,47 +322,56 @@ impl FileSink {
     }
 
     /// Appends everything staged: the whole blocks directly when enough
-    /// are staged, the rest buffered.
+    /// are staged, the rest buffered. A failed write drops what was not
+    /// written yet, as a failed buffered write drops its batch.
     fn write_out(&mut self, now: Instant) -> Tally {
+        let lines = std::mem::take(&mut self.stage.lines);
         let locked = self.lock();
-        let mut tally = Tally::default();
-        if self.stage.len() >= DIRECT_MIN && self.direct_now(now) {
-            tally.add(self.write_direct(now));
-        }
-        if self.stage.len() > 0 {
-            let pending = self.stage.pending();
-            tally.add(Tally::lines(
-                lines_in(pending),
-                (&self.file).write_all(pending),
-            ));
-            self.stage.consumed(self.stage.end);
-        }
+        let res = self.write_staged(now);
         self.unlock(locked);
-        tally
+        match res {
+            Ok(()) => Tally::lines(lines, Ok(())),
+            Err(e) => {
+                // Counting line ends only here keeps them off the
+                // writer's path (it was 16% of its time).
+                let dropped = lines_in(self.stage.pending());
+                self.stage.consumed(self.stage.end);
+                Tally {
+                    written: lines.saturating_sub(dropped),
+                    dropped,
+                    error: Some(e),
+                }
+            }
+        }
     }
 
-    /// Steps 1–3 of the module doc; the rest stays staged for the caller
-    /// (a failed write drops everything staged, as a buffered one would).
-    fn write_direct(&mut self, now: Instant) -> Tally {
+    fn write_staged(&mut self, now: Instant) -> io::Result<()> {
+        if self.stage.len() >= DIRECT_MIN && self.direct_now(now) {
+            self.write_direct(now)?;
+        }
+        if self.stage.len() > 0 {
+            (&self.file).write_all(self.stage.pending())?;
+            self.stage.consumed(self.stage.end);
+        }
+        Ok(())
+    }
+
+    /// Steps 1–3 of the module doc; the rest stays staged for the caller.
+    fn write_direct(&mut self, now: Instant) -> io::Result<()> {
         let Some(direct) = &self.direct else {
-            return Tally::default();
+            return Ok(());
         };
         let Ok(meta) = self.file.metadata() else {
-            return Tally::default();
+            return Ok(());
         };
         self.stage.align_to((meta.len() % BLOCK as u64) as usize);
         let (lead_end, bulk_end) = self.stage.split();
-        let mut tally = Tally::default();
         if lead_end > self.stage.start {
-            let lead = &self.stage.region()[self.stage.start..lead_end];
-            if let Err(e) = (&self.file).write_all(lead) {
-                return self.drop_staged(e);
-            }
-            tally.written += lines_in(lead);
+            (&self.file).write_all(&self.stage.region()[self.stage.start..lead_end])?;
             self.stage.consumed(lead_end);
         }
         if bulk_end == lead_end {
-            return tally;
+            return Ok(());
         }
         // After the lead the stage starts at index 0: aligned memory, an
         // aligned file end (under the lock), whole blocks.
@@ -367,7 +381,6 @@ impl FileSink {
         let took = started.elapsed();
         match res {
             Ok(n) => {
-                tally.written += lines_in(&bulk[..n]);
                 self.direct_bytes += n as u64;
                 self.stage.consumed(n);
                 if let Some(until) = pause_after(took, now) {
@@ -378,24 +391,18 @@ impl FileSink {
                         SLOW_PAUSE.as_secs()
                     ));
                 }
+                Ok(())
             }
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 self.direct = None;
                 self.notice = Some(format!(
                     "direct writes refused ({e}): buffered writes from now on"
                 ));
+                Ok(())
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => tally.add(self.drop_staged(e)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(e),
         }
-        tally
-    }
-
-    /// A failed write: the staged lines are dropped.
-    fn drop_staged(&mut self, e: io::Error) -> Tally {
-        let tally = Tally::lines(lines_in(self.stage.pending()), Err(e));
-        self.stage.consumed(self.stage.end);
-        tally
     }
 
     /// Takes the file's `flock` where direct writes may split a line
@@ -625,11 +632,30 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_write_drops_the_staged_lines() {
+        // Every write to /dev/full fails with ENOSPC.
+        let mut sink = FileSink::open(PathBuf::from("/dev/full"), true).expect("open");
+        let now = Instant::now();
+        let mut total = Tally::default();
+        let batch = [line(1), line(2), line(3)].concat();
+        for _ in 0..100 {
+            total.add(sink.write(&batch, 3, now));
+        }
+        total.add(sink.settle(now, true));
+        assert_eq!((total.written, total.dropped), (0, 300));
+        assert_eq!(
+            total.error.map(|e| e.raw_os_error()),
+            Some(Some(libc::ENOSPC))
+        );
+        assert_eq!(sink.stage.len(), 0);
+    }
+
+    #[test]
     fn stage_keeps_file_phase() {
         let mut s = Stage::new();
         assert_eq!(s.region().as_ptr() as usize % BLOCK, 0);
         let now = Instant::now();
-        s.push(&[b'x'; 10_000], now);
+        s.push(&[b'x'; 10_000], 0, now);
         s.align_to(100);
         assert_eq!((s.start, s.end), (100, 10_100));
         assert_eq!(s.split(), (BLOCK, BLOCK + 4096));

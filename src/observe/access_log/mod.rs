@@ -83,9 +83,10 @@
 //! lines to its own [`ShardLog`] buffer (no lock, no atomic per line) and
 //! hands the filled buffer over a bounded channel to the destination's
 //! writer thread ([`AccessLog`], thread `tollgate-log`) at the shard's tick
-//! or when the buffer passes a batch size (64 KiB). The writer writes the
-//! batch with one `write_all` and sends the emptied buffer back to its
-//! shard, so in steady state no buffer is allocated.
+//! or when the buffer passes a batch size (64 KiB). The writer hands the
+//! batch to its sink (stdout: one `write_all`; a file: staged and appended
+//! in large `O_DIRECT` writes, see `file.rs`) and sends the emptied buffer
+//! back to its shard, so in steady state no buffer is allocated.
 //!
 //! **Pacing.** An idle writer waits on the channel, so the first batch
 //! after a quiet spell is written at once. While batches keep coming it
