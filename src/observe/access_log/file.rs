@@ -219,9 +219,13 @@ fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().append(true).create(true).open(path)
 }
 
-/// The same file opened for `O_DIRECT` appends, if the file system allows
-/// it (and the path still names the file `file` opened).
+/// The same file opened for `O_DIRECT` appends, if it is a regular file
+/// (on a pipe `O_DIRECT` means packets), the file system allows it and the
+/// path still names the file `file` opened.
 fn open_direct(path: &Path, file: &File) -> Option<File> {
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
     let direct = OpenOptions::new()
         .append(true)
         .custom_flags(libc::O_DIRECT)
@@ -632,14 +636,63 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_write_drops_the_staged_lines() {
-        // Every write to /dev/full fails with ENOSPC.
+    fn only_regular_files_get_direct_writes() {
+        let file = open_append(Path::new("/dev/null")).expect("open");
+        assert!(open_direct(Path::new("/dev/null"), &file).is_none());
+    }
+
+    #[test]
+    fn a_failed_write_drops_and_counts_what_it_did_not_write() {
+        let path = temp_path("fail");
+        let mut sink = FileSink::open(path.clone(), true).expect("open");
+        // Read-only from here: every buffered write fails (EBADF); direct
+        // writes (their own descriptor) still work.
+        sink.file = File::open(&path).expect("open read-only");
+        let mut now = Instant::now();
+        let mut total = Tally::default();
+        let mut all = Vec::new();
+        let mut lines = 0;
+        while all.len() < DIRECT_MIN + 10_000 {
+            let l = line(lines);
+            total.add(sink.write(&l, 1, now));
+            all.extend_from_slice(&l);
+            lines += 1;
+        }
+        now += MAX_HOLD;
+        total.add(sink.settle(now, true));
+        let text = fs::read(&path).expect("read");
+        assert_eq!(total.written + total.dropped, lines);
+        assert_eq!(
+            total.written,
+            lines_in(&text),
+            "written = line ends in the file"
+        );
+        assert!(all.starts_with(&text));
+        assert!(total.error.is_some());
+        if sink.has_direct() {
+            // The whole blocks went out; the rest failed.
+            assert_eq!(text.len(), all.len() / BLOCK * BLOCK);
+            assert!(total.written > 0);
+        } else {
+            assert_eq!(total.written, 0);
+        }
+        assert_eq!(sink.stage.len(), 0);
+        let _ = fs::remove_file(&path);
+    }
+
+    #[test]
+    fn other_files_are_written_as_batches_come() {
+        // /dev/full: no direct writes (not a regular file), and every
+        // write fails with ENOSPC.
         let mut sink = FileSink::open(PathBuf::from("/dev/full"), true).expect("open");
         let now = Instant::now();
         let mut total = Tally::default();
         let batch = [line(1), line(2), line(3)].concat();
+        assert!(!sink.has_direct());
         for _ in 0..100 {
-            total.add(sink.write(&batch, 3, now));
+            let t = sink.write(&batch, 3, now);
+            assert_eq!((t.written, t.dropped), (0, 3), "written at once");
+            total.add(t);
         }
         total.add(sink.settle(now, true));
         assert_eq!((total.written, total.dropped), (0, 300));
