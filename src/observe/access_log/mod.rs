@@ -90,15 +90,16 @@
 //!
 //! **Pacing.** An idle writer waits on the channel, so the first batch
 //! after a quiet spell is written at once. While batches keep coming it
-//! naps 10 ms between passes over the queue instead: a thread asleep on a
+//! naps 25 ms between passes over the queue instead: a thread asleep on a
 //! timer is not registered as a waiter on the channel, so handing a batch
-//! over wakes nobody. Under load that is ~100 wake-ups a second instead of
+//! over wakes nobody. Under load that is ~40 wake-ups a second instead of
 //! one per batch (context switches per proxied request 0.027 → 0.006 with
-//! the writer on the shard's core); a nap that finds the queue empty
-//! returns the writer to waiting on the channel. The reopen flag is looked
-//! at before each batch, so a reopen is not held up by a long pass. The
-//! queue (64 batches, 4 MiB) and each shard's 1 MiB cap hold far more
-//! than 10 ms of lines.
+//! the writer on the shard's core; 25 ms instead of 10 ms cut the
+//! writer's CPU per line by a fifth, `docs/performance.md`); a nap that
+//! finds the queue empty returns the writer to waiting on the channel.
+//! The reopen flag is looked at before each batch, so a reopen is not
+//! held up by a long pass. The queue (64 batches, 4 MiB) holds ~65 ms of
+//! lines at 60 MB/s, and each shard's 1 MiB cap more on top.
 //!
 //! **Drop policy.** Handing a batch over never blocks: if the writer's
 //! queue is full, the shard keeps buffering up to its cap (1 MiB); past

@@ -32,7 +32,7 @@ const LINE_SLACK: usize = 8 * 1024;
 const IDLE_CHECK: Duration = Duration::from_millis(500);
 /// While batches keep coming, the writer takes them at most this often
 /// (see `run_writer`).
-const PACE: Duration = Duration::from_millis(10);
+const PACE: Duration = Duration::from_millis(25);
 
 /// Counters and flags shared by the shards and the writer thread.
 #[derive(Debug, Default)]
