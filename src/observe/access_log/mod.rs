@@ -970,6 +970,18 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 
 mod file;
 mod writer;
+
+/// A path in the temp directory no other test uses, for a test's log file.
+#[cfg(test)]
+fn test_log_path(name: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    std::env::temp_dir().join(format!(
+        "tollgate-access-{name}-{}-{}.log",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
 pub use writer::{AccessLog, Destination, ShardLog, BATCH_BYTES, SHARD_CAP_BYTES};
 
 #[cfg(test)]

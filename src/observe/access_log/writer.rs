@@ -500,21 +500,13 @@ impl Drop for ShardLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::access_log::test_log_path as temp_path;
     use crate::observe::access_log::Format;
     use std::fs;
     use std::sync::Condvar;
     use std::time::Instant;
 
     // -- writer ----------------------------------------------------------------
-
-    fn temp_path(name: &str) -> PathBuf {
-        static N: AtomicU64 = AtomicU64::new(0);
-        std::env::temp_dir().join(format!(
-            "tollgate-access-{name}-{}-{}.log",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ))
-    }
 
     fn wait_until(mut done: impl FnMut() -> bool) -> bool {
         let deadline = Instant::now() + Duration::from_secs(5);
