@@ -18,9 +18,10 @@
 //! Batches are staged in a 4 KiB-aligned buffer, laid out so that a
 //! byte's place in the buffer and its offset in the file agree modulo
 //! 4 KiB. At the end of a pass over the writer's queue, once 256 KiB are
-//! staged, the sink appends under an exclusive `flock` (so another tollgate
-//! process on the same file, e.g. the old one of a binary upgrade, never
-//! lands inside a line):
+//! staged, the sink appends under an exclusive `flock`, taken for every
+//! write to a regular file (so another tollgate process on the same file,
+//! e.g. the other one of a binary upgrade, never lands inside a line; a
+//! holder that keeps it over 1 s is given up on):
 //!
 //! 1. the file's end is read (`fstat`): another writer or logrotate's
 //!    `copytruncate` may have moved it; the staged bytes are shifted to
@@ -28,8 +29,9 @@
 //! 2. the bytes up to the file's next 4 KiB boundary go with a buffered
 //!    write;
 //! 3. the whole blocks after them go with one `O_APPEND | O_DIRECT` write
-//!    straight from the aligned buffer (an unaligned end makes the kernel
-//!    refuse it with `EINVAL`, writing nothing);
+//!    straight from the aligned buffer (an end moved off the boundary
+//!    since step 1, by a writer without the lock, makes the kernel refuse
+//!    it with `EINVAL`, writing nothing: those bytes then go buffered);
 //! 4. the rest (under 4 KiB) goes with a buffered write, so the file ends
 //!    with a whole line whenever the lock is free (another process's
 //!    lines never land inside one of ours); the next lead completes that
@@ -43,13 +45,15 @@
 //!
 //! # When not
 //!
-//! `O_DIRECT` refused at open (file systems without it), or a direct write
-//! refused with `EINVAL` although the file's end was aligned (a device
-//! with blocks over 4 KiB): buffered writes only, as for stdout. A direct
-//! write waits for the device, a buffered one only for the page cache: a
-//! direct write that took over 100 ms (a slow or congested disk) switches
-//! the file to buffered writes for 10 s, so a disk hiccup fills the page
-//! cache rather than the writer's queue.
+//! `O_DIRECT` refused at open (file systems without it, pipes, devices),
+//! or a direct write refused with `EINVAL` although the file's end was
+//! aligned (a device with blocks over 4 KiB): buffered writes only, as for
+//! stdout, until the file is reopened. A direct write waits for the
+//! device, a buffered one only for the page cache: a direct write that took
+//! over 30 ms (a slow or congested disk) or failed switches the file to
+//! buffered writes for 10 s, so a disk hiccup fills the page cache rather
+//! than the writer's queue, and a failed direct write's bytes are tried
+//! once more, buffered, before they count as dropped.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -69,10 +73,14 @@ const STAGE_BYTES: usize = 2 * 1024 * 1024;
 pub(super) const DIRECT_MIN: usize = 256 * 1024;
 /// Staged bytes wait at most this long for more.
 pub(super) const MAX_HOLD: Duration = Duration::from_millis(100);
-/// A direct write slower than this pauses direct writes ...
-const SLOW_DIRECT: Duration = Duration::from_millis(100);
+/// A direct write slower than this pauses direct writes (the writer's
+/// queue holds ~65 ms of lines at 60 MB/s, and it naps 25 ms a pass) ...
+const SLOW_DIRECT: Duration = Duration::from_millis(30);
 /// ... for this long.
 const SLOW_PAUSE: Duration = Duration::from_secs(10);
+/// How long a write waits for another process's `flock` before writing
+/// without it (a stuck holder must not stall the log, nor the stop).
+const LOCK_WAIT: Duration = Duration::from_secs(1);
 
 /// Lines written out and dropped by one call, and the error that dropped
 /// them.
@@ -244,6 +252,10 @@ fn pause_after(took: Duration, now: Instant) -> Option<Instant> {
 pub(super) struct FileSink {
     path: PathBuf,
     file: File,
+    /// A regular file: appended to under its `flock`.
+    regular: bool,
+    /// Whether to use direct writes where they work.
+    try_direct: bool,
     /// The same file for direct writes; `None` where they do not work.
     direct: Option<File>,
     stage: Stage,
@@ -261,7 +273,9 @@ impl FileSink {
     /// also for direct writes where the file system allows them.
     pub fn open(path: PathBuf, direct: bool) -> io::Result<FileSink> {
         let file = open_append(&path)?;
-        let direct = if direct {
+        let regular = file.metadata()?.is_file();
+        let try_direct = direct;
+        let direct = if try_direct {
             open_direct(&path, &file)
         } else {
             None
@@ -269,6 +283,8 @@ impl FileSink {
         Ok(FileSink {
             path,
             file,
+            regular,
+            try_direct,
             direct,
             stage: Stage::new(),
             paused_until: None,
@@ -361,6 +377,8 @@ impl FileSink {
     }
 
     /// Steps 1–3 of the module doc; the rest stays staged for the caller.
+    /// Only a failed lead (a buffered write) is an error: a refused or
+    /// failed direct write leaves its bytes to the buffered write after it.
     fn write_direct(&mut self, now: Instant) -> io::Result<()> {
         let Some(direct) = &self.direct else {
             return Ok(());
@@ -372,47 +390,76 @@ impl FileSink {
         let (lead_end, bulk_end) = self.stage.split();
         if lead_end > self.stage.start {
             (&self.file).write_all(&self.stage.region()[self.stage.start..lead_end])?;
-            self.stage.consumed(lead_end);
         }
-        if bulk_end == lead_end {
-            return Ok(());
-        }
-        // After the lead the stage starts at index 0: aligned memory, an
-        // aligned file end (under the lock), whole blocks.
-        let bulk = &self.stage.region()[..bulk_end - lead_end];
-        let started = Instant::now();
-        let res = (&*direct).write(bulk);
-        let took = started.elapsed();
-        match res {
-            Ok(n) => {
-                self.direct_bytes += n as u64;
-                self.stage.consumed(n);
-                if let Some(until) = pause_after(took, now) {
-                    self.paused_until = Some(until);
+        // The whole blocks after the lead: aligned memory (`lead_end` is 0
+        // or BLOCK), an aligned file end (under the lock), whole blocks.
+        let bulk = &self.stage.region()[lead_end..bulk_end];
+        let mut written = 0;
+        if !bulk.is_empty() {
+            let started = Instant::now();
+            let res = (&*direct).write(bulk);
+            let took = started.elapsed();
+            match res {
+                Ok(n) => {
+                    written = n;
+                    self.direct_bytes += n as u64;
+                    if let Some(until) = pause_after(took, now) {
+                        self.paused_until = Some(until);
+                        self.notice = Some(format!(
+                            "a direct write took {} ms: buffered writes for {} s",
+                            took.as_millis(),
+                            SLOW_PAUSE.as_secs()
+                        ));
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    // Refused. If the file's end moved off the boundary
+                    // (a writer without the lock, a copytruncate) that was
+                    // a race; refused at an aligned end, direct writes do
+                    // not work here.
+                    let moved = self
+                        .file
+                        .metadata()
+                        .is_ok_and(|m| m.len() % BLOCK as u64 != 0);
+                    if !moved {
+                        self.direct = None;
+                        self.notice = Some(format!(
+                            "direct writes refused ({e}): buffered writes until reopened"
+                        ));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.paused_until = Some(now + SLOW_PAUSE);
                     self.notice = Some(format!(
-                        "a direct write took {} ms: buffered writes for {} s",
-                        took.as_millis(),
+                        "a direct write failed ({e}): buffered writes for {} s",
                         SLOW_PAUSE.as_secs()
                     ));
                 }
-                Ok(())
             }
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                self.direct = None;
-                self.notice = Some(format!(
-                    "direct writes refused ({e}): buffered writes from now on"
-                ));
-                Ok(())
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-            Err(e) => Err(e),
         }
+        self.stage.consumed(lead_end + written);
+        Ok(())
     }
 
-    /// Takes the file's `flock` where direct writes may split a line
-    /// across two writes; whether it was taken.
+    /// Takes the file's `flock` (every tollgate writing a regular file
+    /// does, so two processes' lines never interleave inside a line);
+    /// after [`LOCK_WAIT`] for a holder that does not let go, writes
+    /// without it. Whether it was taken.
     fn lock(&self) -> bool {
-        self.direct.is_some() && self.file.lock().is_ok()
+        if !self.regular {
+            return false;
+        }
+        let deadline = Instant::now() + LOCK_WAIT;
+        loop {
+            match self.file.try_lock() {
+                Ok(()) => return true,
+                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+                Err(_) => return false,
+            }
+        }
     }
 
     fn unlock(&self, locked: bool) {
@@ -425,8 +472,8 @@ impl FileSink {
     /// settles first. On failure the old file stays in use.
     pub fn reopen(&mut self) -> io::Result<()> {
         let file = open_append(&self.path)?;
-        let had_direct = self.direct.is_some() || self.paused_until.is_some();
-        self.direct = if had_direct {
+        self.regular = file.metadata().is_ok_and(|m| m.is_file());
+        self.direct = if self.try_direct {
             open_direct(&self.path, &file)
         } else {
             None
@@ -623,6 +670,30 @@ mod tests {
         assert_eq!(t.written, if sink.has_direct() { 0 } else { 1 });
         let _ = sink.settle(now + SLOW_PAUSE, true);
         assert_eq!(fs::read(&path).expect("read"), b"a\nb\nc\n");
+        let _ = fs::remove_file(&path);
+    }
+
+    #[test]
+    fn every_write_to_a_regular_file_takes_the_lock() {
+        let path = temp_path("lock");
+        // Without direct writes too: the other process may use them.
+        let mut sink = FileSink::open(path.clone(), false).expect("open");
+        let other = open_append(&path).expect("other");
+        assert!(sink.lock(), "taken");
+        assert!(matches!(
+            other.try_lock(),
+            Err(std::fs::TryLockError::WouldBlock)
+        ));
+        sink.unlock(true);
+        other.try_lock().expect("released");
+        // A holder that does not let go is given up on after LOCK_WAIT:
+        // the line is written anyway.
+        let started = Instant::now();
+        let t = sink.write(b"late\n", 1, started);
+        assert_eq!(t.written, 1);
+        assert!(started.elapsed() >= LOCK_WAIT);
+        assert_eq!(fs::read(&path).expect("read"), b"late\n");
+        other.unlock().expect("unlock");
         let _ = fs::remove_file(&path);
     }
 
