@@ -235,13 +235,18 @@ fn a_quota_holds_exactly_across_two_shards() {
     let text = common::quota_config(&state, 2, 300, "WEEK");
     let gw = TestGateway::start(&text);
     let addr = gw.addr;
-    // Many connections, so both shards serve some.
+    // Many connections, so both shards serve some; paced (2 ms between
+    // requests, ~100 ms a connection), so every connection is still
+    // sending when the quota runs out (~19 requests in) and each shard
+    // refuses some: unpaced, one shard's few connections could finish
+    // before it ran out.
     let clients: Vec<_> = (0..16)
         .map(|_| {
             std::thread::spawn(move || {
                 let mut c = Client::connect(addr);
                 let mut ok = 0u64;
                 for _ in 0..50 {
+                    std::thread::sleep(Duration::from_millis(2));
                     let r = get(&mut c, "/prod/x", Some(common::QUOTA_KEY));
                     match r.status {
                         200 => ok += 1,
