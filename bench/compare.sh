@@ -31,6 +31,11 @@
 #                       -s malloc,64m, thread_pools=1, thread_pool_min=10;
 #                       manager + cache child; only started when cachehit
 #                       is among the scenarios)
+#             floor     http 127.0.0.1:18086 (taskset -c 1): not a proxy,
+#                       the kernel floor: bench/floor.rs (cargo example
+#                       `floor`), one recv and one send of a fixed answer
+#                       per request and nothing else; measured in static
+#                       and cachehit only
 #
 # Scenarios (each measured for every proxy that has the feature):
 #   proxy      64 keep-alive connections, GET /hello proxied to the origin
@@ -105,6 +110,12 @@
 # the origin.
 # Varnish is a cache, not a gateway: it is measured in cachehit only; its
 # other rows say "n/a (varnish is measured only in cachehit)".
+# floor is the least any server can spend per keep-alive answer on this
+# machine (epoll, one recv, one send of an answer as big as tollgate's cache
+# hit, no parsing, no clock): what is left of a request when every
+# user-space cost is gone. Its rows bound what a cache hit can cost; the
+# report sets tollgate's hit and the floor against the better of NGINX and
+# Varnish ("Cache-hit target").
 #
 # tollgate variants: tollgate-log and tollgate-base are measured like peers
 # (same scenarios as tollgate, same proxy core, one at a time), so the
@@ -139,10 +150,12 @@
 #   SCENARIOS     comma list (default all):
 #                 proxy,newconn,large,static,cachehit,throttled,mixed,https,
 #                 httpsnew,httpsresume
-#   PROXIES       comma list (default tollgate,nginx,haproxy,varnish;
-#                 varnish is skipped unless SCENARIOS has cachehit); also
-#                 known: tollgate-log, tollgate-base (see above)
-#   SKIP_BUILD    1 = do not run `cargo build --release`         (default 0)
+#   PROXIES       comma list (default tollgate,nginx,haproxy,varnish,floor;
+#                 varnish is skipped unless SCENARIOS has cachehit, floor
+#                 unless it has static or cachehit); also known:
+#                 tollgate-log, tollgate-base (see above)
+#   SKIP_BUILD    1 = do not run `cargo build --release` (nor build the
+#                 floor example unless its binary is missing)    (default 0)
 #   DEFERRED      whether a proxy accepts a connection only once its
 #                 first bytes arrived (TCP_DEFER_ACCEPT):
 #                 default = each proxy as it ships: tollgate defers
@@ -178,7 +191,7 @@ DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 ROUNDS=${ROUNDS:-3}
 SCENARIOS=${SCENARIOS:-proxy,newconn,large,static,cachehit,throttled,mixed,https,httpsnew,httpsresume}
-PROXIES=${PROXIES:-tollgate,nginx,haproxy,varnish}
+PROXIES=${PROXIES:-tollgate,nginx,haproxy,varnish,floor}
 SKIP_BUILD=${SKIP_BUILD:-0}
 DEFERRED=${DEFERRED:-default}
 NGINX_DEFER=""; HAPROXY_DEFER=""; TOLLGATE_DEFER=""
@@ -196,14 +209,14 @@ ALL_SCENARIOS=(proxy newconn large static cachehit throttled mixed https httpsne
 TLS_SCENARIOS=(https httpsnew httpsresume)
 # The tollgate variants come right after tollgate: a round runs them back
 # to back.
-ALL_PROXIES=(tollgate tollgate-log tollgate-base nginx haproxy varnish)
+ALL_PROXIES=(tollgate tollgate-log tollgate-base nginx haproxy varnish floor)
 
 LOAD_CORE=0    # wrk + origin
 PROXY_CORE=1   # proxy under test
 
 ORIGIN_PORT=19000
 declare -A HTTP_PORT=([tollgate]=18080 [nginx]=18081 [haproxy]=18082 [varnish]=18083
-    [tollgate-log]=18084 [tollgate-base]=18085)
+    [tollgate-log]=18084 [tollgate-base]=18085 [floor]=18086)
 # Admin listeners of the tollgates that have one (tollgate's is its default
 # address; tollgate-base's binary may predate the admin listener: none).
 declare -A ADMIN_PORT=([tollgate]=9901 [tollgate-log]=9902)
@@ -216,6 +229,7 @@ LARGE_BYTES=1048576   # size of the origin's /large file (1 MiB)
 
 NA_TOLLGATE_BASE="tollgate-base gets no TLS listener: the baseline binary may predate TLS"
 NA_VARNISH="varnish is measured only in cachehit"
+NA_FLOOR="floor is measured only in static and cachehit"
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
@@ -224,6 +238,7 @@ RESULTS_NAME=${RESULTS_NAME:-results-latest.md}
 RESULTS_FILE=$OUT_DIR/$RESULTS_NAME
 TOLLGATE_BIN=${TOLLGATE_BIN:-$REPO_ROOT/target/release/tollgate}
 TOLLGATE_BASE_BIN=${TOLLGATE_BASE_BIN:-}
+FLOOR_BIN=$REPO_ROOT/target/release/examples/floor
 
 # ----------------------------------------------------------------- helpers --
 
@@ -380,6 +395,17 @@ overhead_pct() {
         printf "%+.1f %+.1f\n", 100 * (mb / ma - 1), p }'
 }
 
+# Median of the same-round ratios A/B (2 decimals) from the space-separated
+# per-round lists $1 (A) and $2 (B); "n/a" if there is none.
+round_ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        na = split(a, x, " "); nb = split(b, y, " "); n = 0
+        for (i = 1; i <= na && i <= nb; i++) if (y[i] > 0) r[++n] = x[i] / y[i]
+        if (n == 0) { print "n/a"; exit }
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
+        printf "%.2f\n", (n % 2) ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2 }'
+}
+
 # Print a number with a fixed number of decimals ("n/a" passes through).
 fmt() {
     if [[ $2 == n/a || -z $2 ]]; then echo "n/a"; else printf "%.${1}f" "$2"; fi
@@ -509,6 +535,15 @@ if in_list varnish "${PROXS[@]}" && ! want_scen cachehit; then
         log "varnish skipped: it is measured only in cachehit, which SCENARIOS leaves out"
     fi
 fi
+# floor answers static and cachehit only: likewise.
+if in_list floor "${PROXS[@]}" && ! want_scen static && ! want_scen cachehit; then
+    kept=()
+    for p in "${PROXS[@]}"; do [[ $p == floor ]] || kept+=("$p"); done
+    PROXS=("${kept[@]}")
+    if [[ ,$PROXIES, == *,floor,* ]]; then
+        log "floor skipped: it is measured only in static and cachehit, which SCENARIOS leaves out"
+    fi
+fi
 ((${#PROXS[@]} > 0)) || die "PROXIES has nothing to measure in SCENARIOS=$SCENARIOS"
 want() { in_list "$1" "${PROXS[@]}"; }
 
@@ -601,6 +636,14 @@ if want tollgate || want tollgate-log; then
     [[ $TOLLGATE_BIN != "$REPO_ROOT/target/release/tollgate" ]] && TOLLGATE_INFO="$TOLLGATE_BIN, $TOLLGATE_INFO"
     [[ $SKIP_BUILD == 1 ]] && TOLLGATE_INFO+=" (SKIP_BUILD=1: may not match the git revision)"
 fi
+if want floor; then
+    if [[ $SKIP_BUILD != 1 || ! -x $FLOOR_BIN ]]; then
+        command -v cargo >/dev/null || die "cargo not found (needed to build the floor example; or leave floor out of PROXIES)"
+        log "building the floor reference (cargo build --release --example floor)"
+        (cd "$REPO_ROOT" && cargo build --release --example floor >&2) || die "cargo build --release --example floor failed"
+    fi
+    [[ -x $FLOOR_BIN ]] || die "floor binary not found at $FLOOR_BIN"
+fi
 TOLLGATE_BASE_INFO="not measured"
 if want tollgate-base; then
     [[ -n $TOLLGATE_BASE_BIN ]] || die "PROXIES has tollgate-base: set TOLLGATE_BASE_BIN to the baseline binary"
@@ -655,13 +698,18 @@ for p in "${ALL_PROXIES[@]}"; do
     for s in "${TLS_SCENARIOS[@]}"; do
         case $p in
             tollgate-base) TGT_NA[$s/$p]=$NA_TOLLGATE_BASE ;;
-            varnish) ;; # below
+            varnish | floor) ;; # below
             *) TGT_URL[$s/$p]="https://127.0.0.1:${HTTPS_PORT[$p]}/hello" ;;
         esac
     done
     if [[ $p == varnish ]]; then
         for s in "${ALL_SCENARIOS[@]}"; do
             [[ $s == cachehit ]] || TGT_NA[$s/$p]=$NA_VARNISH
+        done
+    fi
+    if [[ $p == floor ]]; then
+        for s in "${ALL_SCENARIOS[@]}"; do
+            [[ $s == cachehit || $s == static ]] || TGT_NA[$s/$p]=$NA_FLOOR
         done
     fi
 done
@@ -1275,6 +1323,18 @@ start_varnish() {
     log "varnish up on 127.0.0.1:$port (manager $pid, children $(children_of "$pid" | paste -sd " " -))"
 }
 
+# The kernel floor: one process, pinned like the proxies.
+start_floor() {
+    local pid port=${HTTP_PORT[floor]}
+    taskset -c "$PROXY_CORE" "$FLOOR_BIN" "127.0.0.1:$port" >"$TMP/floor.log" 2>&1 &
+    pid=$!
+    STARTED_PIDS+=("$pid")
+    wait_ready floor "$pid" "$port" "$TMP/floor.log"
+    MAIN_PID[floor]=$pid
+    adopt_children floor "$pid" 0 "$TMP/floor.log" >/dev/null
+    log "floor up on 127.0.0.1:$port (PID $pid)"
+}
+
 # Check every port up front so a busy one fails before anything starts.
 require_free_port "$ORIGIN_PORT"
 for p in "${PROXS[@]}"; do
@@ -1290,6 +1350,7 @@ want tollgate-base && start_tollgate tollgate-base
 want nginx && start_nginx nginx "nginx proxy" "$PROXY_CORE" "${HTTP_PORT[nginx]}"
 want haproxy && start_haproxy
 want varnish && start_varnish
+want floor && start_floor
 
 # ----------------------------------------------------------------- checks --
 
@@ -1333,6 +1394,8 @@ check_target() {
             after=$(origin_cached_hits)
             if [[ $C_STATUS != 200 || $(cat "$C_BODY") != "hello world" ]]; then
                 ok=0; why="expected 200 \"hello world\" after warming the cache"
+            elif [[ $p == floor ]]; then
+                CHECK_NOTES+=("cachehit/floor: not a cache: the fixed answer of bench/floor.rs (no origin)")
             elif [[ $p != tollgate* ]] && ! grep -qi '^X-Cache-Status: *HIT' "$C_HEADERS"; then
                 ok=0; why="expected X-Cache-Status: HIT after warming the cache"
             elif ((after != before)); then
@@ -1719,6 +1782,40 @@ if [[ $git_rev != unknown && -n $(git -C "$REPO_ROOT" status --porcelain 2>/dev/
 fi
 cpu_model=$(sed -nE 's/^model name[[:space:]]*: *//p' /proc/cpuinfo | head -n 1)
 
+# The cache-hit target (tollgate's hit at most half the CPU of the better
+# of NGINX proxy_cache and Varnish) and the kernel floor beside it.
+cache_target() {
+    local p best="" b t f
+    want_scen cachehit && want tollgate && available cachehit tollgate || return 0
+    for p in nginx varnish; do
+        want "$p" && available cachehit "$p" || continue
+        [[ ${MED_CPU[cachehit/$p]:-n/a} == n/a ]] && continue
+        if [[ -z $best ]] || awk -v a="${MED_CPU[cachehit/$p]}" -v b="${MED_CPU[cachehit/$best]}" 'BEGIN { exit !(a < b) }'; then
+            best=$p
+        fi
+    done
+    [[ -n $best ]] || return 0
+    b=${MED_CPU[cachehit/$best]}
+    t=${MED_CPU[cachehit/tollgate]}
+    echo "## Cache-hit target"
+    echo
+    echo "The target: tollgate's cache hit at most 0.50 × the CPU per request of the better of NGINX \`proxy_cache\` and Varnish (here $best, $(fmt 2 "$b") CPU-µs/req)."
+    echo
+    echo "| | CPU-µs/req | / $best (medians) | / $best (per round) |"
+    echo "|---|---:|---:|---:|"
+    echo "| tollgate cache hit | $(fmt 2 "$t") | $(ratio "$t" "$b") | $(round_ratio "${CPU[cachehit/tollgate]}" "${CPU[cachehit/$best]}") |"
+    if want floor; then
+        f=${MED_CPU[cachehit/floor]:-n/a}
+        echo "| floor (bench/floor.rs: one recv, one send, nothing else) | $(fmt 2 "$f") | $(ratio "$f" "$b") | $(round_ratio "${CPU[cachehit/floor]}" "${CPU[cachehit/$best]}") |"
+        echo
+        echo "tollgate's hit / floor: $(ratio "$t" "$f") (medians), $(round_ratio "${CPU[cachehit/tollgate]}" "${CPU[cachehit/floor]}") (per round)."
+        if want_scen static; then
+            echo "tollgate's static answer / floor: $(ratio "${MED_CPU[static/tollgate]}" "${MED_CPU[static/floor]}") (medians), $(round_ratio "${CPU[static/tollgate]}" "${CPU[static/floor]}") (per round)."
+        fi
+    fi
+    echo
+}
+
 report() {
     local s p k na
     if want varnish; then
@@ -1739,6 +1836,9 @@ report() {
     echo "- nginx: $NGINX_VERSION"
     echo "- haproxy: $HAPROXY_VERSION"
     echo "- varnish: $VARNISH_VERSION"
+    if want floor; then
+        echo "- floor: bench/floor.rs (\`cargo build --release --example floor\`), not a proxy: epoll, one \`recv\`, one \`send\` of a fixed answer the size of tollgate's cache hit per request; the kernel's share of any answer on this machine"
+    fi
     echo "- wrk: $WRK_VERSION; openssl: $OPENSSL_VERSION"
     echo "- load: \`wrk -t1 -d$DURATION --latency\` on core $LOAD_CORE after a $WARMUP warm-up, $ROUNDS interleaved round(s), proxies in reverse order in even rounds"
     if ((NEED_TLS)); then
@@ -1836,6 +1936,7 @@ report() {
         done
         echo
     fi
+    cache_target
     if want tollgate && { want tollgate-log || want tollgate-base; }; then
         echo "## Overhead of the tollgate variants (CPU-µs/req)"
         echo
