@@ -1249,6 +1249,17 @@ start_nginx() {
     log "$label up on 127.0.0.1:$port (master $pid, children $(children_of "$pid" | paste -sd " " -))"
 }
 
+# A single-process server just started as PID $2: stop it at exit, wait
+# until it accepts on port $3 (log file $4), count its CPU (and any
+# children) as server $1's.
+track_single() {
+    local name=$1 pid=$2 port=$3 logfile=$4
+    STARTED_PIDS+=("$pid")
+    wait_ready "$name" "$pid" "$port" "$logfile"
+    MAIN_PID[$name]=$pid
+    adopt_children "$name" "$pid" 0 "$logfile" >/dev/null
+}
+
 start_haproxy() {
     local pid
     haproxy -c -q -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 || {
@@ -1258,10 +1269,7 @@ start_haproxy() {
     # -db: foreground, single process (no master-worker).
     taskset -c "$PROXY_CORE" haproxy -db -f "$TMP/haproxy.cfg" >>"$TMP/haproxy.log" 2>&1 &
     pid=$!
-    STARTED_PIDS+=("$pid")
-    wait_ready haproxy "$pid" "${HTTP_PORT[haproxy]}" "$TMP/haproxy.log"
-    MAIN_PID[haproxy]=$pid
-    adopt_children haproxy "$pid" 0 "$TMP/haproxy.log" >/dev/null
+    track_single haproxy "$pid" "${HTTP_PORT[haproxy]}" "$TMP/haproxy.log"
     log "haproxy up on 127.0.0.1:${HTTP_PORT[haproxy]} (PID $pid)"
 }
 
@@ -1328,10 +1336,7 @@ start_floor() {
     local pid port=${HTTP_PORT[floor]}
     taskset -c "$PROXY_CORE" "$FLOOR_BIN" "127.0.0.1:$port" >"$TMP/floor.log" 2>&1 &
     pid=$!
-    STARTED_PIDS+=("$pid")
-    wait_ready floor "$pid" "$port" "$TMP/floor.log"
-    MAIN_PID[floor]=$pid
-    adopt_children floor "$pid" 0 "$TMP/floor.log" >/dev/null
+    track_single floor "$pid" "$port" "$TMP/floor.log"
     log "floor up on 127.0.0.1:$port (PID $pid)"
 }
 
