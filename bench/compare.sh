@@ -172,6 +172,9 @@
 #   TOLLGATE_BASE_BIN  baseline binary for tollgate-base (required when
 #                 PROXIES has tollgate-base; never built by this script;
 #                 its config must not hold keys it does not know)
+#   FLOOR_BIN     the floor reference (default
+#                 target/release/examples/floor; built unless SKIP_BUILD=1
+#                 finds it there)
 #   RESULTS_NAME  file name of the copy of the report under bench/compare/
 #                                                 (default results-latest.md)
 #
@@ -238,7 +241,7 @@ RESULTS_NAME=${RESULTS_NAME:-results-latest.md}
 RESULTS_FILE=$OUT_DIR/$RESULTS_NAME
 TOLLGATE_BIN=${TOLLGATE_BIN:-$REPO_ROOT/target/release/tollgate}
 TOLLGATE_BASE_BIN=${TOLLGATE_BASE_BIN:-}
-FLOOR_BIN=$REPO_ROOT/target/release/examples/floor
+FLOOR_BIN=${FLOOR_BIN:-$REPO_ROOT/target/release/examples/floor}
 
 # ----------------------------------------------------------------- helpers --
 
@@ -1991,6 +1994,7 @@ report() {
         printf -- '- %s (before the runs)\n' "${CHECK_NOTES[@]}"
         for p in "${PROXS[@]}"; do
             available cachehit "$p" || continue
+            [[ $p == floor ]] && continue
             echo "- cachehit/$p: requests that reached the origin during the measured runs (0 = all cache hits): ${ORIGIN_FETCHES[cachehit/$p]:-0}"
         done
     fi
