@@ -85,12 +85,52 @@ pub(crate) fn write_eventfd(eventfd: RawFd) {
     assert_eq!(ret, 8);
 }
 
+// tollgate patch 8: `send` and `recv` go to the kernel through `syscall(2)`
+// instead of glibc's wrappers. Those are POSIX cancellation points: in a
+// multi-threaded process every call is bracketed by
+// `__pthread_enable_asynccancel` / `__pthread_disable_asynccancel` (two
+// atomic updates of the thread's cancel state). glommio never cancels
+// threads, and these two calls run once or twice per request.
 pub(crate) fn send_syscall(fd: RawFd, buf: *const u8, len: usize, flags: i32) -> io::Result<usize> {
-    syscall!(send(fd, buf as _, len, flags)).map(|x| x as usize)
+    // SAFETY: sendto(2) reads at most `len` bytes from `buf`, which the
+    // caller guarantees valid; a null address with length 0 is `send`.
+    let res = unsafe {
+        libc::syscall(
+            libc::SYS_sendto,
+            fd,
+            buf,
+            len,
+            flags,
+            std::ptr::null::<libc::sockaddr>(),
+            0 as libc::socklen_t,
+        )
+    };
+    if res < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(res as usize)
+    }
 }
 
 pub(crate) fn recv_syscall(fd: RawFd, buf: *mut u8, len: usize, flags: i32) -> io::Result<usize> {
-    syscall!(recv(fd, buf as _, len, flags)).map(|x| x as usize)
+    // SAFETY: recvfrom(2) writes at most `len` bytes into `buf`, which the
+    // caller guarantees valid; null address pointers are `recv`.
+    let res = unsafe {
+        libc::syscall(
+            libc::SYS_recvfrom,
+            fd,
+            buf,
+            len,
+            flags,
+            std::ptr::null_mut::<libc::sockaddr>(),
+            std::ptr::null_mut::<libc::socklen_t>(),
+        )
+    };
+    if res < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(res as usize)
+    }
 }
 
 pub(crate) fn accept_syscall(fd: RawFd) -> io::Result<RawFd> {
