@@ -108,22 +108,23 @@ fn check(r: i32) -> io::Result<i32> {
     }
 }
 
-fn watch(ep: RawFd, fd: RawFd, events: u32) -> io::Result<()> {
+/// Adds `fd` to the epoll set (`op` EPOLL_CTL_ADD) or changes its events
+/// (EPOLL_CTL_MOD).
+fn ctl(ep: RawFd, op: i32, fd: RawFd, events: u32) -> io::Result<()> {
     let mut ev = libc::epoll_event {
         events,
         u64: fd as u64,
     };
     // SAFETY: `ev` lives across the call; the result is checked.
-    check(unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) }).map(drop)
+    check(unsafe { libc::epoll_ctl(ep, op, fd, &mut ev) }).map(drop)
+}
+
+fn watch(ep: RawFd, fd: RawFd, events: u32) -> io::Result<()> {
+    ctl(ep, libc::EPOLL_CTL_ADD, fd, events)
 }
 
 fn rewatch(ep: RawFd, fd: RawFd, events: u32) -> bool {
-    let mut ev = libc::epoll_event {
-        events,
-        u64: fd as u64,
-    };
-    // SAFETY: `ev` lives across the call.
-    unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_MOD, fd, &mut ev) == 0 }
+    ctl(ep, libc::EPOLL_CTL_MOD, fd, events).is_ok()
 }
 
 fn accept_all(ep: RawFd, lfd: RawFd, conns: &mut Vec<Conn>) {

@@ -91,6 +91,15 @@ pub(crate) fn write_eventfd(eventfd: RawFd) {
 // `__pthread_enable_asynccancel` / `__pthread_disable_asynccancel` (two
 // atomic updates of the thread's cancel state). glommio never cancels
 // threads, and these two calls run once or twice per request.
+/// A byte-count system call's result as `io::Result` (-1: errno).
+fn byte_count(res: libc::c_long) -> io::Result<usize> {
+    if res < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(res as usize)
+    }
+}
+
 pub(crate) fn send_syscall(fd: RawFd, buf: *const u8, len: usize, flags: i32) -> io::Result<usize> {
     // SAFETY: sendto(2) reads at most `len` bytes from `buf`, which the
     // caller guarantees valid; a null address with length 0 is `send`.
@@ -105,11 +114,7 @@ pub(crate) fn send_syscall(fd: RawFd, buf: *const u8, len: usize, flags: i32) ->
             0 as libc::socklen_t,
         )
     };
-    if res < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(res as usize)
-    }
+    byte_count(res)
 }
 
 pub(crate) fn recv_syscall(fd: RawFd, buf: *mut u8, len: usize, flags: i32) -> io::Result<usize> {
@@ -126,11 +131,7 @@ pub(crate) fn recv_syscall(fd: RawFd, buf: *mut u8, len: usize, flags: i32) -> i
             std::ptr::null_mut::<libc::socklen_t>(),
         )
     };
-    if res < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(res as usize)
-    }
+    byte_count(res)
 }
 
 pub(crate) fn accept_syscall(fd: RawFd) -> io::Result<RawFd> {
