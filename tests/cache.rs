@@ -194,10 +194,22 @@ fn entries_expire_and_backend_rules_are_respected() {
         get(&mut c, "/prod/uncached", "").text(),
         get(&mut c, "/prod/uncached", "").text()
     );
+    let counted = |gw: &TestGateway| {
+        gw.gateway()
+            .cache_counts()
+            .iter()
+            .fold((0, 0), |(h, m), c| (h + c.1, m + c.2))
+    };
+    let before = counted(&gw);
     let a = get(&mut c, "/prod/creds", "Authorization: Bearer x\r\n").text();
     assert_ne!(
         get(&mut c, "/prod/creds", "Authorization: Bearer x\r\n").text(),
         a
+    );
+    assert_eq!(
+        counted(&gw),
+        before,
+        "credentials bypass: neither hit nor miss"
     );
 }
 
@@ -258,12 +270,47 @@ fn max_age_0_needs_the_token_and_unauthorized_attempts_follow_the_stage() {
     let (o, _) = origin();
     let gw = TestGateway::start(&config(o.addr, "unauthorized = \"fail\"", ""));
     let mut c = gw.connect();
-    get(&mut c, "/prod/hello", "");
-    let r = get(&mut c, "/prod/hello", "Cache-Control: no-cache\r\n");
+    let a = get(&mut c, "/prod/hello", "").text();
+    let r = get(&mut c, "/prod/hello", "Cache-Control: max-age=0\r\n");
     assert_eq!(
         (r.status, r.text()),
         (403, r#"{"message":"Forbidden"}"#.to_string())
     );
+    // Only max-age=0 asks for a refresh: a browser's hard reload
+    // (`no-cache`) is answered from the cache, not refused.
+    let r = get(
+        &mut c,
+        "/prod/hello",
+        "Cache-Control: no-cache\r\nPragma: no-cache\r\n",
+    );
+    assert_eq!((r.status, r.text()), (200, a));
+    drop(gw);
+
+    let (o, _) = origin();
+    let gw = TestGateway::start(&config(o.addr, "unauthorized = \"ignore\"", ""));
+    let mut c = gw.connect();
+    let a = get(&mut c, "/prod/hello", "").text();
+    let r = get(&mut c, "/prod/hello", "Cache-Control: max-age=0\r\n");
+    assert_eq!((r.status, r.text()), (200, a), "ignored");
+    assert!(r.header("warning").is_none(), "and silently");
+    drop(gw);
+
+    // The admin token may refresh entries too.
+    let (o, _) = origin();
+    let text = format!(
+        "{}\n[server.admin]\naddr = \"127.0.0.1:0\"\ntoken = \"admin-token-0123456789abcdef\"\n",
+        config(o.addr, "unauthorized = \"fail\"", "")
+    );
+    let gw = TestGateway::start(&text);
+    let mut c = gw.connect();
+    let a = get(&mut c, "/prod/hello", "").text();
+    let r = get(
+        &mut c,
+        "/prod/hello",
+        "Cache-Control: max-age=0\r\nx-cache-invalidate-token: admin-token-0123456789abcdef\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_ne!(r.text(), a, "the admin token refreshes");
     drop(gw);
 
     let (o, _) = origin();
@@ -274,6 +321,38 @@ fn max_age_0_needs_the_token_and_unauthorized_attempts_follow_the_stage() {
         get(&mut c, "/prod/hello", "Cache-Control: max-age=0\r\n").text(),
         a
     );
+}
+
+#[test]
+fn the_invalidation_token_never_reaches_the_backend() {
+    let leaked = Arc::new(AtomicUsize::new(0));
+    let l = leaked.clone();
+    let (o, n) = numbered(move |i, req| {
+        if req.header("x-cache-invalidate-token").is_some() {
+            l.fetch_add(1, Ordering::SeqCst);
+        }
+        common::ok(&format!("answer {i}"))
+    });
+    let gw = TestGateway::start(&config(o.addr, "", ""));
+    let mut c = gw.connect();
+    let token = format!("x-cache-invalidate-token: {TOKEN}\r\n");
+    // An authorized refresh, a wrong token, a route that is not cached.
+    let a = get(&mut c, "/prod/hello", &token).text();
+    let b = get(
+        &mut c,
+        "/prod/hello",
+        &format!("Cache-Control: max-age=0\r\n{token}"),
+    )
+    .text();
+    assert_ne!(a, b, "the refresh went to the backend");
+    get(
+        &mut c,
+        "/prod/hello",
+        "Cache-Control: max-age=0\r\nX-Cache-Invalidate-Token: wrong\r\n",
+    );
+    get(&mut c, "/prod/uncached", &token);
+    assert_eq!(n.load(Ordering::SeqCst), 3);
+    assert_eq!(leaked.load(Ordering::SeqCst), 0);
 }
 
 #[test]
@@ -399,8 +478,97 @@ fn stale_if_error_answers_for_a_backend_that_is_down() {
 }
 
 #[test]
+fn requests_waiting_on_a_failing_fetch_get_the_stale_answer() {
+    // The backend answers once, then fails slowly: a 503 after 300 ms.
+    // Waiters on the one refetch get the expired entry (stale_if_error)
+    // when it fails (lock_timeout 5 s) or when their wait times out
+    // (lock_timeout 100 ms), and none tries the backend itself.
+    for lock_timeout in ["5s", "100ms"] {
+        let (o, n) = numbered(|i, _| {
+            if i == 1 {
+                common::ok("old")
+            } else {
+                let failed = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
+                Reply::After(
+                    Duration::from_millis(300),
+                    Box::new(Reply::Raw(failed.to_vec())),
+                )
+            }
+        });
+        let text = one_route(o.addr, "ttl = \"1s\", stale_if_error = \"60s\"").replace(
+            "max_entry_bytes = 2048\n",
+            &format!("max_entry_bytes = 2048\nlock_timeout = \"{lock_timeout}\"\n"),
+        );
+        let gw = TestGateway::start(&text);
+        assert_eq!(get(&mut gw.connect(), "/prod/x", "").text(), "old");
+        std::thread::sleep(Duration::from_millis(1100));
+        let answers = together(gw.addr, 10, |c| {
+            let r = get(c, "/prod/x", "");
+            (r.status, r.text())
+        });
+        for a in answers {
+            assert_eq!(a, (200, "old".to_string()), "lock_timeout {lock_timeout}");
+        }
+        assert_eq!(
+            n.load(Ordering::SeqCst),
+            2,
+            "one refetch (lock_timeout {lock_timeout})"
+        );
+    }
+}
+
+#[test]
+fn conditional_misses_fill_the_cache_and_get_304() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let (o, n) = numbered(move |_, req| {
+        let validators = ["if-none-match", "if-modified-since"]
+            .iter()
+            .filter_map(|h| req.header(h).map(str::to_string))
+            .collect::<Vec<_>>();
+        s2.lock().expect("seen").extend(validators);
+        Reply::Raw(
+            b"HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nLast-Modified: Tue, 24 Nov 2026 10:00:00 GMT\r\nCache-Control: max-age=600\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+                .to_vec(),
+        )
+    });
+    let text = one_route(o.addr, "")
+        .replace("key = \"GET /x\"", "key = \"GET /{p}\"")
+        .replace("/x\" }", "/{p}\" }");
+    let gw = TestGateway::start(&text);
+    let mut c = gw.connect();
+    // A revalidation on a cold cache: the backend is asked for the whole
+    // answer, the client gets a 304, the cache the 200.
+    c.send(b"GET /prod/a HTTP/1.1\r\nHost: t\r\nIf-None-Match: \"v1\"\r\n\r\n");
+    let r = c.read_response(true).expect("304");
+    assert_eq!(r.status, 304);
+    assert_eq!(r.header("etag"), Some("\"v1\""));
+    assert_eq!(r.header("content-length"), None);
+    assert_eq!(get(&mut c, "/prod/a", "").text(), "hello");
+    // A validator that does not match: the full answer, stored.
+    let r = get(
+        &mut c,
+        "/prod/b",
+        "If-Modified-Since: Mon, 23 Nov 2026 10:00:00 GMT\r\n",
+    );
+    assert_eq!((r.status, r.text()), (200, "hello".to_string()));
+    c.send(b"GET /prod/b HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: Tue, 24 Nov 2026 10:00:00 GMT\r\n\r\n");
+    assert_eq!(c.read_response(true).expect("304").status, 304);
+    assert_eq!(n.load(Ordering::SeqCst), 2, "one fetch per URL");
+    assert!(
+        seen.lock().expect("seen").is_empty(),
+        "validators kept back"
+    );
+    // Range requests still go to the backend as they are, unstored.
+    let r = get(&mut c, "/prod/c", "Range: bytes=0-1\r\n");
+    assert_eq!(r.status, 200);
+    get(&mut c, "/prod/c", "");
+    assert_eq!(n.load(Ordering::SeqCst), 4);
+}
+
+#[test]
 fn stale_while_revalidate_serves_the_old_answer_during_a_refresh() {
-    let (o, _) = numbered(move |i, _| {
+    let (o, n) = numbered(move |i, _| {
         let body = format!("answer {i}");
         let raw = format!(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
@@ -420,21 +588,26 @@ fn stale_while_revalidate_serves_the_old_answer_during_a_refresh() {
     let mut c = gw.connect();
     assert_eq!(get(&mut c, "/prod/x", "").text(), "answer 1");
     std::thread::sleep(Duration::from_millis(1100));
-    let addr = gw.addr;
-    // One request refreshes (and waits for the slow backend)...
-    let refresher =
-        std::thread::spawn(move || get(&mut Client::connect(addr), "/prod/x", "").text());
-    std::thread::sleep(Duration::from_millis(100));
-    // ...while others get the expired answer at once.
+    // The first request after expiry gets the expired answer at once and
+    // its connection refreshes the entry (the backend takes 500 ms)...
     let t = std::time::Instant::now();
-    assert_eq!(get(&mut c, "/prod/x", "").text(), "answer 1");
+    let r = get(&mut Client::connect(gw.addr), "/prod/x", "");
+    assert_eq!(r.text(), "answer 1");
+    assert!(r.header("age").is_some_and(|a| a != "0"), "an old answer");
     assert!(
         t.elapsed() < Duration::from_millis(300),
         "waited {:?}",
         t.elapsed()
     );
-    assert_eq!(refresher.join().expect("refresher"), "answer 2");
+    // ...as do others while the refresh runs...
+    std::thread::sleep(Duration::from_millis(100));
+    let t = std::time::Instant::now();
+    assert_eq!(get(&mut c, "/prod/x", "").text(), "answer 1");
+    assert!(t.elapsed() < Duration::from_millis(300));
+    // ...and once it is done, the new answer is served.
+    std::thread::sleep(Duration::from_millis(700));
     assert_eq!(get(&mut c, "/prod/x", "").text(), "answer 2");
+    assert_eq!(n.load(Ordering::SeqCst), 2);
 }
 
 #[test]

@@ -73,14 +73,13 @@ fn seconds(v: &[u8]) -> Option<u64> {
     Some(std::str::from_utf8(v).ok()?.parse().unwrap_or(u64::MAX))
 }
 
-/// True when a request's `Cache-Control` asks for a fresh answer
-/// (`max-age=0` or `no-cache`).
+/// True when a request's `Cache-Control` asks for a fresh answer:
+/// `max-age=0`, the one directive Amazon API Gateway reacts to. `no-cache`
+/// (a browser's hard reload) is ignored as there, and as NGINX and Varnish
+/// do by default: it must not be a 403 under `unauthorized = "fail"`.
 pub fn wants_fresh(value: &[u8]) -> bool {
     tokens(value).any(|t| {
-        t.eq_ignore_ascii_case(b"no-cache")
-            || (t.len() > 8
-                && t[..8].eq_ignore_ascii_case(b"max-age=")
-                && seconds(&t[8..]) == Some(0))
+        t.len() > 8 && t[..8].eq_ignore_ascii_case(b"max-age=") && seconds(&t[8..]) == Some(0)
     })
 }
 
@@ -135,7 +134,9 @@ mod tests {
     #[test]
     fn client_asks_for_fresh() {
         assert!(wants_fresh(b"max-age=0"));
-        assert!(wants_fresh(b"No-Cache"));
+        assert!(wants_fresh(b"Max-Age=0"));
+        assert!(!wants_fresh(b"No-Cache"));
+        assert!(!wants_fresh(b"no-cache, no-store"));
         assert!(wants_fresh(b"foo, max-age=0"));
         assert!(!wants_fresh(b"max-age=10"));
         assert!(!wants_fresh(b"max-age=00x"));

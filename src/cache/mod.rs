@@ -69,13 +69,18 @@ impl Cache {
         u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Whether `presented` is the invalidation token.
-    pub fn authorized(&self, presented: Option<&[u8]>) -> bool {
+    /// Whether `presented` is the invalidation token or the admin token
+    /// (`admin`, its digest, if the admin listener has one).
+    pub fn authorized(&self, presented: Option<&[u8]>, admin: Option<KeyDigest>) -> bool {
         use sha2::Digest;
-        match (self.token, presented) {
-            (Some(t), Some(p)) => <[u8; 32]>::from(sha2::Sha256::digest(p)) == t,
-            _ => false,
+        let Some(p) = presented else {
+            return false;
+        };
+        if self.token.is_none() && admin.is_none() {
+            return false;
         }
+        let digest = <[u8; 32]>::from(sha2::Sha256::digest(p));
+        self.token == Some(digest) || admin == Some(digest)
     }
 
     /// Removes every entry.
@@ -102,4 +107,26 @@ pub fn stage_prefix(api: &str, stage: &str) -> Vec<u8> {
     p.extend_from_slice(stage.as_bytes());
     p.push(0);
     p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::Digest;
+
+    #[test]
+    fn the_invalidation_token_or_the_admin_token_authorizes() {
+        let digest = |s: &str| <[u8; 32]>::from(sha2::Sha256::digest(s.as_bytes()));
+        let d = std::time::Duration::from_secs(1);
+        let with = Cache::new(1 << 20, 1 << 16, 4, Some(digest("inv")), d);
+        let without = Cache::new(1 << 20, 1 << 16, 4, None, d);
+        let admin = Some(digest("adm"));
+        assert!(with.authorized(Some(b"inv"), None));
+        assert!(with.authorized(Some(b"adm"), admin));
+        assert!(without.authorized(Some(b"adm"), admin));
+        assert!(!with.authorized(Some(b"adm"), None));
+        assert!(!with.authorized(Some(b"nope"), admin));
+        assert!(!with.authorized(None, admin));
+        assert!(!without.authorized(Some(b""), None));
+    }
 }

@@ -198,8 +198,10 @@ impl Default for AdminConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerCacheConfig {
-    /// Amazon API Gateway's tiers ("0.5GB", "1.6GB", "6.1GB", "13.5GB",
-    /// "28.4GB", "58.2GB", "118GB", "237GB") or any size ("64MiB", bytes).
+    /// Amazon API Gateway's tiers, by name as its `cacheClusterSize`
+    /// ("0.5", "1.6", "6.1", "13.5", "28.4", "58.2", "118", "237": GB) or
+    /// with the unit ("0.5GB"), or any size ("64MiB", a number of bytes).
+    #[serde(deserialize_with = "capacity")]
     pub capacity: ByteSize,
     /// Larger responses are passed through, never stored.
     pub max_entry_bytes: ByteSize,
@@ -268,6 +270,53 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// Amazon API Gateway's cache sizes (`cacheClusterSize`), in GB.
+pub const CACHE_TIERS: [&str; 8] = ["0.5", "1.6", "6.1", "13.5", "28.4", "58.2", "118", "237"];
+
+/// A tier's size in bytes, for a tier name (`"13.5"`).
+pub fn cache_tier(name: &str) -> Option<u64> {
+    let name = name.trim();
+    if !CACHE_TIERS.contains(&name) {
+        return None;
+    }
+    parse_size(&format!("{name}GB"))
+}
+
+/// The cache capacity: a tier name as a string or a TOML float (`"0.5"`,
+/// `0.5`, `"118"`: GB, Amazon API Gateway's form), a size with a unit, or
+/// an integer number of bytes.
+fn capacity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        N(u64),
+        F(f64),
+        S(String),
+    }
+    let tiers = CACHE_TIERS.join(", ");
+    match Raw::deserialize(d)? {
+        Raw::N(n) => Ok(ByteSize(n)),
+        Raw::F(f) => CACHE_TIERS
+            .iter()
+            .find(|t| t.parse::<f64>().is_ok_and(|v| v == f))
+            .and_then(|t| cache_tier(t))
+            .map(ByteSize)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "{f} is not a cache tier ({tiers}, in GB); write other sizes with a unit, e.g. \"2GB\""
+                ))
+            }),
+        Raw::S(s) => cache_tier(&s)
+            .or_else(|| parse_size(&s))
+            .map(ByteSize)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "`{s}` is neither a cache tier ({tiers}, in GB) nor a size with B, KB, MB, GB, KiB, MiB or GiB (e.g. \"64MiB\")"
+                ))
+            }),
+    }
+}
+
 /// Parses `"0.5GB"`, `"64MiB"`, `"1024"`.
 pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
@@ -287,7 +336,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
     };
     let n: f64 = num.parse().ok()?;
     let bytes = n * mult;
-    (0.0..1.8e19).contains(&bytes).then_some(bytes as u64)
+    (0.0..1.8e19).contains(&bytes).then_some(bytes.round() as u64)
 }
 
 /// A stage's cache settings (Amazon API Gateway's stage cache).

@@ -637,6 +637,28 @@ integration = { type = "mock", body = "hi" }
 }
 
 #[test]
+fn cache_capacity_takes_tier_names_sizes_and_bytes() {
+    let capacity = |v: &str| {
+        let text = format!("[server.cache]\ncapacity = {v}\n");
+        toml::from_str::<schema::Config>(&text).map(|c| c.server.cache.capacity.0)
+    };
+    assert_eq!(capacity("\"0.5\"").ok(), Some(500_000_000));
+    assert_eq!(capacity("0.5").ok(), Some(500_000_000));
+    assert_eq!(capacity("\"13.5\"").ok(), Some(13_500_000_000));
+    assert_eq!(capacity("\"237\"").ok(), Some(237_000_000_000));
+    assert_eq!(capacity("28.4").ok(), Some(28_400_000_000));
+    assert_eq!(capacity("\"58.2\"").ok(), Some(58_200_000_000));
+    assert_eq!(capacity("\"6.1\"").ok(), Some(6_100_000_000));
+    assert_eq!(capacity("\"1.6GB\"").ok(), Some(1_600_000_000));
+    assert_eq!(capacity("\"64MiB\"").ok(), Some(64 << 20));
+    assert_eq!(capacity("1048576").ok(), Some(1 << 20));
+    let err = capacity("2.5").expect_err("not a tier").to_string();
+    assert!(err.contains("not a cache tier"), "{err}");
+    let err = capacity("\"lots\"").expect_err("not a size").to_string();
+    assert!(err.contains("neither a cache tier"), "{err}");
+}
+
+#[test]
 fn cached_methods_default_to_get_and_are_checked() {
     let text = |methods: &str| {
         format!(

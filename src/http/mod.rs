@@ -144,6 +144,9 @@ pub enum HeaderKind {
     ApiKey,
     /// Named by a `Connection` header: hop-by-hop.
     NamedByConnection,
+    /// `x-cache-invalidate-token`: the cache's invalidation secret, read
+    /// by the gateway and never forwarded.
+    CacheToken,
 }
 
 impl HeaderKind {
@@ -181,6 +184,9 @@ impl HeaderKind {
             16 if eq("x-forwarded-host") => HeaderKind::XForwardedHost,
             17 if eq("transfer-encoding") => HeaderKind::TransferEncoding,
             17 if eq("x-forwarded-proto") => HeaderKind::XForwardedProto,
+            n if n == crate::cache::TOKEN_HEADER.len() && eq(crate::cache::TOKEN_HEADER) => {
+                HeaderKind::CacheToken
+            }
             _ => HeaderKind::Other,
         };
         if kind == HeaderKind::Other && name.eq_ignore_ascii_case(request_id) {

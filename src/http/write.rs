@@ -44,6 +44,9 @@ pub struct Forwarded<'a> {
     /// Lowercase names of client headers never forwarded (those `extra`
     /// may carry: a client must not forge them).
     pub strip: &'a [Box<[u8]>],
+    /// Leave out `If-None-Match` and `If-Modified-Since`: a cache fill
+    /// asks for the whole answer and evaluates them itself.
+    pub strip_validators: bool,
 }
 
 fn header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
@@ -74,7 +77,13 @@ pub fn forward_request_headers(
         match h.kind {
             HeaderKind::Other | HeaderKind::ApiKey => {
                 let name = h.name.of(buf);
-                if fwd.strip.is_empty() || !fwd.strip.iter().any(|s| same_header_name(name, s)) {
+                let validator = fwd.strip_validators
+                    && (name.eq_ignore_ascii_case(b"if-none-match")
+                        || name.eq_ignore_ascii_case(b"if-modified-since"));
+                if !validator
+                    && (fwd.strip.is_empty()
+                        || !fwd.strip.iter().any(|s| same_header_name(name, s)))
+                {
                     header(out, name, h.value.of(buf));
                 }
             }
@@ -98,7 +107,8 @@ pub fn forward_request_headers(
             }
             // Hop-by-hop, framing, Host and Expect are never forwarded as
             // they came; X-Forwarded-Proto/Host and the request id are
-            // replaced by the gateway's own values below.
+            // replaced by the gateway's own values below; the cache's
+            // invalidation token is the gateway's secret.
             _ => {}
         }
     }
@@ -396,7 +406,7 @@ mod tests {
 
     #[test]
     fn forwards_end_to_end_headers_only() {
-        let raw = b"POST /x HTTP/1.1\r\nHost: api.example.com\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Connection: x\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-Proto: ftp\r\nx-request-id: evil\r\nAccept: */*\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n";
+        let raw = b"POST /x HTTP/1.1\r\nHost: api.example.com\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Connection: x\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-Proto: ftp\r\nx-request-id: evil\r\nAccept: */*\r\nX-Cache-Invalidate-Token: secret\r\nIf-None-Match: \"v1\"\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n";
         let mut head = request::RequestHead::default();
         request::parse(raw, &Limits::default(), b"x-request-id", &mut head)
             .expect("valid")
@@ -410,12 +420,14 @@ mod tests {
             request_id: b"rid-1",
             extra: b"",
             strip: &[],
+            strip_validators: false,
         };
         forward_request_headers(&mut out, raw, &head, &fwd, Framing::Length(3));
         let text = String::from_utf8(out.to_vec()).expect("utf8");
         assert_eq!(
             text,
             "host: 127.0.0.1:9000\r\nx-forwarded-for: 1.1.1.1, 10.0.0.9\r\nAccept: */*\r\n\
+             If-None-Match: \"v1\"\r\n\
              x-forwarded-proto: http\r\nx-forwarded-host: api.example.com\r\n\
              x-request-id: rid-1\r\ncontent-length: 3\r\n\r\n"
         );
@@ -423,7 +435,7 @@ mod tests {
 
     #[test]
     fn certificate_headers_are_never_taken_from_the_client() {
-        let raw = b"GET /x HTTP/1.1\r\nHost: a\r\nX-Client-Subject: forged\r\nX_Client_Subject: forged too\r\nx-client-subjects: kept\r\n\r\n";
+        let raw = b"GET /x HTTP/1.1\r\nHost: a\r\nX-Client-Subject: forged\r\nX_Client_Subject: forged too\r\nx-client-subjects: kept\r\nIf-None-Match: \"v1\"\r\nif-modified-since: Tue, 01 Dec 2026 10:00:00 GMT\r\n\r\n";
         let mut head = request::RequestHead::default();
         request::parse(raw, &Limits::default(), b"x-request-id", &mut head)
             .expect("valid")
@@ -438,6 +450,7 @@ mod tests {
             request_id: b"rid-1",
             extra: b"x-client-subject: CN=real\r\n",
             strip: &strip,
+            strip_validators: true,
         };
         forward_request_headers(&mut out, raw, &head, &fwd, Framing::Empty);
         let text = String::from_utf8(out.to_vec()).expect("utf8");

@@ -9,10 +9,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::conn::Conn;
 use super::conn::{RequestId, RequestInfo};
 use super::shard::Shard;
+use crate::auth::api_key::KeyDigest;
 use crate::cache::control::{expires_in, wants_fresh, Storable};
 use crate::cache::key::{self, KeyInput};
 use crate::cache::store::{CachedResponse, Claim, Lookup, HIT_FOR_MISS_NS};
-use crate::cache::{Cache, TOKEN_HEADER};
+use crate::cache::Cache;
 use crate::config::schema::UnauthorizedInvalidation;
 use crate::config::{Resolved, RouteCache, Snapshot, StageCache};
 use crate::http::request::RequestHead;
@@ -28,10 +29,19 @@ pub(super) enum CacheStep {
     /// Go to the backend; store the answer if `fill` is set (it holds the
     /// key's claim: concurrent misses wait for this request).
     Miss(Option<Fill>),
-    /// Another request is fetching this key: wait, then look again.
-    Wait,
+    /// Serve this expired entry now (within `stale_while_revalidate`),
+    /// then refresh it from the backend with `fill` (which holds the key's
+    /// claim) once the answer is out.
+    Revalidate(Hit, Fill),
+    /// Another request is fetching this key: wait, then look again. Holds
+    /// the expired entry that may answer instead (`stale_if_error`) if
+    /// that fetch fails or the wait times out.
+    Wait(Option<Arc<CachedResponse>>),
     /// An unauthorized `max-age=0` where the stage says fail: 403.
     Forbidden,
+    /// The cache is not used for this request (credentials on a stage
+    /// that follows HTTP caching rules): neither a hit nor a miss.
+    Bypass,
 }
 
 /// A stored response to serve, and how.
@@ -72,21 +82,30 @@ fn not_modified(
     if_none_match: Option<&[u8]>,
     if_modified_since: Option<&[u8]>,
 ) -> bool {
-    if entry.status != 200 {
-        return false;
-    }
+    entry.status == 200
+        && validators_match(
+            |name| stored_header(&entry.headers, name),
+            if_none_match,
+            if_modified_since,
+        )
+}
+
+/// The comparison behind [`not_modified`], for a 200 whose header `name`
+/// is `field(name)`.
+fn validators_match<'a>(
+    field: impl Fn(&[u8]) -> Option<&'a [u8]>,
+    if_none_match: Option<&[u8]>,
+    if_modified_since: Option<&[u8]>,
+) -> bool {
     let weak = |t: &[u8]| -> Vec<u8> { t.strip_prefix(b"W/").unwrap_or(t).to_vec() };
     if let Some(inm) = if_none_match {
-        let Some(etag) = stored_header(&entry.headers, b"etag") else {
+        let Some(etag) = field(b"etag") else {
             return false;
         };
         let etag = weak(etag);
         return crate::http::tokens(inm).any(|t| t == b"*" || weak(t) == etag);
     }
-    let (Some(ims), Some(lm)) = (
-        if_modified_since,
-        stored_header(&entry.headers, b"last-modified"),
-    ) else {
+    let (Some(ims), Some(lm)) = (if_modified_since, field(b"last-modified")) else {
         return false;
     };
     let date = |v: &[u8]| {
@@ -106,6 +125,24 @@ const NOT_MODIFIED_FIELDS: [&[u8]; 5] = [
     b"content-location",
 ];
 
+/// Writes the header lines of a 304 answering a conditional GET whose
+/// validators match the backend's 200 (head `resp` parsed from `buf`):
+/// the fields RFC 9110 §15.4.5 asks for, taken from that 200.
+pub(super) fn not_modified_fields(out: &mut BytesMut, buf: &[u8], resp: &ResponseHead) {
+    for h in &resp.headers {
+        let name = h.name.of(buf);
+        if NOT_MODIFIED_FIELDS
+            .iter()
+            .any(|f| name.eq_ignore_ascii_case(f))
+        {
+            out.put_slice(name);
+            out.put_slice(b": ");
+            out.put_slice(h.value.of(buf));
+            out.put_slice(b"\r\n");
+        }
+    }
+}
+
 /// How to store the response to a miss. Holds the key's claim until
 /// dropped.
 pub(super) struct Fill {
@@ -124,6 +161,36 @@ pub(super) struct Fill {
     /// failed fetch): the key is then fetched without coalescing for a
     /// while.
     unstorable: bool,
+    /// The client's `If-None-Match` and `If-Modified-Since`, when it sent
+    /// either: they are not forwarded (the cache needs the whole answer,
+    /// as NGINX's `proxy_cache` does) and are evaluated against the
+    /// backend's 200 instead.
+    pub validators: Option<Validators>,
+}
+
+/// A conditional GET's validators (RFC 9110 §13.1.2, §13.1.3).
+#[derive(Debug, Default)]
+pub(super) struct Validators {
+    if_none_match: Option<Box<[u8]>>,
+    if_modified_since: Option<Box<[u8]>>,
+}
+
+impl Validators {
+    /// Whether the client's copy is current, judged on the backend's
+    /// response head (parsed from `buf`).
+    pub(super) fn not_modified(&self, buf: &[u8], resp: &ResponseHead) -> bool {
+        resp.status == 200
+            && validators_match(
+                |name| {
+                    resp.headers
+                        .iter()
+                        .find(|h| h.name.of(buf).eq_ignore_ascii_case(name))
+                        .map(|h| h.value.of(buf))
+                },
+                self.if_none_match.as_deref(),
+                self.if_modified_since.as_deref(),
+            )
+    }
 }
 
 /// A request header kept for `Vary`: lower-case name, value.
@@ -165,111 +232,126 @@ pub(super) struct Capture {
 /// shards without a cross-thread wake-up.
 const COALESCE_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// The cache step for a proxied request to route `r`: `None` when the
-/// route does not cache this method (or the request is a WebSocket
-/// upgrade); else the decision, after waiting for another request that
-/// is fetching the same key (request coalescing) for up to the cache's
-/// `lock_timeout`, after which the request fetches without the cache.
-#[allow(clippy::too_many_arguments)]
+/// A proxied request as the cache looks at it.
+pub(super) struct Ask<'r, 'a, 's> {
+    pub r: &'r Resolved<'a, 's>,
+    pub head: &'r RequestHead,
+    /// The buffer `head`'s spans point into.
+    pub buf: &'r [u8],
+    pub method: &'r [u8],
+    /// The backend sees the client's Host, so it is part of the key.
+    pub preserve_host: bool,
+    /// The admin token: it may refresh entries like the invalidation token.
+    pub admin_token: Option<KeyDigest>,
+}
+
+impl Ask<'_, '_, '_> {
+    fn header(&self, name: &[u8]) -> Option<&[u8]> {
+        self.head
+            .headers
+            .iter()
+            .find(|h| h.name.of(self.buf).eq_ignore_ascii_case(name))
+            .map(|h| h.value.of(self.buf))
+    }
+}
+
+/// The cache step for a proxied request: `None` when its route does not
+/// cache this method (or the request is a WebSocket upgrade); else the
+/// decision, after waiting for another request that is fetching the same
+/// key (request coalescing) for up to the cache's `lock_timeout`. A wait
+/// that times out, or whose fetch fails, is answered by the expired entry
+/// if `stale_if_error` allows, else fetches without the cache.
 pub(super) async fn decide(
     shard: &Shard,
-    r: &Resolved<'_, '_>,
-    head: &RequestHead,
-    buf: &[u8],
-    method: &[u8],
+    ask: &Ask<'_, '_, '_>,
     upgrade: bool,
-    preserve_host: bool,
     kbuf: &mut Vec<u8>,
 ) -> Option<CacheStep> {
     let cache = shard.cache.as_ref()?;
     if upgrade {
         return None;
     }
+    let r = ask.r;
     let stage = r.stage.cache.as_ref()?;
     let rc = r.stage.route_cache.get(r.route as usize)?.as_ref()?;
-    let wanted = if method == b"HEAD" {
+    let wanted = if ask.method == b"HEAD" {
         &b"GET"[..]
     } else {
-        method
+        ask.method
     };
     if !rc.methods.iter().any(|m| **m == *wanted) {
         return None;
     }
-    let look = |kbuf: &mut Vec<u8>| {
+    let look = |kbuf: &mut Vec<u8>, waited: bool| {
         lookup(
             cache,
             &shard.counters,
-            r,
+            ask,
             stage,
             rc,
-            head,
-            buf,
-            method,
-            preserve_host,
             shard.coarse_now(),
+            waited,
             kbuf,
         )
     };
-    let mut step = look(kbuf);
-    if matches!(step, CacheStep::Wait) {
+    let mut step = look(kbuf, false);
+    if let CacheStep::Wait(stale) = &mut step {
+        let mut fallback = stale.take();
         let deadline = Instant::now() + cache.lock_timeout;
-        while matches!(step, CacheStep::Wait) {
+        loop {
             if Instant::now() >= deadline {
-                shard.counters.cache_lookup(r.metric, false);
-                return Some(CacheStep::Miss(None));
+                shard.counters.cache_lookup(r.metric, fallback.is_some());
+                return Some(match fallback {
+                    Some(entry) => CacheStep::Hit(Hit::new(entry, false)),
+                    None => CacheStep::Miss(None),
+                });
             }
             glommio::timer::sleep(COALESCE_POLL).await;
-            step = look(kbuf);
+            match look(kbuf, true) {
+                CacheStep::Wait(stale) => fallback = stale,
+                other => {
+                    step = other;
+                    break;
+                }
+            }
         }
     }
-    if let CacheStep::Hit(hit) = &mut step {
-        let header = |name: &[u8]| {
-            head.headers
-                .iter()
-                .find(|h| h.name.of(buf).eq_ignore_ascii_case(name))
-                .map(|h| h.value.of(buf))
-        };
+    if let CacheStep::Hit(hit) | CacheStep::Revalidate(hit, _) = &mut step {
         hit.not_modified = not_modified(
             &hit.entry,
-            header(b"if-none-match"),
-            header(b"if-modified-since"),
+            ask.header(b"if-none-match"),
+            ask.header(b"if-modified-since"),
         );
     }
     Some(step)
 }
 
-/// Looks a request up (`method` GET or HEAD) for route `r` with cache
-/// settings `stage` / `rc`; `kbuf` is scratch for the key.
+/// Looks a request up (`method` GET or HEAD, or one its route opts in)
+/// with cache settings `stage` / `rc`; `waited` says it has been waiting
+/// for another request's fetch of the key; `kbuf` is scratch for the key.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn lookup(
+fn lookup(
     cache: &Arc<Cache>,
     counters: &Counters,
-    r: &Resolved<'_, '_>,
+    ask: &Ask<'_, '_, '_>,
     stage: &StageCache,
     rc: &RouteCache,
-    head: &RequestHead,
-    buf: &[u8],
-    method: &[u8],
-    host_in_key: bool,
     now: Instant,
+    waited: bool,
     kbuf: &mut Vec<u8>,
 ) -> CacheStep {
+    let (r, head, buf, method) = (ask.r, ask.head, ask.buf, ask.method);
     // HEAD reads what GET stored and fills nothing (its answer has no body).
     let fills = method != b"HEAD";
     let shared = method == b"GET" || method == b"HEAD";
-    let header = |name: &str| {
-        head.headers
-            .iter()
-            .find(|h| h.name.of(buf).eq_ignore_ascii_case(name.as_bytes()))
-            .map(|h| h.value.of(buf))
-    };
+    let header = |name: &str| ask.header(name.as_bytes());
     let param = |i: usize| r.params.get(i).map(|range| &r.path[range]);
     let input = KeyInput {
         route: r.metric,
         method: (!shared).then_some(method),
         // Whole-URL keys include the Host (Varnish's default); parameter
         // keys too when the backend sees the client's Host.
-        host: (rc.key.is_empty() || host_in_key)
+        host: (rc.key.is_empty() || ask.preserve_host)
             .then(|| head.host.map(|h| h.of(buf)))
             .flatten(),
         path: r.path,
@@ -281,7 +363,7 @@ pub(super) fn lookup(
     // (RFC 9111 §3.5) unless the stage ignores HTTP caching rules as
     // Amazon API Gateway does: one user's answer is not another's.
     if !stage.ignore_backend_cache_control && header("authorization").is_some() {
-        return CacheStep::Miss(None);
+        return CacheStep::Bypass;
     }
     key::build(kbuf, &stage.prefix, &rc.key, &input);
     let hash = cache.hasher.hash(kbuf);
@@ -290,7 +372,8 @@ pub(super) fn lookup(
     let mut refresh = false;
     let mut warn = false;
     if header("cache-control").is_some_and(wants_fresh) {
-        if !stage.require_authorization || cache.authorized(header(TOKEN_HEADER)) {
+        let token = head.header(HeaderKind::CacheToken).map(|h| h.value.of(buf));
+        if !stage.require_authorization || cache.authorized(token, ask.admin_token) {
             refresh = true;
         } else {
             match stage.unauthorized {
@@ -301,24 +384,24 @@ pub(super) fn lookup(
         }
     }
     let now = cache.ns_at(now);
+    let find = |kbuf: &mut Vec<u8>| {
+        let found = cache.store.get(hash, kbuf, now);
+        // A URL whose response varies: look the request's variant up.
+        match &found {
+            Lookup::Fresh(e) | Lookup::Stale(e) if e.vary.is_some() => {
+                let names = e.vary.clone().unwrap_or_default();
+                let base_len = kbuf.len();
+                key::variant(kbuf, &names, |n: &[u8]| ask.header(n));
+                let variant = cache.store.get(cache.hasher.hash(kbuf), kbuf, now);
+                kbuf.truncate(base_len);
+                variant
+            }
+            _ => found,
+        }
+    };
     let mut stale = None;
     if !refresh {
-        let mut found = cache.store.get(hash, kbuf, now);
-        // A URL whose response varies: look the request's variant up.
-        if let Lookup::Fresh(e) | Lookup::Stale(e) = &found {
-            if let Some(names) = e.vary.clone() {
-                let base_len = kbuf.len();
-                key::variant(kbuf, &names, |n: &[u8]| {
-                    head.headers
-                        .iter()
-                        .find(|h| h.name.of(buf).eq_ignore_ascii_case(n))
-                        .map(|h| h.value.of(buf))
-                });
-                found = cache.store.get(cache.hasher.hash(kbuf), kbuf, now);
-                kbuf.truncate(base_len);
-            }
-        }
-        match found {
+        match find(kbuf) {
             Lookup::Fresh(entry) => {
                 counters.cache_lookup(counter, true);
                 return CacheStep::Hit(Hit::new(entry, warn));
@@ -331,23 +414,22 @@ pub(super) fn lookup(
         !e.no_stale && now < e.expires_ns.saturating_add(nanos(window))
     };
     // A HEAD answer has no body to store; the next GET fills the entry.
-    // Conditional and range requests are answered from the cache (a full
-    // 200) but do not fill it: their answer may be a 304 or a 206.
-    let conditional = [
-        "range",
-        "if-none-match",
-        "if-modified-since",
-        "if-match",
-        "if-unmodified-since",
-        "if-range",
-    ]
-    .iter()
-    .any(|h| header(h).is_some());
-    let claim = if fills && !conditional {
+    // Range and If-Match-style requests are answered from the cache (a
+    // full 200) but do not fill it: their answer may be a 206 or a 412.
+    // If-None-Match / If-Modified-Since do fill: the backend is asked for
+    // the whole answer and the validators are evaluated here.
+    let unfillable = ["range", "if-match", "if-unmodified-since", "if-range"]
+        .iter()
+        .any(|h| header(h).is_some());
+    let claim = if fills && !unfillable {
         cache.store.claim(hash, now)
     } else {
         Claim::Uncacheable
     };
+    let if_error = stale
+        .as_ref()
+        .filter(|e| within(e, rc.stale_if_error) && e.vary.is_none())
+        .cloned();
     if claim == Claim::Busy {
         // Another request is fetching it: serve the expired entry while
         // it does, if allowed, else wait for it.
@@ -355,20 +437,46 @@ pub(super) fn lookup(
             counters.cache_lookup(counter, true);
             return CacheStep::Hit(Hit::new(entry, warn));
         }
-        return CacheStep::Wait;
+        return CacheStep::Wait(if_error);
     }
-    counters.cache_lookup(counter, false);
+    if claim == Claim::Claimed && !refresh {
+        // The fetch of another request may have stored the answer and
+        // released the key between the look above and this claim.
+        if let Lookup::Fresh(entry) = find(kbuf) {
+            cache.store.release(hash, None);
+            counters.cache_lookup(counter, true);
+            return CacheStep::Hit(Hit::new(entry, warn));
+        }
+    }
+    if waited && claim == Claim::Claimed {
+        if let Some(entry) = if_error {
+            // The fetch this request waited for ended without a fresh
+            // answer: it failed, and its own client got the expired
+            // entry. So do these, rather than each trying the failing
+            // backend in turn.
+            cache.store.release(hash, None);
+            counters.cache_lookup(counter, true);
+            return CacheStep::Hit(Hit::new(entry, warn));
+        }
+    }
     if claim == Claim::Uncacheable {
+        counters.cache_lookup(counter, false);
         return CacheStep::Miss(None);
     }
-    CacheStep::Miss(Some(Fill {
+
+    let validators = (header("if-none-match").is_some() || header("if-modified-since").is_some())
+        .then(|| Validators {
+            if_none_match: header("if-none-match").map(Into::into),
+            if_modified_since: header("if-modified-since").map(Into::into),
+        });
+    let mut fill = Fill {
         cache: cache.clone(),
         hash,
         key: kbuf.as_slice().into(),
         ttl_ns: nanos(rc.ttl),
         statuses: rc.statuses.clone(),
         ignore_backend: stage.ignore_backend_cache_control,
-        stale: stale.filter(|e| within(e, rc.stale_if_error) && e.vary.is_none()),
+        stale: None,
         req_headers: head
             .headers
             .iter()
@@ -380,29 +488,46 @@ pub(super) fn lookup(
             })
             .collect(),
         unstorable: false,
-    }))
+        validators,
+    };
+    let revalidate = stale
+        .as_ref()
+        .filter(|e| within(e, rc.stale_while_revalidate) && head.body == BodyKind::None);
+    if let Some(entry) = revalidate {
+        // stale-while-revalidate (RFC 5861): the expired entry answers at
+        // once and this request's connection refreshes it afterwards, as
+        // NGINX's `proxy_cache_background_update` does.
+        counters.cache_lookup(counter, true);
+        return CacheStep::Revalidate(Hit::new(entry.clone(), warn), fill);
+    }
+    counters.cache_lookup(counter, false);
+    fill.stale = if_error;
+    CacheStep::Miss(Some(fill))
 }
 
 /// Headers a stored response keeps: end-to-end ones, without framing,
 /// Date (written fresh on every hit), Age (computed on every hit) or the
 /// request id.
 fn stored_headers(buf: &[u8], resp: &ResponseHead) -> Bytes {
-    let mut out = BytesMut::new();
-    for h in &resp.headers {
-        let keep = match h.kind {
+    let kept = || {
+        resp.headers.iter().filter(|h| match h.kind {
             HeaderKind::ContentLength | HeaderKind::RequestId => false,
             k if k.is_hop_by_hop() => false,
             _ => {
                 let name = h.name.of(buf);
                 !name.eq_ignore_ascii_case(b"date") && !name.eq_ignore_ascii_case(b"age")
             }
-        };
-        if keep {
-            out.put_slice(h.name.of(buf));
-            out.put_slice(b": ");
-            out.put_slice(h.value.of(buf));
-            out.put_slice(b"\r\n");
-        }
+        })
+    };
+    // Sized exactly: the entry is charged for its length, so it must not
+    // hold spare capacity.
+    let len = kept().map(|h| h.name.len() + h.value.len() + 4).sum();
+    let mut out = BytesMut::with_capacity(len);
+    for h in kept() {
+        out.put_slice(h.name.of(buf));
+        out.put_slice(b": ");
+        out.put_slice(h.value.of(buf));
+        out.put_slice(b"\r\n");
     }
     out.freeze()
 }
@@ -539,6 +664,8 @@ impl Capture {
     /// store (the capture is then dropped by the caller).
     pub(super) fn push(&mut self, data: &[u8]) -> bool {
         if self.body.len() + data.len() > self.max {
+            // Too large to store: the next answer will be too.
+            self.fill.unstorable = true;
             return false;
         }
         self.body.put_slice(data);
@@ -579,10 +706,11 @@ impl Capture {
             headers: std::mem::take(&mut self.headers),
             body: {
                 let body = std::mem::take(&mut self.body);
-                // A body grown by doubling keeps up to half its buffer
-                // spare; store an exact copy so the entry holds what it is
-                // charged for.
-                if body.capacity() > body.len() + body.len() / 8 + 64 {
+                // A body grown by doubling (chunked, or read until close)
+                // keeps up to half its buffer spare; store an exact copy so
+                // the entry holds what it is charged for. A Content-Length
+                // body was reserved exactly and is kept as it is.
+                if body.capacity() > body.len() {
                     Bytes::copy_from_slice(&body)
                 } else {
                     body.freeze()
@@ -687,8 +815,6 @@ impl Conn {
     pub(super) fn capture(&mut self, data: &[u8]) {
         if let Some(c) = self.capture.as_mut() {
             if !c.push(data) {
-                // Too large to store: the next answer will be too.
-                c.fill.unstorable = true;
                 self.capture = None;
             }
         }
@@ -761,8 +887,78 @@ pub fn flush_url(
     };
     let mut k = Vec::new();
     key::build(&mut k, &stage.prefix, &rc.key, &input);
+    // Variants are reachable only through the URL's entry naming the
+    // headers it varies by: only then is there anything more to remove,
+    // and only then is every segment scanned for them.
+    let varies = matches!(
+        cache.store.get(cache.hasher.hash(&k), &k, 0),
+        Lookup::Fresh(e) | Lookup::Stale(e) if e.vary.is_some()
+    );
     let mut removed = usize::from(cache.flush_key(&k));
-    k.extend_from_slice(b"\0vary\0");
-    removed += cache.store.remove_prefix(&k);
+    if varies {
+        k.extend_from_slice(b"\0vary\0");
+        removed += cache.store.remove_prefix(&k);
+    }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::response;
+
+    fn head(raw: &[u8]) -> ResponseHead {
+        let mut out = ResponseHead::default();
+        response::parse(raw, 65536, false, b"x-request-id", &mut out)
+            .expect("valid")
+            .expect("complete");
+        out
+    }
+
+    fn validators(inm: Option<&str>, ims: Option<&str>) -> Validators {
+        Validators {
+            if_none_match: inm.map(|v| v.as_bytes().into()),
+            if_modified_since: ims.map(|v| v.as_bytes().into()),
+        }
+    }
+
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nETag: W/\"v1\"\r\nLast-Modified: Tue, 24 Nov 2026 10:00:00 GMT\r\nCache-Control: max-age=60\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi";
+
+    #[test]
+    fn validators_are_judged_on_the_backend_answer() {
+        let resp = head(OK);
+        // If-None-Match: weak comparison, lists, `*`.
+        assert!(validators(Some("\"v1\""), None).not_modified(OK, &resp));
+        assert!(validators(Some("\"v0\", W/\"v1\""), None).not_modified(OK, &resp));
+        assert!(validators(Some("*"), None).not_modified(OK, &resp));
+        assert!(!validators(Some("\"v2\""), None).not_modified(OK, &resp));
+        // If-None-Match wins over If-Modified-Since (RFC 9110 §13.2.2).
+        let late = Some("Wed, 25 Nov 2026 10:00:00 GMT");
+        assert!(!validators(Some("\"v2\""), late).not_modified(OK, &resp));
+        // If-Modified-Since: not modified at or after Last-Modified.
+        assert!(validators(None, late).not_modified(OK, &resp));
+        assert!(validators(None, Some("Tue, 24 Nov 2026 10:00:00 GMT")).not_modified(OK, &resp));
+        assert!(!validators(None, Some("Mon, 23 Nov 2026 10:00:00 GMT")).not_modified(OK, &resp));
+        assert!(!validators(None, Some("yesterday")).not_modified(OK, &resp));
+        // Only a 200 is turned into a 304.
+        let raw = b"HTTP/1.1 404 Not Found\r\nETag: \"v1\"\r\nContent-Length: 0\r\n\r\n";
+        assert!(!validators(Some("\"v1\""), None).not_modified(raw, &head(raw)));
+    }
+
+    #[test]
+    fn a_304_carries_only_the_fields_rfc_9110_lists() {
+        let mut out = BytesMut::new();
+        not_modified_fields(&mut out, OK, &head(OK));
+        assert_eq!(
+            &out[..],
+            &b"ETag: W/\"v1\"\r\nCache-Control: max-age=60\r\n"[..]
+        );
+    }
+
+    #[test]
+    fn stored_headers_drop_per_response_fields_and_hold_no_spare_room() {
+        let raw = b"HTTP/1.1 200 OK\r\nDate: Tue, 24 Nov 2026 10:00:00 GMT\r\nAge: 3\r\nConnection: keep-alive\r\nx-request-id: abc\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nX-A: 1\r\n\r\n";
+        let stored = stored_headers(raw, &head(raw));
+        assert_eq!(&stored[..], &b"Content-Type: text/plain\r\nX-A: 1\r\n"[..]);
+    }
 }

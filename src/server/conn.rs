@@ -17,6 +17,7 @@ use glommio::net::TcpStream;
 use super::buf::ReadBuf;
 use super::caching::{self, CacheStep, Capture};
 pub(super) use super::exchange::{Exch, LogScratch};
+use super::proxy::Refresh;
 pub(super) use super::respond::RequestId;
 use super::shard::{Buffers, IdleState, Refusal, Shard};
 use super::stream::{self, ClientStream, Stream, TlsInfo};
@@ -110,6 +111,9 @@ pub(super) struct Conn {
     /// A large cached body to write straight from the cache after `wbuf`
     /// (which holds its head), without copying it.
     pub pending: Option<bytes::Bytes>,
+    /// An expired entry just served (`stale_while_revalidate`) to refresh
+    /// from the backend once the answer is out.
+    pub refresh: Option<Box<Refresh>>,
     /// Bytes written to the client so far.
     pub sent: u64,
     /// What the current request did, for metrics and the access log.
@@ -175,6 +179,7 @@ pub async fn serve(
         capture: None,
         stale: None,
         pending: None,
+        refresh: None,
         sent: 0,
         exch: Exch::new(0, 0, 0),
         log: None,
@@ -277,6 +282,13 @@ impl Conn {
             // of the connection's own future keeps idle connections small.
             let next = Box::pin(self.handle(&snap, head_len)).await;
             self.finish_exchange(&snap);
+            if let Some(refresh) = self.refresh.take() {
+                // The stale answer goes out first; the connection's next
+                // request waits for the refresh (NGINX's background
+                // update does the same).
+                self.flush().await?;
+                Box::pin(self.refresh(&snap, *refresh)).await;
+            }
             match next? {
                 Next::KeepAlive if !self.shard.draining() => {
                     // Bound what a burst of pipelined requests can queue.
@@ -491,27 +503,34 @@ impl Conn {
                 let shard = self.shard.clone();
                 let cached = match resolved.as_ref() {
                     Some(r) if r.stage.cache.is_some() && !r.canary && shard.cache.is_some() => {
-                        caching::decide(
-                            &shard,
+                        let ask = caching::Ask {
                             r,
                             head,
                             buf,
                             method,
-                            info.upgrade,
-                            integ.preserve_host,
-                            &mut self.kbuf,
-                        )
-                        .await
+                            preserve_host: integ.preserve_host,
+                            admin_token: snap.server.admin.as_ref().and_then(|a| a.token),
+                        };
+                        caching::decide(&shard, &ask, info.upgrade, &mut self.kbuf).await
                     }
                     _ => None,
                 };
                 self.exch.cache = match &cached {
-                    Some(CacheStep::Hit(_)) => Some(true),
+                    Some(CacheStep::Hit(_) | CacheStep::Revalidate(..)) => Some(true),
                     Some(CacheStep::Miss(_)) => Some(false),
                     _ => None,
                 };
                 let local = match cached {
                     Some(CacheStep::Hit(hit)) => Some(Local::Cached(hit)),
+                    Some(CacheStep::Revalidate(hit, f)) => {
+                        // Answered now; refreshed once the answer is out.
+                        let mut head_out = BytesMut::new();
+                        if let Some(r) = resolved.as_ref() {
+                            self.upstream_head(&mut head_out, snap, integ, r, info, &rid, true);
+                        }
+                        self.refresh = Some(Box::new(Refresh::new(f, head_out, integ)));
+                        Some(Local::Cached(hit))
+                    }
                     Some(CacheStep::Forbidden) => Some(Local::Refused(Refusal {
                         level: Level::Forbidden,
                         retry_after: 1,
@@ -520,42 +539,17 @@ impl Conn {
                         fill = f;
                         None
                     }
-                    Some(CacheStep::Wait) | None => None,
+                    Some(CacheStep::Wait(_) | CacheStep::Bypass) | None => None,
                 };
                 if let Some(local) = local {
                     local
                 } else {
-                    let r = resolved.as_ref().map(|r| (r.path, &r.params));
-                    if let Some((path, params)) = r {
-                        self.ubuf.clear();
-                        integ.write_request_line(
-                            &mut self.ubuf,
-                            method,
-                            path,
-                            params,
-                            head.query.map(|q| q.of(buf)),
-                        );
-                        let client_host = head.host.map(|h| h.of(buf));
-                        let backend_host = match client_host {
-                            Some(h) if integ.preserve_host => h,
-                            _ => &integ.host_header,
-                        };
-                        let framing = match info.body {
-                            BodyKind::Length(n) => write::Framing::Length(n),
-                            BodyKind::Chunked => write::Framing::Chunked,
-                            BodyKind::None | BodyKind::UntilClose => write::Framing::Empty,
-                        };
-                        let tls = self.tls.as_deref();
-                        let fwd = write::Forwarded {
-                            backend_host,
-                            client_ip: &self.peer.text[..self.peer.len],
-                            proto: if tls.is_some() { b"https" } else { b"http" },
-                            request_id_header: &server.request_id_header,
-                            request_id: rid.as_bytes(),
-                            extra: tls.map_or(&[][..], |t| &t.cert_lines),
-                            strip: &snap.tls.cert_header_names,
-                        };
-                        write::forward_request_headers(&mut self.ubuf, buf, head, &fwd, framing);
+                    if let Some(r) = resolved.as_ref() {
+                        let strip = fill.as_ref().is_some_and(|f| f.validators.is_some());
+                        let mut out = std::mem::take(&mut self.ubuf);
+                        out.clear();
+                        self.upstream_head(&mut out, snap, integ, r, info, &rid, strip);
+                        self.ubuf = out;
                     }
                     self.rbuf.consume(head_len);
                     return self.forward(snap, integ, info, &rid, fill).await;
@@ -622,6 +616,53 @@ impl Conn {
         } else {
             Next::Close
         })
+    }
+
+    /// Writes the upstream request head for the current request (its head
+    /// at the front of the read buffer) to route `r`'s integration into
+    /// `out`; `strip_validators` leaves the client's `If-None-Match` and
+    /// `If-Modified-Since` out (the cache wants the whole answer).
+    #[allow(clippy::too_many_arguments)]
+    fn upstream_head(
+        &self,
+        out: &mut BytesMut,
+        snap: &Snapshot,
+        integ: &crate::integration::HttpIntegration,
+        r: &crate::config::Resolved<'_, '_>,
+        info: RequestInfo,
+        rid: &RequestId,
+        strip_validators: bool,
+    ) {
+        let buf = self.rbuf.filled();
+        let head = &self.head;
+        integ.write_request_line(
+            out,
+            head.method.of(buf),
+            r.path,
+            &r.params,
+            head.query.map(|q| q.of(buf)),
+        );
+        let backend_host = match head.host.map(|h| h.of(buf)) {
+            Some(h) if integ.preserve_host => h,
+            _ => &integ.host_header,
+        };
+        let framing = match info.body {
+            BodyKind::Length(n) => write::Framing::Length(n),
+            BodyKind::Chunked => write::Framing::Chunked,
+            BodyKind::None | BodyKind::UntilClose => write::Framing::Empty,
+        };
+        let tls = self.tls.as_deref();
+        let fwd = write::Forwarded {
+            backend_host,
+            client_ip: &self.peer.text[..self.peer.len],
+            proto: if tls.is_some() { b"https" } else { b"http" },
+            request_id_header: &snap.server.request_id_header,
+            request_id: rid.as_bytes(),
+            extra: tls.map_or(&[][..], |t| &t.cert_lines),
+            strip: &snap.tls.cert_header_names,
+            strip_validators,
+        };
+        write::forward_request_headers(out, buf, head, &fwd, framing);
     }
 
     /// The request id: the client's if trusted and sane, else a new one.

@@ -12,10 +12,14 @@
 //! * a backend that answers before the request body is all sent: its answer
 //!   is relayed, the connection closes after it.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
+
 use super::buf::ReadBuf;
-use super::caching::{self, Fill};
+use super::caching::{self, Capture, Fill};
 use super::conn::{
     read_into, write_all, BodyError, Conn, ConnError, Next, RequestId, RequestInfo, BODY_CHUNK,
     COALESCE_LIMIT,
@@ -25,8 +29,9 @@ use crate::config::Snapshot;
 use crate::http::chunked::{write_chunk_size, Chunk, ChunkedDecoder};
 use crate::http::response::{self, ResponseHead};
 use crate::http::write::{self, Framing};
-use crate::http::BodyKind;
+use crate::http::{BodyKind, Version};
 use crate::integration::HttpIntegration;
+use crate::tls::BackendTls;
 use crate::upstream::{ConnectError, UpConn};
 
 /// What is left of the request body after the buffered part.
@@ -60,6 +65,31 @@ enum RelayError {
     Upstream,
 }
 
+/// A refresh of an expired entry that was just served
+/// (`stale_while_revalidate`): the upstream request and where it goes.
+pub(super) struct Refresh {
+    fill: Fill,
+    /// The upstream request head (the client's GET, validators left out).
+    head: BytesMut,
+    addr: SocketAddr,
+    pool_key: u64,
+    tls: Option<Arc<BackendTls>>,
+    timeout: Duration,
+}
+
+impl Refresh {
+    pub(super) fn new(fill: Fill, head: BytesMut, integ: &HttpIntegration) -> Refresh {
+        Refresh {
+            fill,
+            head,
+            addr: integ.addr,
+            pool_key: integ.pool_key,
+            tls: integ.tls.clone(),
+            timeout: integ.timeout,
+        }
+    }
+}
+
 impl Conn {
     /// Proxies the current request; its upstream head is in `self.ubuf`
     /// and its client head has been consumed from the read buffer.
@@ -72,6 +102,7 @@ impl Conn {
         mut fill: Option<Fill>,
     ) -> Result<Next, ConnError> {
         self.stale = fill.as_mut().and_then(|f| f.stale.take());
+        let validators = fill.as_mut().and_then(|f| f.validators.take());
         let max_body = snap.server.limits.max_body_bytes;
         let body = match info.body {
             BodyKind::None | BodyKind::UntilClose => ReqBody::Done,
@@ -219,6 +250,44 @@ impl Conn {
                 .await?;
             return Ok(Next::Close);
         }
+        if validators.is_some_and(|v| v.not_modified(up.rbuf.filled(), &self.rhead)) {
+            // A conditional GET whose validators the cache kept back: the
+            // client's copy is current, so it gets a 304 while the whole
+            // answer goes to the cache.
+            let keep_alive = info.keep_alive && !self.shard.draining() && !body_cut;
+            self.linger |= body_cut;
+            let info = RequestInfo { keep_alive, ..info };
+            let mut block = std::mem::take(&mut self.ubuf);
+            block.clear();
+            caching::not_modified_fields(&mut block, up.rbuf.filled(), &self.rhead);
+            let resp = write::LocalResponse {
+                status: 304,
+                headers: &block,
+                body: &[],
+            };
+            self.local_response(snap, &resp, info, rid);
+            self.ubuf = block;
+            let capture = match (fill, shard.cache.as_ref()) {
+                (Some(f), Some(c)) => caching::start(f, up.rbuf.filled(), &self.rhead, c.max_entry),
+                _ => None,
+            };
+            up.rbuf.consume(self.rhead.head_len);
+            self.flush().await?;
+            if let (Some(c), Some(cache)) = (capture, shard.cache.as_ref()) {
+                let (body, pool_ok) = (self.rhead.body, self.rhead.keep_alive);
+                if let Some(c) = capture_body(&shard, &mut up, body, c, integ.timeout).await {
+                    c.finish(cache);
+                    if pool_ok && up.rbuf.is_empty() && !body_cut {
+                        pool.checkin(up, shard.coarse_now());
+                    }
+                }
+            }
+            return Ok(if keep_alive {
+                Next::KeepAlive
+            } else {
+                Next::Close
+            });
+        }
         let framing = write::response_framing(&self.rhead, info.version, info.head_request);
         // Draining may have begun while the backend worked: tell the client.
         let keep_alive =
@@ -273,6 +342,80 @@ impl Conn {
             Err(RelayError::Client(e)) => Err(e),
             // The head is out: cut the response short by closing.
             Err(RelayError::Upstream) => Ok(Next::Close),
+        }
+    }
+
+    /// Refreshes an expired entry this connection just served: fetches it
+    /// and stores the answer if it may be stored. A failure leaves the
+    /// entry as it was (and its claim released); nothing reaches the client.
+    pub(super) async fn refresh(&mut self, snap: &Snapshot, r: Refresh) {
+        if self.shard.draining() {
+            return;
+        }
+        let shard = self.shard.clone();
+        let Some(cache) = shard.cache.clone() else {
+            return;
+        };
+        let pool = &shard.pool;
+        let target = (r.addr, r.pool_key);
+        let info = RequestInfo {
+            version: Version::Http11,
+            head_request: false,
+            keep_alive: true,
+            body: BodyKind::None,
+            expect_continue: false,
+            idempotent: true,
+            upgrade: false,
+        };
+        let mut retried = false;
+        let mut up = loop {
+            let pooled = if retried {
+                None
+            } else {
+                pool.checkout(target, shard.coarse_now(), true)
+            };
+            let mut up = match pooled {
+                Some(c) => c,
+                None => {
+                    let connect = pool.connect(
+                        target,
+                        r.tls.as_deref(),
+                        snap.server.timeouts.backend_connect,
+                    );
+                    match connect.await {
+                        Ok(c) => c,
+                        Err(_) => return,
+                    }
+                }
+            };
+            // A pooled connection the backend closed while idle: once more
+            // on a fresh one, as for a client's idempotent request.
+            let retry = up.reused && !retried;
+            if write_all(&mut up.stream, &r.head, r.timeout).await.is_err() {
+                if retry {
+                    retried = true;
+                    continue;
+                }
+                return;
+            }
+            let deadline = Instant::now() + r.timeout;
+            match read_response_head(&shard, &mut up, &mut self.rhead, snap, info, deadline).await {
+                Ok(()) => break up,
+                Err(HeadError::NothingReceived) if retry => retried = true,
+                Err(_) => return,
+            }
+        };
+        let Some(capture) = caching::start(r.fill, up.rbuf.filled(), &self.rhead, cache.max_entry)
+        else {
+            return;
+        };
+        up.rbuf.consume(self.rhead.head_len);
+        let (body, pool_ok) = (self.rhead.body, self.rhead.keep_alive);
+        if let Some(c) = capture_body(&shard, &mut up, body, capture, r.timeout).await {
+            c.finish(&cache);
+            if pool_ok && up.rbuf.is_empty() {
+                pool.checkin(up, shard.coarse_now());
+            }
         }
     }
 
@@ -598,6 +741,69 @@ async fn backend_spoke(up: &mut UpConn) -> SendError {
     match read.await {
         Ok(n) if n > 0 => SendError::EarlyResponse,
         _ => SendError::Upstream,
+    }
+}
+
+/// Reads a backend response body (framed as `kind`) into `capture` alone,
+/// for a client that gets no body (a 304) or no answer at all (a
+/// refresh). `None` when the backend fails or the body outgrows the
+/// capture; the backend connection is then not reusable.
+async fn capture_body(
+    shard: &Shard,
+    up: &mut UpConn,
+    kind: BodyKind,
+    mut capture: Capture,
+    wait: Duration,
+) -> Option<Capture> {
+    match kind {
+        BodyKind::None => Some(capture),
+        BodyKind::Length(mut remaining) => loop {
+            let take = (up.rbuf.len() as u64).min(remaining) as usize;
+            if !capture.push(&up.rbuf.filled()[..take]) {
+                return None;
+            }
+            up.rbuf.consume(take);
+            remaining -= take as u64;
+            if remaining == 0 {
+                return Some(capture);
+            }
+            read_upstream(shard, up, wait).await.ok()?;
+        },
+        BodyKind::Chunked => {
+            let mut dec = ChunkedDecoder::new();
+            loop {
+                let (n, chunk) = dec.decode(up.rbuf.filled()).ok()?;
+                match chunk {
+                    Some(Chunk::Data(r)) => {
+                        if !capture.push(&up.rbuf.filled()[r]) {
+                            return None;
+                        }
+                        up.rbuf.consume(n);
+                    }
+                    Some(Chunk::End) => {
+                        up.rbuf.consume(n);
+                        return Some(capture);
+                    }
+                    None => {
+                        up.rbuf.consume(n);
+                        read_upstream(shard, up, wait).await.ok()?;
+                    }
+                }
+            }
+        }
+        BodyKind::UntilClose => loop {
+            let n = up.rbuf.len();
+            if !capture.push(up.rbuf.filled()) {
+                return None;
+            }
+            up.rbuf.consume(n);
+            let deadline = Instant::now() + wait;
+            match read_backend(shard, up, 16 * 1024, BODY_CHUNK, deadline).await {
+                Ok(0) => return Some(capture),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        },
     }
 }
 
