@@ -415,6 +415,14 @@ cache = {{ {route_cache} }}
     )
 }
 
+/// [`one_route`] with the route `GET /{p}` (any one-segment path) instead
+/// of `GET /x`.
+fn any_path_route(origin: std::net::SocketAddr, route_cache: &str) -> String {
+    one_route(origin, route_cache)
+        .replace("key = \"GET /x\"", "key = \"GET /{p}\"")
+        .replace("/x\" }", "/{p}\" }")
+}
+
 #[test]
 fn concurrent_misses_make_one_backend_request() {
     let (o, n) = numbered(move |i, _| {
@@ -479,10 +487,11 @@ fn stale_if_error_answers_for_a_backend_that_is_down() {
 
 #[test]
 fn requests_waiting_on_a_failing_fetch_get_the_stale_answer() {
-    // The backend answers once, then fails slowly: a 503 after 300 ms.
+    // The backend answers once, then fails slowly: a 503 after 1 s.
     // Waiters on the one refetch get the expired entry (stale_if_error)
     // when it fails (lock_timeout 5 s) or when their wait times out
-    // (lock_timeout 100 ms), and none tries the backend itself.
+    // (lock_timeout 100 ms), and none tries the backend itself (all ten
+    // are waiting long before the refetch fails).
     for lock_timeout in ["5s", "100ms"] {
         let (o, n) = numbered(|i, _| {
             if i == 1 {
@@ -490,7 +499,7 @@ fn requests_waiting_on_a_failing_fetch_get_the_stale_answer() {
             } else {
                 let failed = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
                 Reply::After(
-                    Duration::from_millis(300),
+                    Duration::from_millis(1000),
                     Box::new(Reply::Raw(failed.to_vec())),
                 )
             }
@@ -527,14 +536,17 @@ fn conditional_misses_fill_the_cache_and_get_304() {
             .filter_map(|h| req.header(h).map(str::to_string))
             .collect::<Vec<_>>();
         s2.lock().expect("seen").extend(validators);
+        let cookie = if req.target.contains("cookie") {
+            "Set-Cookie: s=1\r\n"
+        } else {
+            ""
+        };
         Reply::Raw(
-            b"HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nLast-Modified: Tue, 24 Nov 2026 10:00:00 GMT\r\nCache-Control: max-age=600\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
-                .to_vec(),
+            format!("HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nLast-Modified: Tue, 24 Nov 2026 10:00:00 GMT\r\nCache-Control: max-age=600\r\n{cookie}Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello")
+                .into_bytes(),
         )
     });
-    let text = one_route(o.addr, "")
-        .replace("key = \"GET /x\"", "key = \"GET /{p}\"")
-        .replace("/x\" }", "/{p}\" }");
+    let text = any_path_route(o.addr, "");
     let gw = TestGateway::start(&text);
     let mut c = gw.connect();
     // A revalidation on a cold cache: the backend is asked for the whole
@@ -559,11 +571,17 @@ fn conditional_misses_fill_the_cache_and_get_304() {
         seen.lock().expect("seen").is_empty(),
         "validators kept back"
     );
+    // An answer the cache may not store is relayed whole, Set-Cookie and
+    // all, even when the kept-back validator matches it.
+    let r = get(&mut c, "/prod/cookie", "If-None-Match: \"v1\"\r\n");
+    assert_eq!((r.status, r.text()), (200, "hello".to_string()));
+    assert_eq!(r.header("set-cookie"), Some("s=1"));
+    assert_eq!(n.load(Ordering::SeqCst), 3);
     // Range requests still go to the backend as they are, unstored.
     let r = get(&mut c, "/prod/c", "Range: bytes=0-1\r\n");
     assert_eq!(r.status, 200);
     get(&mut c, "/prod/c", "");
-    assert_eq!(n.load(Ordering::SeqCst), 4);
+    assert_eq!(n.load(Ordering::SeqCst), 5);
 }
 
 #[test]
@@ -604,9 +622,13 @@ fn stale_while_revalidate_serves_the_old_answer_during_a_refresh() {
     let t = std::time::Instant::now();
     assert_eq!(get(&mut c, "/prod/x", "").text(), "answer 1");
     assert!(t.elapsed() < Duration::from_millis(300));
-    // ...and once it is done, the new answer is served.
-    std::thread::sleep(Duration::from_millis(700));
-    assert_eq!(get(&mut c, "/prod/x", "").text(), "answer 2");
+    // ...and once it is done, the new answer is served: one refresh,
+    // however many requests got the old answer meanwhile.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while get(&mut c, "/prod/x", "").text() != "answer 2" {
+        assert!(std::time::Instant::now() < deadline, "never refreshed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(n.load(Ordering::SeqCst), 2);
 }
 
@@ -864,9 +886,7 @@ fn expires_bounds_the_ttl_and_must_revalidate_is_never_served_stale() {
             .into_bytes(),
         )
     });
-    let text = one_route(o.addr, "stale_if_error = \"60s\"")
-        .replace("key = \"GET /x\"", "key = \"GET /{p}\"")
-        .replace("/x\" }", "/{p}\" }");
+    let text = any_path_route(o.addr, "stale_if_error = \"60s\"");
     let gw = TestGateway::start(&text);
     let mut c = gw.connect();
     // must-revalidate: after its max-age the backend is down, and the

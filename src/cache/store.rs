@@ -125,11 +125,20 @@ struct Segment {
     /// for them go to the backend at once instead of queueing behind one
     /// another's claims (Varnish's hit-for-miss).
     uncacheable: HashMap<u64, u64, PrehashedState>,
+    /// Keys whose last fetch failed (the backend unreachable, timed out or
+    /// answering 5xx), and when (ns): requests that waited for that fetch
+    /// are answered from an expired entry (`stale_if_error`) instead of
+    /// each trying the backend in turn.
+    failed: HashMap<u64, u64, PrehashedState>,
 }
 
 /// How long a key whose response could not be stored is fetched without
 /// coalescing.
 pub const HIT_FOR_MISS_NS: u64 = 10_000_000_000;
+
+/// How long a failed fetch's mark is kept at least (see
+/// [`Store::failed_since`]).
+const FAILED_MEMORY_NS: u64 = 60_000_000_000;
 
 /// The outcome of [`Store::claim`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,10 +243,23 @@ impl Store {
     }
 
     /// Gives a claim up. `uncacheable_until_ns` marks the key as not
-    /// worth waiting for until then (its response could not be stored).
-    pub fn release(&self, hash: u64, uncacheable_until_ns: Option<u64>) {
+    /// worth waiting for until then (its response could not be stored);
+    /// `failed_at_ns` records that its fetch failed then.
+    pub fn release(&self, hash: u64, uncacheable_until_ns: Option<u64>, failed_at_ns: Option<u64>) {
         let mut seg = self.segment(hash);
         seg.filling.remove(&hash);
+        if let Some(at) = failed_at_ns {
+            // Bounded like the marks below; a mark matters only to the
+            // requests waiting when it is made.
+            if seg.failed.len() >= seg.map.len().max(1024) {
+                seg.failed
+                    .retain(|_, &mut t| t.saturating_add(FAILED_MEMORY_NS) > at);
+                if seg.failed.len() >= seg.map.len().max(1024) {
+                    seg.failed.clear();
+                }
+            }
+            seg.failed.insert(hash, at);
+        }
         if let Some(until) = uncacheable_until_ns {
             // Bounded like the ghost set: drop expired marks first.
             if seg.uncacheable.len() >= seg.map.len().max(1024) {
@@ -249,6 +271,14 @@ impl Store {
             }
             seg.uncacheable.insert(hash, until);
         }
+    }
+
+    /// Whether a fetch of `hash` failed at or after `since_ns`.
+    pub fn failed_since(&self, hash: u64, since_ns: u64) -> bool {
+        self.segment(hash)
+            .failed
+            .get(&hash)
+            .is_some_and(|&at| at >= since_ns)
     }
 
     /// Whether a request is fetching `hash` now.
@@ -551,13 +581,18 @@ mod tests {
         assert_eq!(s.claim(5, 0), Claim::Busy);
         assert!(s.is_filling(5));
         assert_eq!(s.claim(6, 0), Claim::Claimed);
-        s.release(5, None);
+        s.release(5, None, None);
         assert!(!s.is_filling(5));
         assert_eq!(s.claim(5, 0), Claim::Claimed);
         // Released as uncacheable: no claims (and no waiting) until then.
-        s.release(5, Some(100));
+        s.release(5, Some(100), None);
         assert_eq!(s.claim(5, 50), Claim::Uncacheable);
         assert_eq!(s.claim(5, 100), Claim::Claimed);
+        // Released after a failed fetch: seen by those waiting since.
+        assert!(!s.failed_since(5, 0));
+        s.release(5, None, Some(200));
+        assert!(s.failed_since(5, 150) && s.failed_since(5, 200));
+        assert!(!s.failed_since(5, 201) && !s.failed_since(6, 0));
     }
 
     #[test]

@@ -336,7 +336,9 @@ pub fn parse_size(s: &str) -> Option<u64> {
     };
     let n: f64 = num.parse().ok()?;
     let bytes = n * mult;
-    (0.0..1.8e19).contains(&bytes).then_some(bytes.round() as u64)
+    (0.0..1.8e19)
+        .contains(&bytes)
+        .then_some(bytes.round() as u64)
 }
 
 /// A stage's cache settings (Amazon API Gateway's stage cache).

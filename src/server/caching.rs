@@ -161,11 +161,21 @@ pub(super) struct Fill {
     /// failed fetch): the key is then fetched without coalescing for a
     /// while.
     unstorable: bool,
-    /// The client's `If-None-Match` and `If-Modified-Since`, when it sent
-    /// either: they are not forwarded (the cache needs the whole answer,
-    /// as NGINX's `proxy_cache` does) and are evaluated against the
-    /// backend's 200 instead.
+    /// The client's `If-None-Match` and `If-Modified-Since` (a GET), when
+    /// it sent either: they are not forwarded (the cache needs the whole
+    /// answer, as NGINX's `proxy_cache` does) and are evaluated against
+    /// the backend's 200 instead.
     pub validators: Option<Validators>,
+    /// Whether this fill holds the key's claim (a refresh after a
+    /// `stale_while_revalidate` answer claims only when it starts).
+    claimed: bool,
+    /// Set while the fetch counts as failed (no response head yet, or a
+    /// 5xx): requests waiting on the claim then answer from an expired
+    /// entry (`stale_if_error`).
+    pub failed: bool,
+    /// A refresh of a served expired entry: if the new answer may not be
+    /// stored, the expired entry goes too (it must not keep being served).
+    revalidating: bool,
 }
 
 /// A conditional GET's validators (RFC 9110 §13.1.2, §13.1.3).
@@ -196,14 +206,32 @@ impl Validators {
 /// A request header kept for `Vary`: lower-case name, value.
 type HeaderPair = (Box<[u8]>, Box<[u8]>);
 
+impl Fill {
+    /// Takes the key's claim for a refresh; false if another request holds
+    /// it or the key is marked not storable (the refresh is then dropped).
+    pub(super) fn claim(&mut self) -> bool {
+        let now = self.cache.now_ns();
+        self.claimed = self.cache.store.claim(self.hash, now) == Claim::Claimed;
+        self.claimed
+    }
+}
+
 impl Drop for Fill {
     /// Releases the claim; if the answer was not storable, marks the key
-    /// so that requests for it stop waiting on one another for a while.
+    /// so that requests for it stop waiting on one another for a while;
+    /// if the fetch failed, marks that for the requests waiting on it.
     fn drop(&mut self) {
-        let until = self
-            .unstorable
-            .then(|| self.cache.now_ns().saturating_add(HIT_FOR_MISS_NS));
-        self.cache.store.release(self.hash, until);
+        if !self.claimed {
+            return;
+        }
+        let now = self.cache.now_ns();
+        let until = self.unstorable.then(|| now.saturating_add(HIT_FOR_MISS_NS));
+        if self.unstorable && self.revalidating {
+            self.cache.store.remove(self.hash, &self.key);
+        }
+        self.cache
+            .store
+            .release(self.hash, until, self.failed.then_some(now));
     }
 }
 
@@ -282,7 +310,7 @@ pub(super) async fn decide(
     if !rc.methods.iter().any(|m| **m == *wanted) {
         return None;
     }
-    let look = |kbuf: &mut Vec<u8>, waited: bool| {
+    let look = |kbuf: &mut Vec<u8>, waited: Option<u64>| {
         lookup(
             cache,
             &shard.counters,
@@ -294,20 +322,22 @@ pub(super) async fn decide(
             kbuf,
         )
     };
-    let mut step = look(kbuf, false);
+    let mut step = look(kbuf, None);
     if let CacheStep::Wait(stale) = &mut step {
         let mut fallback = stale.take();
+        let since = cache.now_ns();
         let deadline = Instant::now() + cache.lock_timeout;
         loop {
             if Instant::now() >= deadline {
                 shard.counters.cache_lookup(r.metric, fallback.is_some());
-                return Some(match fallback {
-                    Some(entry) => CacheStep::Hit(Hit::new(entry, false)),
+                step = match fallback {
+                    Some(entry) => CacheStep::Hit(Hit::new(entry, wants_warning(ask, stage))),
                     None => CacheStep::Miss(None),
-                });
+                };
+                break;
             }
             glommio::timer::sleep(COALESCE_POLL).await;
-            match look(kbuf, true) {
+            match look(kbuf, Some(since)) {
                 CacheStep::Wait(stale) => fallback = stale,
                 other => {
                     step = other;
@@ -326,9 +356,19 @@ pub(super) async fn decide(
     Some(step)
 }
 
+/// Whether an answer from the cache to this request carries the warning
+/// of an ignored, unauthorized `max-age=0` (`unauthorized =
+/// "ignore_with_header"`).
+fn wants_warning(ask: &Ask<'_, '_, '_>, stage: &StageCache) -> bool {
+    stage.require_authorization
+        && stage.unauthorized == UnauthorizedInvalidation::IgnoreWithHeader
+        && ask.header(b"cache-control").is_some_and(wants_fresh)
+}
+
 /// Looks a request up (`method` GET or HEAD, or one its route opts in)
-/// with cache settings `stage` / `rc`; `waited` says it has been waiting
-/// for another request's fetch of the key; `kbuf` is scratch for the key.
+/// with cache settings `stage` / `rc`; `waited` is when (cache clock) it
+/// began waiting for another request's fetch of the key, if it did;
+/// `kbuf` is scratch for the key.
 #[allow(clippy::too_many_arguments)]
 fn lookup(
     cache: &Arc<Cache>,
@@ -337,7 +377,7 @@ fn lookup(
     stage: &StageCache,
     rc: &RouteCache,
     now: Instant,
-    waited: bool,
+    waited: Option<u64>,
     kbuf: &mut Vec<u8>,
 ) -> CacheStep {
     let (r, head, buf, method) = (ask.r, ask.head, ask.buf, ask.method);
@@ -443,20 +483,19 @@ fn lookup(
         // The fetch of another request may have stored the answer and
         // released the key between the look above and this claim.
         if let Lookup::Fresh(entry) = find(kbuf) {
-            cache.store.release(hash, None);
+            cache.store.release(hash, None, None);
             counters.cache_lookup(counter, true);
             return CacheStep::Hit(Hit::new(entry, warn));
         }
     }
-    if waited && claim == Claim::Claimed {
-        if let Some(entry) = if_error {
-            // The fetch this request waited for ended without a fresh
-            // answer: it failed, and its own client got the expired
-            // entry. So do these, rather than each trying the failing
-            // backend in turn.
-            cache.store.release(hash, None);
+    if let (Some(since), Claim::Claimed, Some(entry)) = (waited, claim, &if_error) {
+        if cache.store.failed_since(hash, since) {
+            // The fetch this request waited for failed, and its own
+            // client got the expired entry: so does this one, rather than
+            // each waiting request trying the failing backend in turn.
+            cache.store.release(hash, None, None);
             counters.cache_lookup(counter, true);
-            return CacheStep::Hit(Hit::new(entry, warn));
+            return CacheStep::Hit(Hit::new(entry.clone(), warn));
         }
     }
     if claim == Claim::Uncacheable {
@@ -464,11 +503,13 @@ fn lookup(
         return CacheStep::Miss(None);
     }
 
-    let validators = (header("if-none-match").is_some() || header("if-modified-since").is_some())
-        .then(|| Validators {
-            if_none_match: header("if-none-match").map(Into::into),
-            if_modified_since: header("if-modified-since").map(Into::into),
-        });
+    // Only a GET's validators are evaluated here (RFC 9110 §13.1.2: for
+    // other methods a failed condition is a 412, the backend's call).
+    let conditional = header("if-none-match").is_some() || header("if-modified-since").is_some();
+    let validators = (conditional && method == b"GET").then(|| Validators {
+        if_none_match: header("if-none-match").map(Into::into),
+        if_modified_since: header("if-modified-since").map(Into::into),
+    });
     let mut fill = Fill {
         cache: cache.clone(),
         hash,
@@ -489,6 +530,9 @@ fn lookup(
             .collect(),
         unstorable: false,
         validators,
+        claimed: true,
+        failed: false,
+        revalidating: false,
     };
     let revalidate = stale
         .as_ref()
@@ -496,7 +540,12 @@ fn lookup(
     if let Some(entry) = revalidate {
         // stale-while-revalidate (RFC 5861): the expired entry answers at
         // once and this request's connection refreshes it afterwards, as
-        // NGINX's `proxy_cache_background_update` does.
+        // NGINX's `proxy_cache_background_update` does. The claim is
+        // given back until then (a slow client must not hold it) and taken
+        // again by the refresh, which gives up if another request has it.
+        cache.store.release(hash, None, None);
+        fill.claimed = false;
+        fill.revalidating = true;
         counters.cache_lookup(counter, true);
         return CacheStep::Revalidate(Hit::new(entry.clone(), warn), fill);
     }
@@ -539,10 +588,10 @@ pub(super) fn start(
     buf: &[u8],
     resp: &ResponseHead,
     max: usize,
-) -> Option<Capture> {
+) -> Option<Box<Capture>> {
     let capture = capture_of(&fill, buf, resp, max);
     match capture {
-        Some(st) => Some(Capture {
+        Some(st) => Some(Box::new(Capture {
             initial_age: received_age(buf, resp),
             vary: st.vary,
             status: resp.status,
@@ -552,7 +601,7 @@ pub(super) fn start(
             no_stale: st.no_stale,
             max,
             fill,
-        }),
+        })),
         None => {
             // A server error says nothing about the next answer; anything
             // else refused here will be refused again.
@@ -675,7 +724,7 @@ impl Capture {
     /// Stores the captured response (then the claim is released). A
     /// response with `Vary` is stored under its variant's key, and the
     /// URL's key gets an entry naming the headers it varies by.
-    pub(super) fn finish(mut self, cache: &Cache) {
+    pub(super) fn finish(mut self: Box<Self>, cache: &Cache) {
         let now = cache.now_ns();
         let expires_ns = now.saturating_add(self.ttl_ns);
         let mut key = std::mem::take(&mut self.fill.key).into_vec();
@@ -887,18 +936,11 @@ pub fn flush_url(
     };
     let mut k = Vec::new();
     key::build(&mut k, &stage.prefix, &rc.key, &input);
-    // Variants are reachable only through the URL's entry naming the
-    // headers it varies by: only then is there anything more to remove,
-    // and only then is every segment scanned for them.
-    let varies = matches!(
-        cache.store.get(cache.hasher.hash(&k), &k, 0),
-        Lookup::Fresh(e) | Lookup::Stale(e) if e.vary.is_some()
-    );
+    // Variants live in any segment: every segment is scanned for them (an
+    // admin operation, not a request path).
     let mut removed = usize::from(cache.flush_key(&k));
-    if varies {
-        k.extend_from_slice(b"\0vary\0");
-        removed += cache.store.remove_prefix(&k);
-    }
+    k.extend_from_slice(b"\0vary\0");
+    removed += cache.store.remove_prefix(&k);
     Ok(removed)
 }
 

@@ -103,8 +103,9 @@ pub(super) struct Conn {
     pub linger: bool,
     /// Scratch for cache keys.
     kbuf: Vec<u8>,
-    /// A backend response being captured for the cache.
-    pub capture: Option<Capture>,
+    /// A backend response being captured for the cache (boxed: only
+    /// cache fills have one, and idle connections stay small).
+    pub capture: Option<Box<Capture>>,
     /// An expired cache entry allowed to answer if the backend fails
     /// (`stale_if_error`), while a request is being forwarded.
     pub stale: Option<std::sync::Arc<CachedResponse>>,
@@ -280,15 +281,7 @@ impl Conn {
             );
             // Boxed: the request path's state is large, and keeping it out
             // of the connection's own future keeps idle connections small.
-            let next = Box::pin(self.handle(&snap, head_len)).await;
-            self.finish_exchange(&snap);
-            if let Some(refresh) = self.refresh.take() {
-                // The stale answer goes out first; the connection's next
-                // request waits for the refresh (NGINX's background
-                // update does the same).
-                self.flush().await?;
-                Box::pin(self.refresh(&snap, *refresh)).await;
-            }
+            let next = Box::pin(self.exchange(&snap, head_len)).await;
             match next? {
                 Next::KeepAlive if !self.shard.draining() => {
                     // Bound what a burst of pipelined requests can queue.
@@ -420,6 +413,25 @@ impl Conn {
         self.ubuf = b.ubuf;
         self.head.headers = b.req_headers;
         self.rhead.headers = b.resp_headers;
+    }
+
+    /// One request: the pipeline, its metrics and log line, then the
+    /// refresh of an expired entry it was answered from, if any (in the
+    /// request's own boxed future: idle connections do not carry it).
+    async fn exchange(&mut self, snap: &Snapshot, head_len: usize) -> Result<Next, ConnError> {
+        let next = self.handle(snap, head_len).await;
+        self.finish_exchange(snap);
+        if let Some(refresh) = self.refresh.take() {
+            if matches!(next, Ok(Next::KeepAlive)) {
+                // The stale answer goes out first; the connection's next
+                // request waits for the refresh (NGINX's background
+                // update does the same). A closing connection leaves the
+                // refresh to a later request.
+                self.flush().await?;
+                self.refresh(snap, *refresh).await;
+            }
+        }
+        next
     }
 
     /// Runs the pipeline for the request whose head is at the buffer front.

@@ -103,6 +103,10 @@ impl Conn {
     ) -> Result<Next, ConnError> {
         self.stale = fill.as_mut().and_then(|f| f.stale.take());
         let validators = fill.as_mut().and_then(|f| f.validators.take());
+        if let Some(f) = fill.as_mut() {
+            // Failed until a response head says otherwise (see below).
+            f.failed = true;
+        }
         let max_body = snap.server.limits.max_body_bytes;
         let body = match info.body {
             BodyKind::None | BodyKind::UntilClose => ReqBody::Done,
@@ -217,6 +221,9 @@ impl Conn {
             }
         };
 
+        if let Some(f) = fill.as_mut() {
+            f.failed = self.rhead.status >= 500;
+        }
         // stale_if_error also covers the backend's own 5xx: the expired
         // entry answers, and this backend connection (its error body
         // unread) is dropped.
@@ -250,10 +257,18 @@ impl Conn {
                 .await?;
             return Ok(Next::Close);
         }
-        if validators.is_some_and(|v| v.not_modified(up.rbuf.filled(), &self.rhead)) {
+        let shard_cache = shard.cache.clone();
+        self.capture = match (fill, &shard_cache) {
+            (Some(f), Some(c)) => caching::start(f, up.rbuf.filled(), &self.rhead, c.max_entry),
+            _ => None,
+        };
+        if self.capture.is_some()
+            && validators.is_some_and(|v| v.not_modified(up.rbuf.filled(), &self.rhead))
+        {
             // A conditional GET whose validators the cache kept back: the
             // client's copy is current, so it gets a 304 while the whole
-            // answer goes to the cache.
+            // answer goes to the cache (an answer the cache may not store
+            // is relayed as the 200 it is, `Set-Cookie` and all).
             let keep_alive = info.keep_alive && !self.shard.draining() && !body_cut;
             self.linger |= body_cut;
             let info = RequestInfo { keep_alive, ..info };
@@ -267,14 +282,11 @@ impl Conn {
             };
             self.local_response(snap, &resp, info, rid);
             self.ubuf = block;
-            let capture = match (fill, shard.cache.as_ref()) {
-                (Some(f), Some(c)) => caching::start(f, up.rbuf.filled(), &self.rhead, c.max_entry),
-                _ => None,
-            };
             up.rbuf.consume(self.rhead.head_len);
-            self.flush().await?;
-            if let (Some(c), Some(cache)) = (capture, shard.cache.as_ref()) {
-                let (body, pool_ok) = (self.rhead.body, self.rhead.keep_alive);
+            let (body, pool_ok) = (self.rhead.body, self.rhead.keep_alive);
+            // The body first, then the client: the claim is not held
+            // while a slow client reads.
+            if let (Some(c), Some(cache)) = (self.capture.take(), shard_cache.as_ref()) {
                 if let Some(c) = capture_body(&shard, &mut up, body, c, integ.timeout).await {
                     c.finish(cache);
                     if pool_ok && up.rbuf.is_empty() && !body_cut {
@@ -307,11 +319,6 @@ impl Conn {
             framing,
             &meta,
         );
-        let shard_cache = shard.cache.clone();
-        self.capture = match (fill, &shard_cache) {
-            (Some(f), Some(c)) => caching::start(f, up.rbuf.filled(), &self.rhead, c.max_entry),
-            _ => None,
-        };
         up.rbuf.consume(self.rhead.head_len);
         let relayed = match self.rhead.body {
             BodyKind::None => {
@@ -348,10 +355,11 @@ impl Conn {
     /// Refreshes an expired entry this connection just served: fetches it
     /// and stores the answer if it may be stored. A failure leaves the
     /// entry as it was (and its claim released); nothing reaches the client.
-    pub(super) async fn refresh(&mut self, snap: &Snapshot, r: Refresh) {
-        if self.shard.draining() {
+    pub(super) async fn refresh(&mut self, snap: &Snapshot, mut r: Refresh) {
+        if self.shard.draining() || !r.fill.claim() {
             return;
         }
+        r.fill.failed = true;
         let shard = self.shard.clone();
         let Some(cache) = shard.cache.clone() else {
             return;
@@ -405,6 +413,7 @@ impl Conn {
                 Err(_) => return,
             }
         };
+        r.fill.failed = self.rhead.status >= 500;
         let Some(capture) = caching::start(r.fill, up.rbuf.filled(), &self.rhead, cache.max_entry)
         else {
             return;
@@ -752,9 +761,9 @@ async fn capture_body(
     shard: &Shard,
     up: &mut UpConn,
     kind: BodyKind,
-    mut capture: Capture,
+    mut capture: Box<Capture>,
     wait: Duration,
-) -> Option<Capture> {
+) -> Option<Box<Capture>> {
     match kind {
         BodyKind::None => Some(capture),
         BodyKind::Length(mut remaining) => loop {
