@@ -622,7 +622,11 @@ fn stale_while_revalidate_serves_the_old_answer_during_a_refresh() {
     let t = std::time::Instant::now();
     assert_eq!(get(&mut c, "/prod/x", "").text(), "answer 1");
     assert!(t.elapsed() < Duration::from_millis(300));
-    // ...and once it is done, the new answer is served: one refresh,
+    // ...and many at once: all answered from the old entry, and none
+    // refreshes it again (one refresh is running).
+    let answers = together(gw.addr, 20, |c| get(c, "/prod/x", "").text());
+    assert!(answers.iter().all(|a| a == "answer 1"), "{answers:?}");
+    // Once the refresh is done, the new answer is served: one refresh,
     // however many requests got the old answer meanwhile.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while get(&mut c, "/prod/x", "").text() != "answer 2" {

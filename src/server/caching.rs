@@ -152,7 +152,8 @@ pub(super) struct Fill {
     ttl_ns: u64,
     statuses: Vec<u16>,
     ignore_backend: bool,
-    /// An expired entry that may stand in if the backend fails.
+    /// An expired entry that may stand in if the backend fails; for a
+    /// refresh, the expired entry that was served.
     pub stale: Option<Arc<CachedResponse>>,
     /// The request's headers (lower-case names), in case the response
     /// varies by some of them.
@@ -212,7 +213,13 @@ impl Fill {
     pub(super) fn claim(&mut self) -> bool {
         let now = self.cache.now_ns();
         self.claimed = self.cache.store.claim(self.hash, now) == Claim::Claimed;
-        self.claimed
+        // Another connection that served the same expired entry may have
+        // refreshed it already (its variant's key, for a `Vary` answer).
+        let refreshed = self.stale.as_ref().is_some_and(|e| {
+            let hash = self.cache.hasher.hash(&e.key);
+            matches!(self.cache.store.get(hash, &e.key, now), Lookup::Fresh(_))
+        });
+        self.claimed && !refreshed
     }
 }
 
@@ -546,6 +553,7 @@ fn lookup(
         cache.store.release(hash, None, None);
         fill.claimed = false;
         fill.revalidating = true;
+        fill.stale = Some(entry.clone());
         counters.cache_lookup(counter, true);
         return CacheStep::Revalidate(Hit::new(entry.clone(), warn), fill);
     }
