@@ -15,8 +15,9 @@ use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use super::buf::ReadBuf;
-use super::caching::{self, CacheStep, Capture};
+use super::caching::{self, CacheStep};
 pub(super) use super::exchange::{Exch, LogScratch};
+use super::fill::Capture;
 use super::proxy::Refresh;
 pub(super) use super::respond::RequestId;
 use super::shard::{Buffers, IdleState, Refusal, Shard};

@@ -5,6 +5,7 @@ pub mod buf;
 mod caching;
 mod conn;
 mod exchange;
+mod fill;
 mod proxy;
 mod respond;
 pub mod shard;

@@ -19,11 +19,12 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use super::buf::ReadBuf;
-use super::caching::{self, Capture, Fill};
+use super::caching;
 use super::conn::{
     read_into, write_all, BodyError, Conn, ConnError, Next, RequestId, RequestInfo, BODY_CHUNK,
     COALESCE_LIMIT,
 };
+use super::fill::{self, Capture, Fill};
 use super::shard::Shard;
 use crate::config::Snapshot;
 use crate::http::chunked::{write_chunk_size, Chunk, ChunkedDecoder};
@@ -259,7 +260,7 @@ impl Conn {
         }
         let shard_cache = shard.cache.clone();
         self.capture = match (fill, &shard_cache) {
-            (Some(f), Some(c)) => caching::start(f, up.rbuf.filled(), &self.rhead, c.max_entry),
+            (Some(f), Some(c)) => fill::start(f, up.rbuf.filled(), &self.rhead, c.max_entry),
             _ => None,
         };
         if self.capture.is_some()
@@ -414,7 +415,7 @@ impl Conn {
             }
         };
         r.fill.failed = self.rhead.status >= 500;
-        let Some(capture) = caching::start(r.fill, up.rbuf.filled(), &self.rhead, cache.max_entry)
+        let Some(capture) = fill::start(r.fill, up.rbuf.filled(), &self.rhead, cache.max_entry)
         else {
             return;
         };
