@@ -617,11 +617,13 @@ pub fn flush_url(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::http::response;
 
-    fn head(raw: &[u8]) -> ResponseHead {
+    /// A response head parsed from `raw` (for this module's and
+    /// `fill.rs`'s tests).
+    pub(in crate::server) fn head(raw: &[u8]) -> ResponseHead {
         let mut out = ResponseHead::default();
         response::parse(raw, 65536, false, b"x-request-id", &mut out)
             .expect("valid")
@@ -629,7 +631,7 @@ mod tests {
         out
     }
 
-    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nETag: W/\"v1\"\r\nLast-Modified: Tue, 24 Nov 2026 10:00:00 GMT\r\nCache-Control: max-age=60\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi";
+    pub(in crate::server) const OK: &[u8] = b"HTTP/1.1 200 OK\r\nETag: W/\"v1\"\r\nLast-Modified: Tue, 24 Nov 2026 10:00:00 GMT\r\nCache-Control: max-age=60\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi";
 
     #[test]
     fn a_304_carries_only_the_fields_rfc_9110_lists() {

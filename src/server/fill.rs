@@ -355,15 +355,7 @@ impl Capture {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::response;
-
-    fn head(raw: &[u8]) -> ResponseHead {
-        let mut out = ResponseHead::default();
-        response::parse(raw, 65536, false, b"x-request-id", &mut out)
-            .expect("valid")
-            .expect("complete");
-        out
-    }
+    use crate::server::caching::tests::{head, OK};
 
     fn validators(inm: Option<&str>, ims: Option<&str>) -> Validators {
         Validators {
@@ -371,8 +363,6 @@ mod tests {
             if_modified_since: ims.map(|v| v.as_bytes().into()),
         }
     }
-
-    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nETag: W/\"v1\"\r\nLast-Modified: Tue, 24 Nov 2026 10:00:00 GMT\r\nCache-Control: max-age=60\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi";
 
     #[test]
     fn validators_are_judged_on_the_backend_answer() {
