@@ -868,6 +868,65 @@ fn hits_answer_304_to_a_matching_validator() {
 }
 
 #[test]
+fn hits_answer_byte_ranges() {
+    let o = Origin::start(|_| {
+        Reply::Raw(
+            b"HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nLast-Modified: Tue, 24 Nov 2026 10:00:00 GMT\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+                .to_vec(),
+        )
+    });
+    let gw = TestGateway::start(&one_route(o.addr, ""));
+    let mut c = gw.connect();
+    // A miss passes Range through (this origin ignores it) and fills
+    // nothing; the plain GET fills the entry.
+    assert_eq!(
+        get(&mut c, "/prod/x", "Range: bytes=0-1\r\n").text(),
+        "hello"
+    );
+    assert_eq!(get(&mut c, "/prod/x", "").text(), "hello");
+    let part = |c: &mut Client, extra: &str| {
+        let r = get(c, "/prod/x", extra);
+        let range = r.header("content-range").map(str::to_string);
+        (r.status, r.text(), range)
+    };
+    let some = |s: &str| Some(s.to_string());
+    assert_eq!(
+        part(&mut c, "Range: bytes=1-3\r\n"),
+        (206, "ell".into(), some("bytes 1-3/5"))
+    );
+    assert_eq!(
+        part(&mut c, "Range: bytes=-2\r\n"),
+        (206, "lo".into(), some("bytes 3-4/5"))
+    );
+    assert_eq!(
+        part(&mut c, "Range: bytes=2-99\r\n"),
+        (206, "llo".into(), some("bytes 2-4/5"))
+    );
+    assert_eq!(
+        part(&mut c, "Range: bytes=7-\r\n"),
+        (416, String::new(), some("bytes */5"))
+    );
+    // Several ranges, or an If-Range naming another representation: whole.
+    assert_eq!(
+        part(&mut c, "Range: bytes=0-0,2-2\r\n"),
+        (200, "hello".into(), None)
+    );
+    assert_eq!(
+        part(&mut c, "Range: bytes=0-0\r\nIf-Range: \"v0\"\r\n"),
+        (200, "hello".into(), None)
+    );
+    assert_eq!(
+        part(&mut c, "Range: bytes=0-0\r\nIf-Range: \"v1\"\r\n"),
+        (206, "h".into(), some("bytes 0-0/5"))
+    );
+    // HEAD ignores Range; the connection is still in step.
+    c.send(b"HEAD /prod/x HTTP/1.1\r\nHost: t\r\nRange: bytes=0-0\r\n\r\n");
+    assert_eq!(c.read_response(true).expect("head").status, 200);
+    assert_eq!(get(&mut c, "/prod/x", "").text(), "hello");
+    assert_eq!(o.requests().len(), 2);
+}
+
+#[test]
 fn expires_bounds_the_ttl_and_must_revalidate_is_never_served_stale() {
     let (o, _) = numbered(|i, req| {
         let extra = if req.target.contains("expires") {

@@ -16,6 +16,7 @@
 //! (see DESIGN.md); `httparse` does the tokenising.
 
 pub mod chunked;
+pub mod range;
 pub mod request;
 pub mod response;
 mod target;

@@ -18,6 +18,7 @@ use crate::cache::store::{CachedResponse, Claim, Lookup};
 use crate::cache::Cache;
 use crate::config::schema::UnauthorizedInvalidation;
 use crate::config::{Resolved, RouteCache, Snapshot, StageCache};
+use crate::http::range::{self, RangeAsk};
 use crate::http::request::RequestHead;
 use crate::http::response::ResponseHead;
 use crate::http::write::LocalResponse;
@@ -53,6 +54,8 @@ pub(super) struct Hit {
     pub warn: bool,
     /// The client's validator matches: answer 304 Not Modified.
     pub not_modified: bool,
+    /// The part of the body a GET's `Range` asks for (206 or 416).
+    pub range: RangeAsk,
 }
 
 impl Hit {
@@ -61,6 +64,7 @@ impl Hit {
             entry,
             warn,
             not_modified: false,
+            range: RangeAsk::Whole,
         }
     }
 }
@@ -246,6 +250,26 @@ pub(super) async fn decide(
             ask.header(b"if-none-match"),
             ask.header(b"if-modified-since"),
         );
+        // A GET's byte range of a stored 200, unless `If-Range` names
+        // another representation (as NGINX serves ranges from its cache).
+        if let (false, 200, b"GET", Some(value)) = (
+            hit.not_modified,
+            hit.entry.status,
+            ask.method,
+            ask.header(b"range"),
+        ) {
+            let headers = &hit.entry.headers;
+            let current = ask.header(b"if-range").is_none_or(|v| {
+                range::if_range_matches(
+                    v,
+                    stored_header(headers, b"etag"),
+                    stored_header(headers, b"last-modified"),
+                )
+            });
+            if current {
+                hit.range = range::single(value, hit.entry.body.len() as u64);
+            }
+        }
     }
     Some(step)
 }
@@ -482,6 +506,43 @@ impl Conn {
         // the connection's scratch buffer (free during a hit).
         let mut block = std::mem::take(&mut self.ubuf);
         block.clear();
+        let total = entry.body.len();
+        // The status and the part of the body it sends (`range::single`
+        // keeps a part within the body).
+        let (status, span) = match hit.range {
+            _ if hit.not_modified => (304, 0..0),
+            RangeAsk::Whole => (entry.status, 0..total),
+            RangeAsk::Part(start, end) => (206, start as usize..(end as usize).min(total)),
+            RangeAsk::Unsatisfiable => (416, 0..0),
+        };
+        let body = entry.body.get(span.clone()).unwrap_or_default();
+        if status == 416 {
+            // RFC 9110 §15.5.17: the representation's length, no body.
+            let mut n = itoa::Buffer::new();
+            block.put_slice(b"content-range: bytes */");
+            block.put_slice(n.format(total).as_bytes());
+            block.put_slice(b"\r\n");
+            let resp = LocalResponse {
+                status,
+                headers: &block,
+                body: &[],
+            };
+            self.local_response(snap, &resp, info, rid);
+            self.ubuf = block;
+            return;
+        }
+        if let RangeAsk::Part(start, end) = hit.range {
+            if !hit.not_modified {
+                let mut n = itoa::Buffer::new();
+                block.put_slice(b"content-range: bytes ");
+                block.put_slice(n.format(start).as_bytes());
+                block.put_slice(b"-");
+                block.put_slice(n.format(end - 1).as_bytes());
+                block.put_slice(b"/");
+                block.put_slice(n.format(total).as_bytes());
+                block.put_slice(b"\r\n");
+            }
+        }
         if hit.not_modified {
             for name in NOT_MODIFIED_FIELDS {
                 if let Some(v) = stored_header(&entry.headers, name) {
@@ -507,13 +568,12 @@ impl Conn {
         }
         let headers: &[u8] = &block;
         let resp = LocalResponse {
-            status: if hit.not_modified { 304 } else { entry.status },
+            status,
             headers,
-            body: if hit.not_modified { &[] } else { &entry.body },
+            body,
         };
-        let has_body =
-            !hit.not_modified && entry.status >= 200 && entry.status != 204 && entry.status != 304;
-        if entry.body.len() >= ZERO_COPY_MIN && has_body && !info.head_request {
+        let has_body = status >= 200 && status != 204 && status != 304;
+        if body.len() >= ZERO_COPY_MIN && has_body && !info.head_request {
             // Head now (its Content-Length from the body), body straight
             // from the cache's shared bytes at the next flush.
             self.local_response(
@@ -525,7 +585,7 @@ impl Conn {
                 },
                 rid,
             );
-            self.pending = Some(entry.body.clone());
+            self.pending = Some(entry.body.slice(span));
         } else {
             self.local_response(snap, &resp, info, rid);
         }
