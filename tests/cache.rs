@@ -833,14 +833,20 @@ fn stale_if_error_covers_backend_5xx_and_hosts_and_upgrades_are_kept_apart() {
     assert_eq!(c.read_response(false).expect("upgrade").text(), "answer 5");
 }
 
-#[test]
-fn hits_answer_304_to_a_matching_validator() {
-    let o = Origin::start(|_| {
+/// An origin whose every answer is `hello` with an `ETag` ("v1") and a
+/// `Last-Modified`, fresh for 600 s.
+fn validated_origin() -> Origin {
+    Origin::start(|_| {
         Reply::Raw(
             b"HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nLast-Modified: Tue, 24 Nov 2026 10:00:00 GMT\r\nCache-Control: max-age=600\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
                 .to_vec(),
         )
-    });
+    })
+}
+
+#[test]
+fn hits_answer_304_to_a_matching_validator() {
+    let o = validated_origin();
     let gw = TestGateway::start(&one_route(o.addr, ""));
     let mut c = gw.connect();
     assert_eq!(get(&mut c, "/prod/x", "").text(), "hello");
@@ -869,12 +875,7 @@ fn hits_answer_304_to_a_matching_validator() {
 
 #[test]
 fn hits_answer_byte_ranges() {
-    let o = Origin::start(|_| {
-        Reply::Raw(
-            b"HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nLast-Modified: Tue, 24 Nov 2026 10:00:00 GMT\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
-                .to_vec(),
-        )
-    });
+    let o = validated_origin();
     let gw = TestGateway::start(&one_route(o.addr, ""));
     let mut c = gw.connect();
     // A miss passes Range through (this origin ignores it) and fills
