@@ -54,7 +54,7 @@ fn config_text() -> String {
 }
 
 fn benches(c: &mut Criterion) {
-    let raw = typical_get();
+    let mut raw = typical_get();
     let limits = Limits::default();
     let mut g = c.benchmark_group("hot_path");
     g.throughput(Throughput::Elements(1));
@@ -62,7 +62,7 @@ fn benches(c: &mut Criterion) {
     let mut head = RequestHead::default();
     g.bench_function(format!("parse_head_{}b", raw.len()), |b| {
         b.iter(|| {
-            let r = request::parse(black_box(&raw), &limits, b"x-request-id", &mut head);
+            let r = request::parse(black_box(&mut raw), &limits, b"x-request-id", &mut head);
             black_box(r.is_ok())
         })
     });
@@ -82,11 +82,11 @@ fn benches(c: &mut Criterion) {
     let snap = config::from_str(&config_text(), "bench.toml", &host).expect("bench config");
     g.bench_function(format!("parse_and_resolve_{}b", raw.len()), |b| {
         b.iter(|| {
-            let buf = black_box(&raw[..]);
-            let n = request::parse(buf, &limits, b"x-request-id", &mut head)
+            let n = request::parse(black_box(&mut raw[..]), &limits, b"x-request-id", &mut head)
                 .ok()
                 .flatten()
                 .unwrap_or(0);
+            let buf = &raw[..];
             let r = snap.resolve(
                 head.host.map(|h| h.of(buf)),
                 head.method.of(buf),

@@ -360,10 +360,16 @@ pub(super) fn compile(
             };
             let limit = add_limit(&st.throttle);
             let route_limits = a.routes.iter().map(|r| add_limit(&r.throttle)).collect();
-            let key_required = a
+            let key_required: Vec<bool> = a
                 .routes
                 .iter()
                 .map(|r| r.api_key_required.unwrap_or(st.api_key_required))
+                .collect();
+            let guarded = a
+                .routes
+                .iter()
+                .zip(&key_required)
+                .map(|(r, &key)| key || r.throttle.is_some())
                 .collect();
             let param_names: Vec<Vec<String>> = keys
                 .iter()
@@ -438,6 +444,7 @@ pub(super) fn compile(
                 limit,
                 route_limits,
                 key_required,
+                guarded,
                 key_plans: HashMap::new(),
                 counter_base,
                 cache,
@@ -445,11 +452,16 @@ pub(super) fn compile(
                 canary,
             });
         }
+        let leniency = config.server.ambiguous_paths.leniency();
+        let any_guarded = stages.iter().any(|s| s.guarded.contains(&true));
+        let lenient = (any_guarded && !leniency.is_off())
+            .then(|| crate::router::lenient::LenientTable::build(&keys, leniency));
         apis.push(Api {
             name: a.name.clone(),
             routes,
             route_keys: a.routes.iter().map(|r| r.key.clone()).collect(),
             stages,
+            lenient,
         });
     }
     Compiled {

@@ -164,6 +164,55 @@ pub struct ServerConfig {
     /// The admin listener (metrics, status, reload, cache flushes).
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Path spellings a lenient backend could read as a guarded route.
+    #[serde(default)]
+    pub ambiguous_paths: AmbiguousPathsConfig,
+}
+
+/// What a path spelling means when a backend might read it more leniently
+/// than the router (see `router::lenient`): `refuse` answers 400 when
+/// that reading would reach a route with its own API key requirement or
+/// throttle that the exact match did not pick; `literal` compares the
+/// path bytes as they are (Amazon API Gateway's behaviour), for APIs
+/// whose backends do the same.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmbiguousPathsConfig {
+    /// `;params` in a segment (Java servlet containers drop them).
+    pub params: PathReading,
+    /// Dots ending a segment (IIS and some frameworks drop them).
+    pub trailing_dots: PathReading,
+    /// Letter case (case-insensitive routers fold it).
+    pub case: PathReading,
+}
+
+impl Default for AmbiguousPathsConfig {
+    fn default() -> Self {
+        AmbiguousPathsConfig {
+            params: PathReading::Refuse,
+            trailing_dots: PathReading::Refuse,
+            case: PathReading::Refuse,
+        }
+    }
+}
+
+impl AmbiguousPathsConfig {
+    /// The readings checked against guarded routes.
+    pub fn leniency(&self) -> crate::router::lenient::Leniency {
+        crate::router::lenient::Leniency {
+            params: self.params == PathReading::Refuse,
+            trailing_dots: self.trailing_dots == PathReading::Refuse,
+            case: self.case == PathReading::Refuse,
+        }
+    }
+}
+
+/// See [`AmbiguousPathsConfig`].
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PathReading {
+    Refuse,
+    Literal,
 }
 
 /// Default admin listener: loopback only.
@@ -466,6 +515,7 @@ impl Default for ServerConfig {
             state_dir: default_state_dir(),
             cache: ServerCacheConfig::default(),
             admin: AdminConfig::default(),
+            ambiguous_paths: AmbiguousPathsConfig::default(),
         }
     }
 }

@@ -90,6 +90,10 @@ pub struct Stage {
     pub route_limits: Vec<Option<u32>>,
     /// Per route id: whether the route requires an API key.
     pub key_required: Vec<bool>,
+    /// Per route id: whether the route is guarded on its own (an API key
+    /// requirement or a throttle of its own): a lenient spelling of its
+    /// path that the exact match sends elsewhere is refused.
+    pub guarded: Vec<bool>,
     /// The keys a usage plan admits on this stage, with their limits. A
     /// key not in this map is refused where a key is required.
     pub key_plans: HashMap<KeyId, KeyLimits>,
@@ -198,6 +202,9 @@ pub struct Api {
     /// Route keys as written, indexed by route id.
     pub route_keys: Vec<String>,
     pub stages: Vec<Stage>,
+    /// The routes read leniently (`server.ambiguous_paths`), when some
+    /// stage has a guarded route to protect.
+    pub lenient: Option<crate::router::lenient::LenientTable>,
 }
 
 /// The outcome of resolving a request to a route.
@@ -221,6 +228,28 @@ pub struct Resolved<'s, 'p> {
 }
 
 impl<'s> Resolved<'s, '_> {
+    /// Whether a lenient reading of the request path (see
+    /// `router::lenient`) reaches a guarded route of this stage that the
+    /// exact match did not pick: such a request is refused, since its
+    /// backend might serve that route unguarded. `scratch` holds the
+    /// reading. Costs a branch for an API without guarded routes and a
+    /// scan for a path that reads the same either way.
+    #[inline]
+    pub fn ambiguous(&self, method: &[u8], scratch: &mut Vec<u8>) -> bool {
+        let Some(lenient) = &self.api.lenient else {
+            return false;
+        };
+        match lenient.find(method, self.path, scratch) {
+            Some(routes) => {
+                !routes.contains(&self.route)
+                    && routes
+                        .iter()
+                        .any(|&r| self.stage.guarded.get(r as usize) == Some(&true))
+            }
+            None => false,
+        }
+    }
+
     /// The integration the request goes to: the canary's when chosen.
     #[inline]
     pub fn integration(&self) -> Option<&'s Integration> {

@@ -20,6 +20,7 @@ pub mod range;
 pub mod request;
 pub mod response;
 mod target;
+pub use target::normal_form;
 pub mod write;
 
 use std::ops::Range;

@@ -58,7 +58,8 @@ pub struct RequestHead {
     /// Length of the head including the blank line.
     pub head_len: usize,
     pub method: Span,
-    /// The request target as sent.
+    /// The request target as sent (the path inside it is rewritten in
+    /// place when normalised: read [`RequestHead::path`] and `query`).
     pub target: Span,
     /// Path part of the target; empty for an absolute-form target without
     /// a path, which means `/` (see [`RequestHead::path`]).
@@ -124,8 +125,46 @@ impl RequestHead {
 
 /// Parses the request head at the start of `buf` into `out` (whose header
 /// vector is reused). Returns `Ok(None)` when the head is incomplete and
-/// still within limits.
+/// still within limits. The path is normalised in place (see
+/// [`super::target`]): `out.path` covers the normalised bytes.
 pub fn parse(
+    buf: &mut [u8],
+    limits: &Limits,
+    request_id_header: &[u8],
+    out: &mut RequestHead,
+) -> Result<Option<usize>, HeadError> {
+    let parsed = parse_head(buf, limits, request_id_header, out)?;
+    if parsed.is_some() {
+        let path = out.path.range();
+        let len = super::target::normalize(&mut buf[path.clone()]);
+        out.path = Span::new(path.start, path.start + len);
+    }
+    Ok(parsed)
+}
+
+/// Standard methods (RFC 9110 §9 and PATCH): one of these in another
+/// letter case is refused, since a backend that compares methods without
+/// regard to case would take `get` for a GET the router never saw.
+const STANDARD_METHODS: [&[u8]; 9] = [
+    b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH",
+];
+
+fn check_method(method: &[u8]) -> Result<(), HeadError> {
+    if STANDARD_METHODS.contains(&method) {
+        return Ok(());
+    }
+    if STANDARD_METHODS
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(method))
+    {
+        return Err(HeadError::BadRequest(
+            "a standard method in the wrong letter case",
+        ));
+    }
+    Ok(())
+}
+
+fn parse_head(
     buf: &[u8],
     limits: &Limits,
     request_id_header: &[u8],
@@ -170,6 +209,7 @@ pub fn parse(
         return Err(HeadError::BadRequest("bare LF in request head"));
     }
 
+    check_method(method.as_bytes())?;
     out.head_len = head_len;
     out.method = Span::within(buf, method.as_bytes());
     out.target = Span::within(buf, target.as_bytes());
@@ -361,7 +401,7 @@ mod tests {
     fn p(raw: &str) -> Result<Option<RequestHead>, HeadError> {
         let mut head = RequestHead::default();
         parse(
-            raw.as_bytes(),
+            &mut raw.as_bytes().to_vec(),
             &Limits::default(),
             b"x-request-id",
             &mut head,
@@ -460,6 +500,73 @@ mod tests {
         for c in cases {
             assert_eq!(err(c), 400, "{c:?}");
         }
+    }
+
+    /// The raw path and what the parser leaves in `path` for it.
+    fn normalized(path: &str) -> Result<String, u16> {
+        let raw = format!("GET {path}?q=%2F HTTP/1.1\r\nHost: a\r\n\r\n");
+        let mut buf = raw.into_bytes();
+        let mut head = RequestHead::default();
+        match parse(&mut buf, &Limits::default(), b"x-request-id", &mut head) {
+            Ok(Some(_)) => {
+                assert_eq!(head.query.map(|q| q.of(&buf)), Some(&b"q=%2F"[..]));
+                Ok(String::from_utf8_lossy(head.path(&buf)).into_owned())
+            }
+            Ok(None) => panic!("incomplete"),
+            Err(e) => Err(e.status()),
+        }
+    }
+
+    #[test]
+    fn paths_are_normalised_before_routing() {
+        for (raw, want) in [
+            ("/account", "/account"),
+            ("/%61ccount", "/account"),
+            ("/%41CCOUNT", "/ACCOUNT"),
+            ("//account", "/account"),
+            ("/a///b//", "/a/b/"),
+            ("/%70ay", "/pay"),
+            ("/a%7e%2D%5f%2E1", "/a~-_.1"),
+            ("/caf%c3%a9", "/caf%C3%A9"),
+        ] {
+            assert_eq!(normalized(raw).as_deref(), Ok(want), "{raw}");
+        }
+        assert_eq!(normalized("/a%20b").as_deref(), Ok("/a%20b"));
+        assert_eq!(normalized("/a%3bb").as_deref(), Ok("/a%3Bb"));
+    }
+
+    #[test]
+    fn encodings_a_backend_would_read_as_separators_are_refused() {
+        for raw in [
+            "/account%2f",
+            "/account%2F",
+            "/admin%2fusers",
+            "/account%00",
+            "/a%5cb",
+            "/a%5C",
+            "/a%zz",
+            "/a%2",
+            "/a%",
+            "/%2e%2e/admin",
+            "/a/%2E",
+            "/a/.%2e/b",
+        ] {
+            assert_eq!(normalized(raw), Err(400), "{raw}");
+        }
+    }
+
+    #[test]
+    fn standard_methods_in_another_case_are_refused() {
+        for m in ["get", "Get", "pOST", "delete", "patch", "Options"] {
+            assert_eq!(
+                err(&format!("{m} /account HTTP/1.1\r\nHost: a\r\n\r\n")),
+                400,
+                "{m}"
+            );
+        }
+        // Extension methods are case-sensitive tokens of their own.
+        ok("PROPFIND /a HTTP/1.1\r\nHost: a\r\n\r\n");
+        ok("purge /a HTTP/1.1\r\nHost: a\r\n\r\n");
     }
 
     #[test]

@@ -1,7 +1,24 @@
 //! The request target (RFC 9112 §3.2): origin-form or absolute-form, split
-//! into path and query, with paths that could mean different resources to
-//! the router and to a backend (dot-segments in any encoding, backslashes,
-//! fragments) rejected rather than normalised.
+//! into path and query, and the path normalised (RFC 3986 §6.2.2) so that
+//! routing and the backend can never disagree about which resource is
+//! meant:
+//!
+//! * percent-encoded unreserved characters are decoded (`/%61ccount` is
+//!   `/account`) and the hex digits of every other triplet are upper-cased
+//!   (`%c3%a9` is `%C3%A9`), the forms RFC 3986 §6.2.2.1–2 call equivalent;
+//! * empty segments are merged (`//account` is `/account`), as NGINX's
+//!   `merge_slashes` and Java servlet containers do;
+//! * what some backend would decode into a separator or a terminator is
+//!   refused with 400: `%2F`, `%5C`, `%00`, a `%` not followed by two hex
+//!   digits, a literal backslash, a fragment;
+//! * dot-segments in any spelling (`.`, `..`, `%2e`, `..;x`) are refused,
+//!   not resolved.
+//!
+//! The normalised path is written over the raw one in the connection's
+//! buffer (it is never longer), so the router, the cache key, the access
+//! log and the request line sent to the backend all see the same bytes.
+//! What this cannot settle, a backend that ignores `;params`, trailing dots
+//! or letter case, is decided against the routes in `router::lenient`.
 
 use super::request::{HeadError, RequestHead};
 use super::Span;
@@ -46,6 +63,7 @@ pub(super) fn parse_target(buf: &[u8], out: &mut RequestHead) -> Result<(), Head
     if path.contains(&b'\\') {
         return Err(HeadError::BadRequest("backslash in request path"));
     }
+    check_percent_encoding(path)?;
     if has_dot_segment(path) {
         return Err(HeadError::BadRequest("dot-segment in request path"));
     }
@@ -53,6 +71,113 @@ pub(super) fn parse_target(buf: &[u8], out: &mut RequestHead) -> Result<(), Head
     out.query = query;
     out.host = host;
     Ok(())
+}
+
+/// Refuses percent-encodings that are malformed or that a backend would
+/// decode into a path separator (`%2F`, `%5C`) or a string terminator
+/// (`%00`): no route can be matched against what such a path means.
+fn check_percent_encoding(path: &[u8]) -> Result<(), HeadError> {
+    for i in memchr::memchr_iter(b'%', path) {
+        let (Some(&h), Some(&l)) = (path.get(i + 1), path.get(i + 2)) else {
+            return Err(HeadError::BadRequest(
+                "invalid percent-encoding in request path",
+            ));
+        };
+        match (hex(h), hex(l)) {
+            (Some(h), Some(l)) => {
+                if matches!(h << 4 | l, b'/' | b'\\' | 0) {
+                    return Err(HeadError::BadRequest(
+                        "encoded slash, backslash or NUL in request path",
+                    ));
+                }
+            }
+            _ => {
+                return Err(HeadError::BadRequest(
+                    "invalid percent-encoding in request path",
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// RFC 3986 §2.3 unreserved characters: their percent-encoded forms mean
+/// the same resource as the characters themselves.
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Whether [`normalize`] would change `path` (a path [`parse_target`]
+/// accepted): one pass of two vectorised scans, so a clean path costs
+/// next to nothing.
+fn needs_normalizing(path: &[u8]) -> bool {
+    memchr::memchr(b'%', path).is_some() || memchr::memmem::find(path, b"//").is_some()
+}
+
+/// Normalises `path` (accepted by [`parse_target`]) in place and returns
+/// its new length: percent-encoded unreserved characters decoded, other
+/// triplets' hex digits upper-cased, runs of `/` merged into one. The
+/// result is never longer, so it is written over the input front to back.
+pub(crate) fn normalize(path: &mut [u8]) -> usize {
+    if !needs_normalizing(path) {
+        return path.len();
+    }
+    let (mut r, mut w) = (0, 0);
+    while r < path.len() {
+        let c = path[r];
+        if c == b'%' && r + 2 < path.len() {
+            let v = match (hex(path[r + 1]), hex(path[r + 2])) {
+                (Some(h), Some(l)) => h << 4 | l,
+                // Refused by parse_target; kept as it is if ever reached.
+                _ => {
+                    path[w] = c;
+                    w += 1;
+                    r += 1;
+                    continue;
+                }
+            };
+            if unreserved(v) {
+                path[w] = v;
+                w += 1;
+            } else {
+                path[w] = b'%';
+                path[w + 1] = path[r + 1].to_ascii_uppercase();
+                path[w + 2] = path[r + 2].to_ascii_uppercase();
+                w += 3;
+            }
+            r += 3;
+        } else if c == b'/' && w > 0 && path[w - 1] == b'/' {
+            r += 1;
+        } else {
+            path[w] = c;
+            w += 1;
+            r += 1;
+        }
+    }
+    w
+}
+
+/// A path written in configuration (a route key's literal segments) in
+/// the form request paths are normalised to, so the two compare byte for
+/// byte; the reason when a request path spelled so would be refused.
+pub fn normal_form(path: &str) -> Result<String, &'static str> {
+    check_percent_encoding(path.as_bytes()).map_err(|e| match e {
+        HeadError::BadRequest(why) => why,
+        _ => "invalid path",
+    })?;
+    let mut bytes = path.as_bytes().to_vec();
+    let len = normalize(&mut bytes);
+    bytes.truncate(len);
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 fn strip_prefix_ci<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {

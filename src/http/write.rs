@@ -407,7 +407,7 @@ mod tests {
 
     #[test]
     fn forwards_end_to_end_headers_only() {
-        let raw = b"POST /x HTTP/1.1\r\nHost: api.example.com\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Connection: x\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-Proto: ftp\r\nx-request-id: evil\r\nAccept: */*\r\nX-Cache-Invalidate-Token: secret\r\nIf-None-Match: \"v1\"\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n";
+        let raw = &mut b"POST /x HTTP/1.1\r\nHost: api.example.com\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Connection: x\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-Proto: ftp\r\nx-request-id: evil\r\nAccept: */*\r\nX-Cache-Invalidate-Token: secret\r\nIf-None-Match: \"v1\"\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n".to_vec();
         let mut head = request::RequestHead::default();
         request::parse(raw, &Limits::default(), b"x-request-id", &mut head)
             .expect("valid")
@@ -436,7 +436,7 @@ mod tests {
 
     #[test]
     fn certificate_headers_are_never_taken_from_the_client() {
-        let raw = b"GET /x HTTP/1.1\r\nHost: a\r\nX-Client-Subject: forged\r\nX_Client_Subject: forged too\r\nx-client-subjects: kept\r\nIf-None-Match: \"v1\"\r\nif-modified-since: Tue, 01 Dec 2026 10:00:00 GMT\r\n\r\n";
+        let raw = &mut b"GET /x HTTP/1.1\r\nHost: a\r\nX-Client-Subject: forged\r\nX_Client_Subject: forged too\r\nx-client-subjects: kept\r\nIf-None-Match: \"v1\"\r\nif-modified-since: Tue, 01 Dec 2026 10:00:00 GMT\r\n\r\n".to_vec();
         let mut head = request::RequestHead::default();
         request::parse(raw, &Limits::default(), b"x-request-id", &mut head)
             .expect("valid")

@@ -22,6 +22,7 @@
 
 use std::ops::Range;
 
+pub mod lenient;
 mod route_key;
 
 pub use route_key::{RouteKey, RouteKeyError, Segment};

@@ -45,6 +45,10 @@ pub enum RouteKeyError {
     TooManyParams,
     #[error("literal segment `{0}` contains a character not allowed in a path")]
     BadLiteral(String),
+    #[error(
+        "literal segment `{0}`: {1} (such a request is refused, so the route could never match)"
+    )]
+    Encoding(String, &'static str),
 }
 
 impl RouteKey {
@@ -129,7 +133,14 @@ impl FromStr for RouteKey {
             } else if !valid_literal(part) {
                 return Err(RouteKeyError::BadLiteral(part.to_string()));
             } else {
-                Segment::Literal(part.to_string())
+                // The form request paths are normalised to (`%7e` is `~`,
+                // `%c3` is `%C3`), so the literal matches every spelling.
+                let normal = crate::http::normal_form(part)
+                    .map_err(|why| RouteKeyError::Encoding(part.to_string(), why))?;
+                if normal == "." || normal == ".." {
+                    return Err(RouteKeyError::BadLiteral(part.to_string()));
+                }
+                Segment::Literal(normal)
             };
             if let Segment::Param(n) | Segment::Greedy(n) = &seg {
                 if names.contains(n) {
@@ -213,5 +224,14 @@ mod tests {
             "GET /../x".parse::<RouteKey>(),
             Err(RouteKeyError::BadLiteral(_))
         ));
+        for k in ["GET /a%2fb", "GET /a%00", "GET /a%zz", "GET /%2e%2e"] {
+            assert!(k.parse::<RouteKey>().is_err(), "{k}");
+        }
+    }
+
+    #[test]
+    fn literals_take_the_normal_form_of_request_paths() {
+        let key: RouteKey = "GET /%61ccount/caf%c3%a9".parse().expect("key");
+        assert_eq!(key.to_string(), "GET /account/caf%C3%A9");
     }
 }

@@ -54,6 +54,13 @@ impl ReadBuf {
         &self.data[self.start..self.end]
     }
 
+    /// The same, writable (the request parser normalises the path in
+    /// place).
+    #[inline]
+    pub fn filled_mut(&mut self) -> &mut [u8] {
+        &mut self.data[self.start..self.end]
+    }
+
     #[inline]
     pub fn len(&self) -> usize {
         self.end - self.start

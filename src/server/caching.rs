@@ -629,11 +629,15 @@ pub fn flush_url(
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_slice())
     };
-    let (path, query) = match memchr::memchr(b'?', target) {
+    let (raw_path, query) = match memchr::memchr(b'?', target) {
         Some(i) => (&target[..i], Some(&target[i + 1..])),
         None => (target, None),
     };
     let text = || String::from_utf8_lossy(target).into_owned();
+    // The path in the form requests are keyed by (`/%61` is `/a`).
+    let normal = crate::http::normal_form(&String::from_utf8_lossy(raw_path))
+        .map_err(|_| FlushUrlError::NoRoute(text()))?;
+    let path = normal.as_bytes();
     // The TLS view first: it adds custom domains' mappings to what plain
     // connections reach (the same request resolves the same way in both
     // unless a domain maps it).

@@ -303,7 +303,7 @@ impl Conn {
         loop {
             if !self.rbuf.is_empty() {
                 match request::parse(
-                    self.rbuf.filled(),
+                    self.rbuf.filled_mut(),
                     limits,
                     &server.request_id_header,
                     &mut self.head,
@@ -503,12 +503,18 @@ impl Conn {
                 return Ok(Next::Close);
             }
         }
+        // A spelling a lenient backend could read as a guarded route the
+        // exact match did not pick: a 400, guarded like a request that
+        // matched no route (client IP and account limits only).
+        let ambiguous = resolved
+            .as_ref()
+            .is_some_and(|r| r.ambiguous(method, &mut self.kbuf));
         let api_key = head.header(HeaderKind::ApiKey).map(|h| h.value.of(buf));
-        let verdict = self
-            .shard
-            .guard(snap, resolved.as_ref(), api_key, self.peer.ip);
+        let guarded = resolved.as_ref().filter(|_| !ambiguous);
+        let verdict = self.shard.guard(snap, guarded, api_key, self.peer.ip);
         let local = match (verdict, resolved.as_ref().and_then(|r| r.integration())) {
             (Err(refusal), _) => Local::Refused(refusal),
+            (Ok(()), _) if ambiguous => Local::Error(400),
             (Ok(()), None) => Local::Error(404),
             (Ok(()), Some(Integration::Mock(m))) => Local::Mock(m),
             (Ok(()), Some(Integration::Http(integ))) => {

@@ -510,3 +510,45 @@ pub fn state_dir(name: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     d
 }
+
+/// `GET /account` needs a key, `POST /pay` is blocked by its own
+/// throttle, `GET /admin/{proxy+}` needs a key, and everything else goes
+/// through `ANY /{proxy+}` to the same origin without a key.
+pub fn guarded_config(origin: std::net::SocketAddr, ambiguous: &str) -> String {
+    format!(
+        r#"
+[server]
+shards = 1
+{ambiguous}
+[[server.listen]]
+addr = "LISTEN"
+tls = false
+[[api_key]]
+name = "alice"
+value = "{QUOTA_KEY}"
+[[api]]
+name = "t"
+[[api.stage]]
+name = "$default"
+[[api.route]]
+key = "GET /account"
+api_key_required = true
+integration = {{ type = "http", uri = "http://{origin}/account" }}
+[[api.route]]
+key = "POST /pay"
+throttle = {{ rate = 0, burst = 0 }}
+integration = {{ type = "http", uri = "http://{origin}/pay" }}
+[[api.route]]
+key = "GET /admin/{{proxy+}}"
+api_key_required = true
+integration = {{ type = "http", uri = "http://{origin}/admin/{{proxy}}" }}
+[[api.route]]
+key = "ANY /{{proxy+}}"
+integration = {{ type = "http", uri = "http://{origin}/{{proxy}}" }}
+[[usage_plan]]
+name = "p"
+stages = ["t/$default"]
+keys = ["alice"]
+"#
+    )
+}
