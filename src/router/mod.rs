@@ -16,9 +16,13 @@
 //! `HEAD`, a `GET` route. Nothing is allocated per request: captured
 //! parameters are byte ranges into the request path, kept in a fixed array.
 //!
-//! Path handling: the path is matched as sent (percent-encoding is not
-//! decoded, so a literal only matches its exact bytes) and a single trailing
-//! slash is ignored (`/pets/` matches `GET /pets`), as Amazon API Gateway does.
+//! Path handling: the path arrives normalised (`http::target`: unreserved
+//! characters decoded, other percent-encodings upper-cased, slashes
+//! merged), and route literals are kept in the same form, so bytes compare
+//! exactly; a single trailing slash is ignored (`/pets/` matches `GET
+//! /pets`), as Amazon API Gateway does. Spellings a lenient backend reads
+//! differently (`;params`, trailing dots, letter case) are checked against
+//! guarded routes in [`lenient`].
 
 use std::ops::Range;
 
