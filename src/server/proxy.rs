@@ -149,7 +149,7 @@ impl Conn {
             let pooled = if retried {
                 None
             } else {
-                pool.checkout((integ.addr, integ.pool_key), shard.coarse_now(), retryable)
+                pool.checkout((integ.addr, integ.pool_key), shard.coarse_now())
             };
             let mut up = match pooled {
                 Some(c) => c,
@@ -381,7 +381,7 @@ impl Conn {
             let pooled = if retried {
                 None
             } else {
-                pool.checkout(target, shard.coarse_now(), true)
+                pool.checkout(target, shard.coarse_now())
             };
             let mut up = match pooled {
                 Some(c) => c,

@@ -7,13 +7,24 @@
 //! the warmest) and dropped once idle longer than the configured timeout or
 //! beyond `max_idle` per backend.
 //!
-//! Liveness: a non-blocking `recv(MSG_PEEK)` tells whether the backend closed
-//! an idle connection. It costs a syscall per request, so it runs only where
-//! it pays: for requests that cannot be retried (non-idempotent, or with a
-//! streamed body), and for connections idle longer than [`PEEK_AFTER`], which
-//! is when backends' keep-alive timeouts close them. A retryable request on a
-//! recently used connection skips it: if that connection turns out dead
-//! before any response byte, the proxy retries once on a fresh one.
+//! Liveness and stray bytes: before every reuse, a non-blocking
+//! `recv(MSG_PEEK)` tells whether the backend closed the idle connection
+//! or sent anything while it sat in the pool. Bytes nobody asked for (a
+//! surplus response) are never taken as the next request's answer: such a
+//! connection is closed, as is one whose response was followed by more
+//! bytes in the same read (it is never checked in). The check runs right
+//! before the request is written, so no byte that had arrived before the
+//! request was sent is read as its answer. (Until issue 18 the check was
+//! skipped for retryable requests on connections idle under a second, and
+//! one surplus response shifted a pooled connection by one answer for as
+//! long as it was reused.) One syscall per pooled request; its cost is in
+//! the issue 18 note (`bench/compare.sh` A/B).
+//!
+//! What no check at this end can see: a backend without `TCP_NODELAY`
+//! whose surplus its own kernel holds back (Nagle) until the gateway's
+//! next request acknowledges the answer before it. That surplus arrives
+//! after the next request was written and is indistinguishable from its
+//! answer; NGINX's idle-connection read handler has the same limit.
 //!
 //! Per-shard pools give up some reuse compared with one shared pool; the
 //! reuse ratio is counted in [`PoolStats`] so it can be watched.
@@ -67,9 +78,6 @@ pub enum ConnectError {
     Tls(SocketAddr, io::Error),
 }
 
-/// Idle time after which a pooled connection is always checked before reuse.
-pub const PEEK_AFTER: Duration = Duration::from_secs(1);
-
 struct Idle {
     conn: UpConn,
     since: Instant,
@@ -93,9 +101,10 @@ impl Pool {
         }
     }
 
-    /// An idle connection to `addr`, if the pool has one; `retryable` says
-    /// whether a dead connection would be retried (see the module doc).
-    pub fn checkout(&self, key: PoolKey, now: Instant, retryable: bool) -> Option<UpConn> {
+    /// An idle connection to `addr` that the backend has neither closed
+    /// nor sent anything on since, if the pool has one (see the module
+    /// doc); take it right before writing the request.
+    pub fn checkout(&self, key: PoolKey, now: Instant) -> Option<UpConn> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&key)?;
         while let Some(entry) = list.pop() {
@@ -104,7 +113,7 @@ impl Pool {
                 continue;
             }
             let mut conn = entry.conn;
-            if (!retryable || idle_for >= PEEK_AFTER) && !is_alive(conn.stream.tcp()) {
+            if !is_alive(conn.stream.tcp()) {
                 continue;
             }
             if !conn.stream.idle_clean() {
