@@ -42,6 +42,13 @@ enum Command {
         /// Tuning profile merged over CONFIG (e.g. tuning/edge-16c.toml).
         #[arg(long)]
         profile: Option<PathBuf>,
+        /// Start every usage-plan quota afresh: the quota store
+        /// (`state_dir/quotas.redb`) is kept aside as
+        /// `quotas.redb.reset-UNIXTIME` and a new one begins (the way out
+        /// when the store is unreadable). Ignored by a binary upgrade's
+        /// successor, which continues its predecessor's counters.
+        #[arg(long)]
+        reset_quotas: bool,
     },
     /// Validate CONFIG and print every problem with its key path.
     Check {
@@ -74,7 +81,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config, profile } => check(&config, profile.as_deref()),
-        Command::Run { config, profile } => run(&config, profile.as_deref()),
+        Command::Run {
+            config,
+            profile,
+            reset_quotas,
+        } => run(&config, profile.as_deref(), reset_quotas),
         Command::Reload {
             config,
             admin,
@@ -131,7 +142,7 @@ fn check(path: &Path, profile: Option<&Path>) -> ExitCode {
 /// How long a binary upgrade waits for the new process to serve.
 const UPGRADE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-fn run(path: &Path, profile: Option<&Path>) -> ExitCode {
+fn run(path: &Path, profile: Option<&Path>, reset_quotas: bool) -> ExitCode {
     // First, before any thread exists: sockets handed over by a
     // predecessor (binary upgrade), and our own command line for a
     // successor.
@@ -146,6 +157,22 @@ fn run(path: &Path, profile: Option<&Path>) -> ExitCode {
     };
     for w in &snap.warnings {
         say!("tollgate: warning: {w}");
+    }
+    if reset_quotas && !inherited.is_successor() {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        match tollgate::throttle::store::QuotaStore::reset(&snap.state_dir, unix) {
+            Ok(Some(aside)) => say!(
+                "tollgate: --reset-quotas: quota counters start afresh; the old store is kept as {}",
+                aside.display()
+            ),
+            Ok(None) => say!("tollgate: --reset-quotas: no quota store yet"),
+            Err(e) => {
+                say!("tollgate: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
     let cores = snap.server.cores.clone();
     let admin_settings = snap.server.admin.clone();

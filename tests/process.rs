@@ -374,6 +374,67 @@ fn quota_counts_survive_sigterm_at_once() {
     let _ = std::fs::remove_dir_all(&state);
 }
 
+#[test]
+fn a_damaged_quota_store_is_named_and_reset_quotas_starts_afresh() {
+    let state = state_dir("damaged");
+    let cfg = quota_config(&state, 1, 5, "DAY");
+    {
+        let mut gw = Running::start(&cfg);
+        for _ in 0..3 {
+            assert_eq!(keyed_status(gw.addr), 200);
+        }
+        gw.signal(libc::SIGTERM);
+        assert!(gw.wait_exit(Duration::from_secs(15)).is_some());
+    }
+    let file = state.join("quotas.redb");
+    let mut text = cfg.replace("LISTEN", "127.0.0.1:0");
+    text.push_str("\n[server.admin]\nenabled = false\n");
+    let conf = write_config(&text);
+    // Damaged two ways: a page zeroed, and an empty file (which must not
+    // pass for a new store and give every key its quota back).
+    let zero_page = |f: &std::path::Path| {
+        use std::io::{Seek, SeekFrom};
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(f)
+            .expect("store");
+        file.seek(SeekFrom::Start(8192)).expect("seek");
+        file.write_all(&[0u8; 4096]).expect("zero");
+    };
+    let empty = |f: &std::path::Path| std::fs::write(f, b"").expect("truncate");
+    let damages: [&dyn Fn(&std::path::Path); 2] = [&zero_page, &empty];
+    for damage in damages {
+        damage(&file);
+        let out = bin().arg("run").arg(&conf.0).output().expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("quota store"))
+            .unwrap_or_else(|| panic!("no quota store line: {stderr}"));
+        assert!(
+            line.contains(&file.display().to_string()) && line.contains("--reset-quotas"),
+            "{line}"
+        );
+    }
+    // The way out: fresh counters, the damaged file kept aside.
+    let gw = Running::start_with(&cfg, &["--reset-quotas"]);
+    let statuses: Vec<u16> = (0..6).map(|_| keyed_status(gw.addr)).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
+    drop(gw);
+    let kept = std::fs::read_dir(&state)
+        .expect("state dir")
+        .filter_map(Result::ok)
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("quotas.redb.reset-")
+        });
+    assert!(kept, "the damaged store was not kept aside");
+    let _ = std::fs::remove_dir_all(&state);
+}
+
 /// Writes `text` over the running gateway's config file.
 fn rewrite(gw: &Running, text: &str) {
     let mut text = text.replace("LISTEN", &gw.addr.to_string());

@@ -8,6 +8,14 @@
 //! flush (plus what shards admitted from leases in their last sync
 //! interval). An embedded store is not our core: `redb` is crash-safe,
 //! pure Rust and needs no setup.
+//!
+//! A damaged file is never taken for a new one: an existing file that is
+//! empty, that redb refuses, or that makes redb panic (it asserts on some
+//! corrupt pages) is reported as [`StoreError::Corrupt`], naming the file
+//! and the way out (`tollgate run --reset-quotas`, which keeps the old
+//! file aside, or moving it). Every call into redb runs under
+//! `catch_unwind`, so a store failing while the gateway runs is an error
+//! for the flusher to report, never a panic that stops it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +36,49 @@ pub enum StoreError {
     },
     #[error("quota store {file}: {reason}")]
     Db { file: PathBuf, reason: String },
+    #[error("quota store {file} is unreadable ({reason}); start with `tollgate run --reset-quotas` to keep it aside and begin with fresh counters, or move it away")]
+    Corrupt { file: PathBuf, reason: String },
+    #[error("cannot set aside quota store {file}: {source}")]
+    Reset {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+thread_local! {
+    /// Set while a call into redb runs: its panics are reported as errors,
+    /// so the panic hook stays quiet about them.
+    static IN_STORE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Wraps the process's panic hook (once) so that panics caught by
+/// [`guarded`] print no message and backtrace of their own.
+fn quiet_store_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_STORE.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs `f` (a call into redb), turning a panic into an error message.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    quiet_store_panics();
+    let was = IN_STORE.with(|q| q.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    IN_STORE.with(|q| q.set(was));
+    result.map_err(|p| {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        format!("redb failed reading it: {what}")
+    })
 }
 
 /// A stored quota counter.
@@ -45,18 +96,71 @@ pub struct QuotaStore {
 }
 
 impl QuotaStore {
-    /// Opens (creating if needed) the store under `dir`.
+    /// Opens the store under `dir`, creating it only where no file exists
+    /// (an existing file that cannot be read is [`StoreError::Corrupt`]).
     pub fn open(dir: &Path) -> Result<QuotaStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
             dir: dir.to_path_buf(),
             source,
         })?;
         let file = dir.join(FILE_NAME);
-        let db = Database::create(&file).map_err(|e| StoreError::Db {
+        let corrupt = |reason: String| StoreError::Corrupt {
             file: file.clone(),
-            reason: e.to_string(),
+            reason,
+        };
+        let db = match std::fs::metadata(&file) {
+            Ok(m) if m.len() == 0 => return Err(corrupt("the file is empty".into())),
+            Ok(_) => guarded(|| Database::open(&file))
+                .map_err(corrupt)?
+                .map_err(|e| match e {
+                    // Another process holds it (a binary upgrade's
+                    // predecessor): not damage, the caller may retry.
+                    redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Db {
+                        file: file.clone(),
+                        reason: e.to_string(),
+                    },
+                    e => corrupt(e.to_string()),
+                })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                guarded(|| Database::create(&file))
+                    .map_err(corrupt)?
+                    .map_err(|e| StoreError::Db {
+                        file: file.clone(),
+                        reason: e.to_string(),
+                    })?
+            }
+            Err(e) => return Err(corrupt(e.to_string())),
+        };
+        let store = QuotaStore { db, file };
+        // Read it all once: damage past the header shows up here, at
+        // start, not at the first flush.
+        store.load().map_err(|e| match e {
+            StoreError::Db { file, reason } => StoreError::Corrupt { file, reason },
+            e => e,
         })?;
-        Ok(QuotaStore { db, file })
+        Ok(store)
+    }
+
+    /// Sets the store under `dir` aside (renamed to
+    /// `quotas.redb.reset-UNIXTIME`) so the next [`QuotaStore::open`]
+    /// starts with fresh counters; returns where it went, or `None` if
+    /// there was no store.
+    pub fn reset(dir: &Path, unix_now: u64) -> Result<Option<PathBuf>, StoreError> {
+        let file = dir.join(FILE_NAME);
+        if !file.exists() {
+            return Ok(None);
+        }
+        let aside = dir.join(format!("{FILE_NAME}.reset-{unix_now}"));
+        std::fs::rename(&file, &aside).map_err(|source| StoreError::Reset {
+            file: file.clone(),
+            source,
+        })?;
+        Ok(Some(aside))
+    }
+
+    /// The store's file.
+    pub fn file(&self) -> &Path {
+        &self.file
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StoreError {
@@ -68,6 +172,10 @@ impl QuotaStore {
 
     /// Every stored counter.
     pub fn load(&self) -> Result<HashMap<String, Stored>, StoreError> {
+        guarded(|| self.load_inner()).map_err(|e| self.err(e))?
+    }
+
+    fn load_inner(&self) -> Result<HashMap<String, Stored>, StoreError> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let table = match tx.open_table(TABLE) {
             Ok(t) => t,
@@ -85,6 +193,13 @@ impl QuotaStore {
 
     /// Writes `entries` in one durable transaction.
     pub fn save<'a>(
+        &self,
+        entries: impl IntoIterator<Item = (&'a str, Stored)>,
+    ) -> Result<(), StoreError> {
+        guarded(|| self.save_inner(entries)).map_err(|e| self.err(e))?
+    }
+
+    fn save_inner<'a>(
         &self,
         entries: impl IntoIterator<Item = (&'a str, Stored)>,
     ) -> Result<(), StoreError> {
@@ -129,5 +244,86 @@ mod tests {
         assert_eq!(got["plan/alice"].used, 9);
         assert_eq!(got["plan/bob"].used, 7);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tollgate-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    /// A store with some counters, then `damage` done to its file.
+    fn damaged(name: &str, damage: impl FnOnce(&Path)) -> (PathBuf, StoreError) {
+        let d = dir(name);
+        {
+            let s = QuotaStore::open(&d).expect("open");
+            let rows: Vec<(String, Stored)> = (0..200)
+                .map(|i| {
+                    (
+                        format!("plan/key-{i}"),
+                        Stored {
+                            period_start: 100,
+                            used: i,
+                        },
+                    )
+                })
+                .collect();
+            s.save(rows.iter().map(|(k, v)| (k.as_str(), *v)))
+                .expect("save");
+        }
+        damage(&d.join(FILE_NAME));
+        let e = match QuotaStore::open(&d) {
+            Ok(_) => panic!("{name}: a damaged store opened"),
+            Err(e) => e,
+        };
+        (d, e)
+    }
+
+    #[test]
+    fn a_damaged_store_is_an_error_naming_the_file_and_the_way_out() {
+        let zero_at = |offset: u64| {
+            move |f: &Path| {
+                use std::io::{Seek, SeekFrom, Write};
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(f)
+                    .expect("file");
+                file.seek(SeekFrom::Start(offset)).expect("seek");
+                file.write_all(&[0u8; 4096]).expect("zero");
+            }
+        };
+        type Damage = Box<dyn FnOnce(&Path)>;
+        let cases: [(&str, Damage); 4] = [
+            (
+                "empty",
+                Box::new(|f: &Path| std::fs::write(f, b"").expect("truncate")),
+            ),
+            ("header", Box::new(zero_at(0))),
+            ("page", Box::new(zero_at(8192))),
+            (
+                "garbage",
+                Box::new(|f: &Path| std::fs::write(f, vec![7u8; 9000]).expect("write")),
+            ),
+        ];
+        for (name, damage) in cases {
+            let (d, e) = damaged(name, damage);
+            assert!(matches!(e, StoreError::Corrupt { .. }), "{name}: {e}");
+            let text = e.to_string();
+            assert!(
+                text.contains(FILE_NAME) && text.contains("--reset-quotas"),
+                "{text}"
+            );
+            // The way out: set aside, then a fresh store opens.
+            let aside = QuotaStore::reset(&d, 42)
+                .expect("reset")
+                .expect("was there");
+            assert!(aside.ends_with("quotas.redb.reset-42"));
+            assert!(QuotaStore::open(&d)
+                .expect("fresh")
+                .load()
+                .expect("load")
+                .is_empty());
+            let _ = std::fs::remove_dir_all(&d);
+        }
     }
 }

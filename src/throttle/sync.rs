@@ -397,9 +397,25 @@ pub fn start_with(
         let flusher = std::thread::Builder::new()
             .name("tollgate-quota".into())
             .spawn(move || {
+                // A failing store is said once a minute (and when it
+                // recovers), not at every flush.
+                let mut failing: Option<Instant> = None;
                 while !wait_stop(&stop2, every) {
-                    if let Err(e) = quotas2.flush(&recs2) {
-                        crate::observe::stderr_line(format_args!("tollgate: {e}"));
+                    match quotas2.flush(&recs2) {
+                        Err(e) => {
+                            if failing.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                                crate::observe::stderr_line(format_args!(
+                                    "tollgate: {e} (counting goes on in memory; retried every {every:?})"
+                                ));
+                                failing = Some(Instant::now());
+                            }
+                        }
+                        Ok(()) if failing.take().is_some() => {
+                            crate::observe::stderr_line(format_args!(
+                                "tollgate: quota store written again"
+                            ));
+                        }
+                        Ok(()) => {}
                     }
                 }
             });
