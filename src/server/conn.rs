@@ -45,6 +45,9 @@ pub(super) const COALESCE_LIMIT: usize = 16 * 1024;
 const LINGER_TIME: Duration = Duration::from_secs(2);
 /// ...and at most this many bytes.
 const LINGER_BYTES: usize = 1 << 20;
+/// How many times (1 ms apart) a request asks again for quota held back
+/// by a durable mark being written before it is refused.
+const MARK_WAITS: u32 = 200;
 /// Longest wait to deliver a TLS close_notify when a connection closes.
 const CLOSE_NOTIFY_WAIT: Duration = Duration::from_secs(1);
 
@@ -511,7 +514,26 @@ impl Conn {
             .is_some_and(|r| r.ambiguous(method, &mut self.kbuf));
         let api_key = head.header(HeaderKind::ApiKey).map(|h| h.value.of(buf));
         let guarded = resolved.as_ref().filter(|_| !ambiguous);
-        let verdict = self.shard.guard(snap, guarded, api_key, self.peer.ip);
+        let mut verdict = self
+            .shard
+            .guard(snap, guarded, api_key, self.peer.ip, false);
+        // A quota not used up waits for its next durable mark (an fsync,
+        // rare: its reserve covers 100 ms of traffic): asked again every
+        // millisecond for a while, refused if the store is slower.
+        let mut waited = 0;
+        while let Err(r) = &mut verdict {
+            if !r.awaiting_mark {
+                break;
+            }
+            if waited == MARK_WAITS {
+                r.awaiting_mark = false;
+                self.shard.count_refusal(r.level, guarded.map(|g| g.metric));
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+            waited += 1;
+            verdict = self.shard.guard(snap, guarded, api_key, self.peer.ip, true);
+        }
         let local = match (verdict, resolved.as_ref().and_then(|r| r.integration())) {
             (Err(refusal), _) => Local::Refused(refusal),
             (Ok(()), _) if ambiguous => Local::Error(400),
@@ -553,6 +575,7 @@ impl Conn {
                     Some(CacheStep::Forbidden) => Some(Local::Refused(Refusal {
                         level: Level::Forbidden,
                         retry_after: 1,
+                        awaiting_mark: false,
                     })),
                     Some(CacheStep::Miss(f)) => {
                         fill = f;

@@ -46,6 +46,9 @@ pub struct Refusal {
     /// Seconds, for `Retry-After` on a 429: 1 for a throttle (tokens
     /// refill within a second), the time to the next period for a quota.
     pub retry_after: u64,
+    /// A quota not used up whose next durable mark is being written: ask
+    /// again in a moment (not counted as a refusal yet).
+    pub awaiting_mark: bool,
 }
 
 /// Seconds from now until `period`'s next start (at least 1).
@@ -233,7 +236,11 @@ impl Shard {
     /// most specific first — the key's plan, the route, the stage, the
     /// account — and last the key's quota, so a throttled request spends
     /// no quota. A request refused at one level spends nothing at the
-    /// levels after it. Returns the refusing level, counted.
+    /// levels after it. Returns the refusing level, counted — except a
+    /// quota waiting for its next durable mark (`awaiting_mark`), which
+    /// the caller asks again with `again` set (the client-IP limit is not
+    /// charged twice) and counts with [`Shard::count_refusal`] if it gives
+    /// up.
     #[inline]
     pub fn guard(
         &self,
@@ -241,6 +248,7 @@ impl Shard {
         resolved: Option<&Resolved<'_, '_>>,
         api_key: Option<&[u8]>,
         client: std::net::IpAddr,
+        again: bool,
     ) -> Result<(), Refusal> {
         let route = resolved.map(|r| r.metric);
         let refuse = |level| {
@@ -248,9 +256,10 @@ impl Shard {
             Err(Refusal {
                 level,
                 retry_after: 1,
+                awaiting_mark: false,
             })
         };
-        if let Some((table, epoch)) = &*self.client_ip.borrow() {
+        if let (Some((table, epoch)), false) = (&*self.client_ip.borrow(), again) {
             let now = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
             if !table.check(client, now) {
                 return refuse(Level::ClientIp);
@@ -296,11 +305,16 @@ impl Shard {
         if n == 0 {
             return Ok(());
         }
-        let refused = match self.throttle.borrow_mut().as_mut() {
-            Some(t) => t.check(&levels[..n]),
-            None => None,
+        let (refused, awaiting_mark) = match self.throttle.borrow_mut().as_mut() {
+            Some(t) => (t.check(&levels[..n]), t.refused_awaiting_mark()),
+            None => (None, false),
         };
         match refused {
+            Some(pos) if kinds[pos] == Level::Quota && awaiting_mark => Err(Refusal {
+                level: Level::Quota,
+                retry_after: period.map_or(1, seconds_until_next),
+                awaiting_mark: true,
+            }),
             Some(pos) if kinds[pos] == Level::Quota => refuse(Level::Quota).map_err(|r| Refusal {
                 retry_after: period.map_or(r.retry_after, seconds_until_next),
                 ..r
@@ -308,6 +322,12 @@ impl Shard {
             Some(pos) => refuse(kinds[pos]),
             None => Ok(()),
         }
+    }
+
+    /// Counts a refusal [`Shard::guard`] left uncounted (a quota whose
+    /// durable mark did not come in time).
+    pub fn count_refusal(&self, level: Level, route: Option<u32>) {
+        self.counters.refused(level, route);
     }
 
     /// Switches to a reloaded configuration between requests: new

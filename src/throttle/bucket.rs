@@ -60,6 +60,11 @@ impl TokenBucket {
         self.rate
     }
 
+    /// Milli-tokens lent and not yet settled.
+    pub fn lent(&self) -> u64 {
+        self.lent
+    }
+
     /// Capacity in milli-tokens.
     pub fn capacity(&self) -> u64 {
         self.capacity

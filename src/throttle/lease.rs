@@ -131,6 +131,49 @@ pub struct Reconciler {
     /// A quota: no leases at ticks, and top-ups shrink with what is left
     /// (see [`Reconciler::top_up`]).
     quota: bool,
+    /// A persisted quota's durable mark: the requests of this period that
+    /// may be handed out to shards, written to the store before any of
+    /// them is (`None`: not persisted, no mark). See [`Mark`].
+    durable: Option<u64>,
+    /// The reserve the last mark added.
+    reserve: u64,
+    /// Requests handed out in the last whole [`RESERVE_WINDOW_NS`], and
+    /// where the current window started (time, requests handed out then).
+    last_window: u64,
+    window_start: (u64, u64),
+    /// Counts [`Reconciler::reset`]s: a mark planned in an earlier period
+    /// is not applied in a later one.
+    generation: u64,
+}
+
+/// A durable mark for a persisted quota, planned by
+/// [`Reconciler::plan_mark`], written to the store, then applied with
+/// [`Reconciler::apply_mark`]. Shards are handed quota only below the
+/// applied mark, so whatever a crash loses, the store already counts it as
+/// used: a crash never over-admits, and under-admits at most the reserve
+/// (what was persisted but not yet handed out or spent; the leases shards
+/// held count as spent too). The reserve is about [`RESERVE_WINDOW_NS`] of
+/// traffic (the most handed out in the last whole window or the current
+/// one), at most a quarter of what is left, at least [`min_reserve`] of
+/// the limit; a shard's top-up that
+/// leaves less than half of it asks for the next mark at once, so at a
+/// steady rate the store is written about twice per reserve window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    /// Requests of the period counted as used in the store.
+    pub value: u64,
+    reserve: u64,
+    generation: u64,
+}
+
+/// The time a quota's reserve should last at the rate last seen.
+pub const RESERVE_WINDOW_NS: u64 = 100_000_000;
+
+/// The smallest reserve: 1% of the limit, between 1 and 10,000 requests,
+/// so a quiet quota that suddenly gets traffic is not refused while its
+/// first mark is written.
+pub fn min_reserve(limit: u64) -> u64 {
+    (limit / 100).clamp(1, 10_000)
 }
 
 impl Reconciler {
@@ -141,6 +184,11 @@ impl Reconciler {
             demand: vec![DEMAND_FLOOR; shards],
             spent: 0,
             quota: false,
+            durable: None,
+            reserve: 0,
+            last_window: 0,
+            window_start: (now_ns, 0),
+            generation: 0,
         }
     }
 
@@ -153,6 +201,91 @@ impl Reconciler {
             demand: vec![DEMAND_FLOOR; shards],
             spent: used.saturating_mul(MILLI),
             quota: true,
+            durable: None,
+            reserve: 0,
+            last_window: 0,
+            window_start: (now_ns, used),
+            generation: 0,
+        }
+    }
+
+    /// Requests handed out to shards this period: spent, or still in a
+    /// shard's lease.
+    pub fn handed_out(&self) -> u64 {
+        (self.spent + self.bucket.lent()).div_ceil(MILLI)
+    }
+
+    /// The next durable mark for a persisted quota at `now_ns`: what is
+    /// handed out plus a reserve of one [`RESERVE_WINDOW_NS`] of recent
+    /// traffic (never lower than the mark already applied, never above the
+    /// limit).
+    pub fn plan_mark(&mut self, now_ns: u64) -> Mark {
+        let limit = self.bucket.capacity() / MILLI;
+        let handed = self.handed_out();
+        let (start, at_start) = self.window_start;
+        let mut current = handed.saturating_sub(at_start);
+        let elapsed = now_ns.saturating_sub(start);
+        if elapsed >= RESERVE_WINDOW_NS {
+            // Whole windows passed: the last one saw `current` spread
+            // over `elapsed`.
+            let per_window =
+                u128::from(current) * u128::from(RESERVE_WINDOW_NS) / u128::from(elapsed);
+            self.last_window = u64::try_from(per_window).unwrap_or(u64::MAX);
+            self.window_start = (now_ns, handed);
+            current = 0;
+        }
+        // Near the end of the quota the reserve shrinks with what is left
+        // (at most a quarter of it), so a crash there costs little of it.
+        let left = limit.saturating_sub(handed);
+        let reserve = self
+            .last_window
+            .max(current)
+            .min(left / 4)
+            .max(min_reserve(limit));
+        let value = handed
+            .saturating_add(reserve)
+            .min(limit.max(handed))
+            .max(self.durable.unwrap_or(0));
+        Mark {
+            value,
+            reserve,
+            generation: self.generation,
+        }
+    }
+
+    /// Applies a mark once the store holds it: shards may now be handed
+    /// quota up to it. A mark planned before a [`Reconciler::reset`] is
+    /// dropped.
+    pub fn apply_mark(&mut self, m: Mark) {
+        if m.generation != self.generation {
+            return;
+        }
+        self.durable = Some(self.durable.unwrap_or(0).max(m.value));
+        self.reserve = m.reserve;
+    }
+
+    /// Whether the applied mark leaves less than half its reserve to hand
+    /// out (or none has been applied this period): time to write the next.
+    pub fn needs_mark(&self) -> bool {
+        match self.durable {
+            Some(d) => {
+                let limit = self.bucket.capacity() / MILLI;
+                d < limit && d.saturating_sub(self.handed_out()) < self.reserve.div_ceil(2).max(1)
+            }
+            None => false,
+        }
+    }
+
+    /// The durable mark applied (`None`: the quota is not persisted).
+    pub fn durable(&self) -> Option<u64> {
+        self.durable
+    }
+
+    /// Makes this a persisted quota with no mark yet: nothing is handed
+    /// out until the first one is applied.
+    pub fn persist(&mut self) {
+        if self.quota && self.durable.is_none() {
+            self.durable = Some(0);
         }
     }
 
@@ -167,6 +300,12 @@ impl Reconciler {
     pub fn reset(&mut self) {
         self.bucket.fill();
         self.spent = 0;
+        // A new period needs a mark of its own before quota is handed out.
+        self.generation += 1;
+        if self.durable.is_some() {
+            self.durable = Some(0);
+        }
+        self.window_start.1 = self.handed_out();
     }
 
     fn settle_one(&mut self, granted: u64, unused: u64) {
@@ -230,7 +369,17 @@ impl Reconciler {
         let want = if self.quota {
             let left = self.bucket.available(now_ns);
             let share = left / (4 * self.demand.len().max(1) as u64) / MILLI * MILLI;
-            want.min(share.max(MILLI))
+            let want = want.min(share.max(MILLI));
+            // A persisted quota hands out nothing beyond its durable mark.
+            match self.durable {
+                Some(d) => {
+                    let room = d
+                        .saturating_mul(MILLI)
+                        .saturating_sub(self.spent + self.bucket.lent());
+                    want.min(room / MILLI * MILLI)
+                }
+                None => want,
+            }
         } else {
             want
         };
@@ -334,6 +483,127 @@ mod tests {
     }
 
     const MS: u64 = 1_000_000;
+
+    #[test]
+    fn a_persisted_quota_hands_out_nothing_beyond_its_durable_mark() {
+        let mut q = Reconciler::quota(100_000, 0, 2, 0);
+        q.persist();
+        assert_eq!(q.top_up(0, 10 * MILLI), 0, "nothing before the first mark");
+        assert!(q.needs_mark());
+        let m = q.plan_mark(0);
+        assert_eq!(m.value, min_reserve(100_000));
+        q.apply_mark(m);
+        let mut handed = 0;
+        while let got @ 1.. = q.top_up(0, 50 * MILLI) {
+            handed += got / MILLI;
+        }
+        assert_eq!(handed, m.value);
+        assert!(q.needs_mark());
+        // At 500 requests per ms, marks written as soon as asked: the
+        // reserve settles at one 100 ms window of that traffic.
+        q.settle(handed * MILLI, 0);
+        let mut q = Reconciler::quota(10_000_000, 0, 2, 0);
+        q.persist();
+        let m = q.plan_mark(0);
+        q.apply_mark(m);
+        for t in 1..=500u64 {
+            let mut got = 0;
+            while got < 500 * MILLI {
+                let g = q.top_up(t * MS, 500 * MILLI - got);
+                got += g;
+                if q.needs_mark() {
+                    let m = q.plan_mark(t * MS);
+                    q.apply_mark(m);
+                } else if g == 0 {
+                    break;
+                }
+            }
+            assert_eq!(got, 500 * MILLI, "refused at {t} ms");
+        }
+        let ahead = q.plan_mark(500 * MS).value - q.handed_out();
+        assert!((50_000..=51_000).contains(&ahead), "reserve {ahead}");
+        // A mark planned before a new period is not applied in it.
+        let m2 = q.plan_mark(500 * MS);
+        q.reset();
+        q.apply_mark(m2);
+        assert_eq!(q.durable(), Some(0));
+        assert_eq!(q.top_up(0, MILLI), 0);
+        // Unpersisted quotas have no mark at all.
+        let mut free = Reconciler::quota(100, 0, 2, 0);
+        assert_eq!(free.top_up(0, 10 * MILLI), 10 * MILLI);
+        assert!(!free.needs_mark());
+    }
+
+    /// A quota of `limit` on 4 shards at `per_ms` requests per ms, its
+    /// marks written every `flush_ms` (and as soon as asked), the process
+    /// "crashing" every `crash_ms`: it restarts from the store. Returns
+    /// (admitted, the largest under-admission one crash caused).
+    fn crash_sim(limit: u64, per_ms: u64, flush_ms: u64, crash_ms: u64, ms: u64) -> (u64, u64) {
+        let shards = 4;
+        let mut stored = 0u64;
+        let mut rec = Reconciler::quota(limit, stored, shards, 0);
+        rec.persist();
+        let m = rec.plan_mark(0);
+        stored = m.value;
+        rec.apply_mark(m);
+        let mut leases = vec![ShardLease::default(); shards];
+        let (mut admitted, mut worst, mut since_mark) = (0u64, 0u64, 0u64);
+        for t in 0..ms {
+            for (s, lease) in leases.iter_mut().enumerate() {
+                for _ in 0..per_ms / shards as u64 + u64::from((s as u64) < per_ms % 4) {
+                    let ok = lease.try_admit() || {
+                        lease.grant(rec.top_up(t * MS, 2 * (lease.seen() + 1) * MILLI));
+                        lease.try_admit_again()
+                    };
+                    admitted += u64::from(ok);
+                }
+            }
+            since_mark += 1;
+            if (t + 1) % 10 == 0 {
+                for lease in leases.iter_mut() {
+                    let r = lease.report();
+                    rec.settle(r.granted, r.unused);
+                }
+            }
+            // The flusher: on its interval, or asked (an fsync: 1 ms).
+            if since_mark >= flush_ms || rec.needs_mark() {
+                let m = rec.plan_mark(t * MS);
+                stored = m.value;
+                rec.apply_mark(m);
+                since_mark = 0;
+            }
+            assert!(
+                stored >= admitted,
+                "store {stored} behind admitted {admitted}"
+            );
+            if (t + 1) % crash_ms == 0 {
+                // kill -9: leases and the in-memory count are gone.
+                worst = worst.max(stored - admitted);
+                admitted = stored;
+                rec = Reconciler::quota(limit, stored, shards, t * MS);
+                rec.persist();
+                let m = rec.plan_mark(t * MS);
+                stored = m.value;
+                rec.apply_mark(m);
+                leases = vec![ShardLease::default(); shards];
+            }
+        }
+        (admitted.min(stored), worst)
+    }
+
+    #[test]
+    fn a_crash_never_over_admits_and_loses_at_most_the_reserve() {
+        // 60 requests per ms (60k/s) against 300,000, a crash every 1.5 s.
+        let (admitted, worst) = crash_sim(300_000, 60, 1000, 1500, 6000);
+        println!("quota crash sim: admitted {admitted}, worst loss per crash {worst}");
+        assert!(admitted <= 300_000);
+        // The reserve: 100 ms at 60/ms, twice over at most.
+        assert!(worst <= 2 * 6_000 + min_reserve(300_000), "lost {worst}");
+        // 1 per ms against 1,000: the reserve is 100 ms of that rate.
+        let (admitted, worst) = crash_sim(1_000, 1, 1000, 300, 3000);
+        assert!(admitted <= 1_000);
+        assert!(worst <= 2 * 100, "lost {worst}");
+    }
 
     /// Runs `shards` shards against one limit for `ms` milliseconds of
     /// simulated time. `arrivals(ms, shard)` is how many requests reach that

@@ -1,13 +1,17 @@
 //! Quota counters on disk: one `redb` file under the state directory.
 //!
 //! Each (usage plan, API key) quota is stored as `"plan/key" → (period
-//! start in Unix seconds, requests used)`. The reconciler thread writes
-//! every counter at each flush (default every second) and at shutdown, in
-//! one transaction, which redb makes durable (fsync) before returning; a
-//! crash therefore loses at most the requests admitted since the last
-//! flush (plus what shards admitted from leases in their last sync
-//! interval). An embedded store is not our core: `redb` is crash-safe,
-//! pure Rust and needs no setup.
+//! start in Unix seconds, requests used)`. While the gateway runs, "used"
+//! is the quota's durable mark (`throttle::lease::Mark`): what shards have
+//! been handed plus a reserve, written before shards may spend any of it
+//! — at every `quota_flush_interval` and as soon as a reserve runs low,
+//! off the request path; at shutdown it is the exact count. All counters
+//! go in one transaction, which redb makes durable (fsync) before
+//! returning. So a crash (kill -9) never gives a key requests back; it
+//! costs at most the reserve (about 100 ms of that key's traffic, at
+//! least 1% of its limit, at most a quarter of what was left). An
+//! embedded store is not our core: `redb` is crash-safe, pure Rust and
+//! needs no setup.
 //!
 //! A damaged file is never taken for a new one: an existing file that is
 //! empty, that redb refuses, or that makes redb panic (it asserts on some

@@ -61,6 +61,15 @@ pub struct Persistence {
     pub flush_interval: Duration,
 }
 
+/// Monotonic nanoseconds since the process's first use of it: quota
+/// reconcilers outlive a coordinator (a reload carries them over), so their
+/// reserve windows use one clock for the whole process.
+fn mono_ns() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Wall-clock seconds since the Unix epoch (quota periods are calendar
 /// periods).
 fn unix_now() -> u64 {
@@ -120,14 +129,63 @@ struct Quotas {
     persistence: Mutex<Option<Persistence>>,
 }
 
+/// What a write of the quota counters records per quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// A new durable mark (what is handed out plus a reserve), applied
+    /// once written: shards may be handed quota up to it.
+    Reserve,
+    /// The mark already applied (the store is handed to a successor,
+    /// which starts from it while this process spends up to it).
+    Applied,
+    /// What is handed out (spent, or in leases): the gateway stops.
+    HandedOut,
+}
+
+/// Wakes the quota flusher early: a shard's top-up left less than half
+/// of a quota's reserve, a period rolled, or the coordinator stops.
+#[derive(Debug, Default)]
+struct Wake {
+    /// (a mark is wanted, stop)
+    state: Mutex<(bool, bool)>,
+    cv: Condvar,
+}
+
+impl Wake {
+    fn mark(&self) {
+        lock(&self.state).0 = true;
+        self.cv.notify_one();
+    }
+
+    fn stop(&self) {
+        lock(&self.state).1 = true;
+        self.cv.notify_all();
+    }
+
+    /// Waits up to `d` or until woken; true once stopping.
+    fn wait(&self, d: Duration) -> bool {
+        let guard = lock(&self.state);
+        let (mut guard, _) = self
+            .cv
+            .wait_timeout_while(guard, d, |(mark, stop)| !*mark && !*stop)
+            .unwrap_or_else(|e| e.into_inner());
+        guard.0 = false;
+        guard.1
+    }
+}
+
 impl Quotas {
-    /// Starts new periods that have begun by `unix`.
-    fn roll(&self, recs: &[SharedReconciler], unix: u64) {
+    /// Starts new periods that have begun by `unix`; true if one did
+    /// (its quota needs a mark before anything is handed out).
+    fn roll(&self, recs: &[SharedReconciler], unix: u64) -> bool {
+        let mut rolled = false;
         for t in lock(&self.tracks).iter_mut() {
             if t.clock.roll(unix) {
                 lock(&recs[t.limit]).reset();
+                rolled = true;
             }
         }
+        rolled
     }
 
     fn usage(&self, recs: &[SharedReconciler]) -> Vec<QuotaUsage> {
@@ -146,16 +204,27 @@ impl Quotas {
             .collect()
     }
 
-    /// Writes every counter to the store.
-    fn flush(&self, recs: &[SharedReconciler]) -> Result<(), StoreError> {
+    /// Writes every counter to the store (what each records: `what`).
+    fn flush(&self, recs: &[SharedReconciler], what: Write) -> Result<(), StoreError> {
         let Some(store) = lock(&self.persistence).as_ref().map(|p| p.store.clone()) else {
             return Ok(());
         };
+        let now = mono_ns();
         // Read under the locks, write (fsync) without them.
+        let mut marks = Vec::new();
         let rows: Vec<(String, Stored)> = lock(&self.tracks)
             .iter()
             .map(|t| {
-                let used = lock(&recs[t.limit]).spent();
+                let mut rec = lock(&recs[t.limit]);
+                let used = match what {
+                    Write::Reserve => {
+                        let m = rec.plan_mark(now);
+                        marks.push((t.limit, m));
+                        m.value
+                    }
+                    Write::Applied => rec.durable().unwrap_or(0).max(rec.handed_out()),
+                    Write::HandedOut => rec.handed_out(),
+                };
                 (
                     t.name.clone(),
                     Stored {
@@ -165,7 +234,15 @@ impl Quotas {
                 )
             })
             .collect();
-        store.save(rows.iter().map(|(n, s)| (n.as_str(), *s)))
+        let saved = store.save(rows.iter().map(|(n, s)| (n.as_str(), *s)));
+        // Durable now: shards may be handed quota up to the new marks. A
+        // store that cannot be written does not stop admission: counting
+        // goes on in memory (the flusher says so), and a crash then may
+        // lose what was admitted since the last successful write.
+        for (l, m) in marks {
+            lock(&recs[l]).apply_mark(m);
+        }
+        saved
     }
 }
 
@@ -192,6 +269,8 @@ fn restore(q: &QuotaSpec, unix: u64, stored: Option<Stored>) -> (PeriodClock, u6
 /// of the quota counters.
 pub struct Coordinator {
     stop: Arc<(Mutex<bool>, Condvar)>,
+    /// Wakes the quota flusher (and stops it).
+    wake: Arc<Wake>,
     /// The reconciler thread, and the quota flusher thread if quotas are
     /// persisted (its fsyncs never delay a tick).
     handles: Vec<JoinHandle<()>>,
@@ -240,7 +319,9 @@ impl Coordinator {
         // give them two, so the last write counts every request admitted
         // before the hand-over began.
         std::thread::sleep(2 * self.interval);
-        self.quotas.flush(&self.recs)?;
+        // The marks as applied: the successor starts from them while this
+        // process, its store gone, hands out nothing beyond them.
+        self.quotas.flush(&self.recs, Write::Applied)?;
         Ok(lock(&self.quotas.persistence)
             .take()
             .map(|p| p.flush_interval))
@@ -248,7 +329,7 @@ impl Coordinator {
 
     /// Writes every quota counter now.
     pub fn flush_quotas(&self) -> Result<(), StoreError> {
-        self.quotas.flush(&self.recs)
+        self.quotas.flush(&self.recs, Write::Reserve)
     }
 
     /// Stops writing to the store, without a last write (a reload
@@ -268,7 +349,7 @@ impl Coordinator {
             store,
             flush_interval,
         });
-        self.quotas.flush(&self.recs)
+        self.quotas.flush(&self.recs, Write::Reserve)
     }
 
     /// Every quota's usage (what shards hold in leases is counted at
@@ -282,10 +363,13 @@ impl Drop for Coordinator {
     fn drop(&mut self) {
         *lock(&self.stop.0) = true;
         self.stop.1.notify_all();
+        self.wake.stop();
         for h in self.handles.drain(..) {
             let _ = h.join();
         }
-        if let Err(e) = self.quotas.flush(&self.recs) {
+        // Shards have settled their leases: what is handed out is what
+        // was spent, and the store gets the exact count.
+        if let Err(e) = self.quotas.flush(&self.recs, Write::HandedOut) {
             crate::observe::stderr_line(format_args!("tollgate: {e}"));
         }
     }
@@ -352,9 +436,14 @@ pub fn start_with(
                         period: q.period,
                         clock,
                     });
-                    Reconciler::quota(l.burst, used, shards, 0)
+                    Reconciler::quota(l.burst, used, shards, mono_ns())
                 }
             };
+            let mut rec = rec;
+            if persistence.is_some() {
+                // Nothing is handed out before the first mark is written.
+                rec.persist();
+            }
             Arc::new(Mutex::new(rec))
         })
         .collect();
@@ -363,8 +452,10 @@ pub fn start_with(
         tracks: Mutex::new(tracks),
         persistence: Mutex::new(persistence),
     });
-    // Record where every quota stands (a first period, an offset) at once.
-    quotas.flush(&recs)?;
+    // Record where every quota stands (a first period, an offset) and its
+    // first mark at once.
+    quotas.flush(&recs, Write::Reserve)?;
+    let wake = Arc::new(Wake::default());
     // First leases before any request arrives.
     tick(&recs, &mailboxes, ns_since(epoch), true);
     let shard_sides = mailboxes
@@ -376,32 +467,40 @@ pub fn start_with(
             recs: recs.clone(),
             epoch,
             interval_ns: u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX),
+            wake: wake.clone(),
+            awaiting_mark: vec![false; limits.len()],
+            refused_awaiting_mark: false,
         })
         .collect();
     let stop = Arc::new((Mutex::new(false), Condvar::new()));
     let mut handles = Vec::new();
-    let (recs2, quotas2, stop2) = (recs.clone(), quotas.clone(), stop.clone());
+    let (recs2, quotas2, stop2, wake2) = (recs.clone(), quotas.clone(), stop.clone(), wake.clone());
     handles.push(
         std::thread::Builder::new()
             .name("tollgate-throttle".into())
             .spawn(move || {
                 while !wait_stop(&stop2, interval) {
-                    quotas2.roll(&recs2, unix_now());
+                    if quotas2.roll(&recs2, unix_now()) {
+                        // A new period hands out nothing until its mark.
+                        wake2.mark();
+                    }
                     tick(&recs2, &mailboxes, ns_since(epoch), false);
                 }
             })
             .map_err(StartError::Thread)?,
     );
     if let Some(every) = flush_every {
-        let (recs2, quotas2, stop2) = (recs.clone(), quotas.clone(), stop.clone());
+        let (recs2, quotas2, wake2) = (recs.clone(), quotas.clone(), wake.clone());
         let flusher = std::thread::Builder::new()
             .name("tollgate-quota".into())
             .spawn(move || {
                 // A failing store is said once a minute (and when it
                 // recovers), not at every flush.
                 let mut failing: Option<Instant> = None;
-                while !wait_stop(&stop2, every) {
-                    match quotas2.flush(&recs2) {
+                // Every `every`, and at once when a quota's reserve runs
+                // low: the next marks.
+                while !wake2.wait(every) {
+                    match quotas2.flush(&recs2, Write::Reserve) {
                         Err(e) => {
                             if failing.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
                                 crate::observe::stderr_line(format_args!(
@@ -425,6 +524,7 @@ pub fn start_with(
                 // Stop the reconciler thread before failing.
                 drop(Coordinator {
                     stop,
+                    wake,
                     handles,
                     recs,
                     quotas,
@@ -437,6 +537,7 @@ pub fn start_with(
     Ok((
         Coordinator {
             stop,
+            wake,
             handles,
             recs,
             quotas,
@@ -519,6 +620,10 @@ fn tick(recs: &[SharedReconciler], mailboxes: &[Arc<Mailbox>], now: u64, all: bo
     }
 }
 
+/// How soon a shard asks again for quota held back by a durable mark
+/// still being written.
+const MARK_RETRY_NS: u64 = 1_000_000;
+
 /// A shard's side of every limit.
 pub struct ShardThrottle {
     leases: Vec<ShardLease>,
@@ -530,6 +635,13 @@ pub struct ShardThrottle {
     /// The tick returns idle shards' leases to the bucket, so an empty
     /// bucket is looked at again after at most one interval.
     interval_ns: u64,
+    /// Asks the quota flusher for the next durable mark.
+    wake: Arc<Wake>,
+    /// Per limit: its last top-up was held back by a durable mark still
+    /// being written (the quota is not used up).
+    awaiting_mark: Vec<bool>,
+    /// The last [`ShardThrottle::check`] refused at such a limit.
+    refused_awaiting_mark: bool,
 }
 
 impl ShardThrottle {
@@ -539,6 +651,7 @@ impl ShardThrottle {
     /// level: those after the refusing one are not asked, those before it
     /// get their token back.
     pub fn check(&mut self, levels: &[u32]) -> Option<usize> {
+        self.refused_awaiting_mark = false;
         for (pos, &l) in levels.iter().enumerate() {
             let l = l as usize;
             let Some(lease) = self.leases.get_mut(l) else {
@@ -547,6 +660,7 @@ impl ShardThrottle {
             if lease.try_admit() || self.top_up(l) {
                 continue;
             }
+            self.refused_awaiting_mark = self.awaiting_mark[l];
             // Refused: the levels before this one get their token back
             // (still counted as lent, so this is exact), so a client
             // refused by its quota does not drain the shared limits.
@@ -581,14 +695,32 @@ impl ShardThrottle {
         let want = 2 * (lease.seen() + 1) * MILLI;
         let mut rec = lock(&self.recs[l]);
         let got = rec.top_up(now, want);
+        let needs_mark = rec.needs_mark();
+        self.awaiting_mark[l] = got < MILLI && needs_mark;
         if got < MILLI {
-            let wait = rec.wait_for_token_ns(now).min(self.interval_ns);
-            self.dry_until[l] = now.saturating_add(wait);
+            // A quota waiting for its next durable mark is asked again
+            // soon (the mark is an fsync away), not only after a tick.
+            let wait = if needs_mark {
+                MARK_RETRY_NS
+            } else {
+                rec.wait_for_token_ns(now)
+            };
+            self.dry_until[l] = now.saturating_add(wait.min(self.interval_ns));
         }
         drop(rec);
+        if needs_mark {
+            self.wake.mark();
+        }
         lease.grant(got);
         // The request that asked was counted as seen already.
         lease.try_admit_again()
+    }
+
+    /// Whether the last [`ShardThrottle::check`] refused at a quota that
+    /// is not used up but waits for its next durable mark (an fsync away):
+    /// the caller may ask again in a moment rather than refuse.
+    pub fn refused_awaiting_mark(&self) -> bool {
+        self.refused_awaiting_mark
     }
 
     /// The shard's periodic exchange: hand every lease back to its bucket
