@@ -540,3 +540,71 @@ integration = {{ type = "http", uri = "http://{}/x" }}
         4.0
     );
 }
+
+/// 300 connections each holding half a request (more than the table of
+/// 256 the listener reads at once) do not keep scrapes out, and each is
+/// closed within the 2 s head deadline (before this issue: 48 such
+/// connections made every admin endpoint unavailable).
+#[test]
+fn half_sent_requests_do_not_keep_scrapes_out() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let gw = Gw::start(
+        &format!("[server]\nshards = {}\n[[server.listen]]\naddr = \"LISTEN\"\ntls = false\n[[api]]\nname = \"a\"\n[[api.route]]\nkey = \"GET /x\"\nintegration = {{ type = \"mock\", body = \"x\" }}\n", shards()),
+        None,
+    );
+    let held: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(gw.admin_addr()).expect("connect");
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n")
+                .expect("half");
+            s
+        })
+        .collect();
+    let t0 = Instant::now();
+    for _ in 0..20 {
+        let started = Instant::now();
+        let text = gw.scrape();
+        assert!(text.contains("tollgate_"), "{text}");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "a scrape took {:?} under the attack",
+            started.elapsed()
+        );
+        assert_eq!(gw.admin("GET", "/status", "").status, 200);
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "the half requests outlived the deadline"
+    );
+    // Each held connection is closed by its head deadline (or dropped
+    // earlier to make room): none waits for the client.
+    for mut s in held {
+        s.set_read_timeout(Some(Duration::from_secs(4)))
+            .expect("timeout");
+        let mut b = [0u8; 64];
+        assert!(
+            matches!(s.read(&mut b), Ok(0) | Err(_)),
+            "a half request was answered or kept open"
+        );
+    }
+    // A request that trickles in over more than 2 s is cut off too.
+    let mut slow = std::net::TcpStream::connect(gw.admin_addr()).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let started = Instant::now();
+    let mut closed = false;
+    for b in b"GET /metrics HTTP/1.1\r\nHost: a\r\n".iter() {
+        if slow.write_all(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(150));
+        if started.elapsed() > Duration::from_secs(4) {
+            break;
+        }
+    }
+    let mut b = [0u8; 64];
+    assert!(closed || matches!(slow.read(&mut b), Ok(0) | Err(_)));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

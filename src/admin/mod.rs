@@ -3,16 +3,19 @@
 //! redacted), `POST /reload`, `POST /cache/flush`. JSON answers and JSON
 //! errors (`{"message": ...}`).
 //!
-//! It runs on threads of its own with blocking sockets, never on a shard:
-//! its traffic is a scrape every few seconds and an operator's commands,
-//! and a slow admin client must not cost a shard anything. Loopback by
+//! It runs on threads of its own, never on a shard: its traffic is a
+//! scrape every few seconds and an operator's commands, and a slow admin
+//! client must not cost a shard anything. One thread reads requests from
+//! up to 256 connections at once (`listen.rs`: 2 s for a request head,
+//! the oldest incomplete connection dropped when full), workers answer. Loopback by
 //! default (`server.admin.addr`), with an optional bearer token.
 
+mod listen;
 pub mod metrics;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, UNIX_EPOCH};
@@ -25,12 +28,8 @@ use crate::runtime::Control;
 
 /// Largest admin request head or body.
 const MAX_REQUEST: usize = 64 * 1024;
-/// A client gets this long to send its request and read the answer.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often the idle accept loop looks whether it should stop.
-const ACCEPT_POLL: Duration = Duration::from_millis(100);
-/// Admin connections served at once; more wait in the backlog.
-const MAX_CONNECTIONS: usize = 16;
+/// `tollgate reload` waits this long to connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The running admin listener; stops when dropped.
 pub struct Admin {
@@ -53,9 +52,9 @@ impl Admin {
 
 impl Drop for Admin {
     fn drop(&mut self) {
-        // The accept loop looks at the flag at least every ACCEPT_POLL (a
-        // connection of our own could not wake it: after a binary upgrade
-        // the socket is shared with the successor, which may take it).
+        // The loop looks at the flag at least every 100 ms (a connection
+        // of our own could not wake it: after a binary upgrade the socket
+        // is shared with the successor, which may take it).
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -82,55 +81,15 @@ pub fn start_on(
     let stop = Arc::new(AtomicBool::new(false));
     let token = settings.token;
     let stop2 = stop.clone();
-    let busy = Arc::new(AtomicUsize::new(0));
     let thread = std::thread::Builder::new()
         .name("tollgate-admin".into())
         .spawn(move || {
+            let c = control.clone();
+            let answer =
+                Arc::new(move |parsed: listen::Parsed| respond(&c, token.as_ref(), parsed));
             // Stops with the gateway too: after a binary upgrade the
             // successor shares this socket and must get every request.
-            while !stop2.load(Ordering::Acquire) && !control.stopping() {
-                let mut pfd = libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                let ms = ACCEPT_POLL.as_millis() as i32;
-                // SAFETY: poll(2) on one pollfd on this stack frame; `fd`
-                // belongs to `listener`, alive in this closure.
-                if unsafe { libc::poll(&mut pfd, 1, ms) } <= 0 {
-                    continue;
-                }
-                // Non-blocking: a successor sharing the socket may have
-                // taken the connection first.
-                let stream = match listener.accept() {
-                    Ok((stream, _)) => stream,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(_) => {
-                        // Out of descriptors or similar: back off, do not
-                        // spin on a socket that stays readable.
-                        std::thread::sleep(Duration::from_millis(50));
-                        continue;
-                    }
-                };
-                let _ = stream.set_nonblocking(false);
-                while busy.load(Ordering::Acquire) >= MAX_CONNECTIONS {
-                    if stop2.load(Ordering::Acquire) {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                busy.fetch_add(1, Ordering::AcqRel);
-                let (control, done) = (control.clone(), busy.clone());
-                let spawned = std::thread::Builder::new()
-                    .name("tollgate-admin-conn".into())
-                    .spawn(move || {
-                        let _ = serve(stream, &control, token.as_ref());
-                        done.fetch_sub(1, Ordering::AcqRel);
-                    });
-                if spawned.is_err() {
-                    busy.fetch_sub(1, Ordering::AcqRel);
-                }
-            }
+            listen::run(listener, stop2, || control.stopping(), answer);
         })?;
     Ok(Admin {
         addr,
@@ -141,7 +100,7 @@ pub fn start_on(
 }
 
 /// An admin request, parsed.
-struct Request {
+pub(crate) struct Request {
     method: String,
     path: String,
     query: String,
@@ -173,10 +132,10 @@ impl Response {
     }
 }
 
-fn serve(mut stream: TcpStream, control: &Control, token: Option<&KeyDigest>) -> io::Result<()> {
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+/// The bytes answering one request (or what made it no request).
+fn respond(control: &Control, token: Option<&KeyDigest>, parsed: listen::Parsed) -> Vec<u8> {
     let mut head_only = false;
-    let resp = match read_request(&mut stream) {
+    let resp = match parsed {
         Ok(req) => {
             head_only = req.method == "HEAD";
             if authorized(token, req.authorization.as_deref()) {
@@ -188,23 +147,35 @@ fn serve(mut stream: TcpStream, control: &Control, token: Option<&KeyDigest>) ->
                 }
             }
         }
-        Err(ReadError::Io(e)) => return Err(e),
         Err(ReadError::TooLarge) => Response::error(413, "Request Entity Too Large"),
         Err(ReadError::Bad) => Response::error(400, "Bad Request"),
     };
-    let head = format!(
+    render(&resp, head_only)
+}
+
+/// The answer when every worker is busy and their queue is full.
+fn busy() -> Vec<u8> {
+    let resp = Response {
+        extra: "retry-after: 1\r\n",
+        ..Response::error(503, "Service Unavailable")
+    };
+    render(&resp, false)
+}
+
+fn render(resp: &Response, head_only: bool) -> Vec<u8> {
+    let mut out = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n{}\r\n",
         resp.status,
         reason(resp.status),
         resp.content_type,
         resp.body.len(),
         resp.extra
-    );
-    stream.write_all(head.as_bytes())?;
+    )
+    .into_bytes();
     if !head_only {
-        stream.write_all(&resp.body)?;
+        out.extend_from_slice(&resp.body);
     }
-    stream.flush()
+    out
 }
 
 fn reason(status: u16) -> &'static str {
@@ -234,81 +205,57 @@ fn authorized(token: Option<&KeyDigest>, header: Option<&[u8]>) -> bool {
     <[u8; 32]>::from(sha2::Sha256::digest(presented.trim_ascii())) == *token
 }
 
-enum ReadError {
-    Io(io::Error),
+/// Why bytes received are not an admin request.
+pub(crate) enum ReadError {
     TooLarge,
     Bad,
 }
 
-/// Reads one request; the whole of it must arrive within [`IO_TIMEOUT`]
-/// (a per-read timeout alone would let a client trickle bytes forever).
-fn read_request(stream: &mut TcpStream) -> Result<Request, ReadError> {
-    let deadline = std::time::Instant::now() + IO_TIMEOUT;
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    let read = |stream: &mut TcpStream, chunk: &mut [u8]| {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            return Err(ReadError::Io(io::ErrorKind::TimedOut.into()));
-        }
-        stream.set_read_timeout(Some(left)).map_err(ReadError::Io)?;
-        stream.read(chunk).map_err(ReadError::Io)
-    };
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf) {
-            Ok(httparse::Status::Complete(head_len)) => {
-                let mut length = 0usize;
-                let mut authorization = None;
-                for h in req.headers.iter() {
-                    if h.name.eq_ignore_ascii_case("content-length") {
-                        length = std::str::from_utf8(h.value)
-                            .ok()
-                            .and_then(|v| v.trim().parse().ok())
-                            .ok_or(ReadError::Bad)?;
-                    } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                        return Err(ReadError::Bad);
-                    } else if h.name.eq_ignore_ascii_case("authorization") {
-                        authorization = Some(h.value.to_vec());
-                    }
+/// Parses one request from the bytes received so far: `Ok(None)` while
+/// incomplete. Sans-I/O; `listen.rs` reads.
+pub(crate) fn parse_request(buf: &[u8]) -> Result<Option<Request>, ReadError> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(head_len)) => {
+            let mut length = 0usize;
+            let mut authorization = None;
+            for h in req.headers.iter() {
+                if h.name.eq_ignore_ascii_case("content-length") {
+                    length = std::str::from_utf8(h.value)
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok())
+                        .ok_or(ReadError::Bad)?;
+                } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                    return Err(ReadError::Bad);
+                } else if h.name.eq_ignore_ascii_case("authorization") {
+                    authorization = Some(h.value.to_vec());
                 }
-                if length > MAX_REQUEST {
-                    return Err(ReadError::TooLarge);
-                }
-                let target = req.path.unwrap_or("/").to_string();
-                let method = req.method.unwrap_or("GET").to_string();
-                let (path, query) = match target.split_once('?') {
-                    Some((p, q)) => (p.to_string(), q.to_string()),
-                    None => (target, String::new()),
-                };
-                // The body is read (so the client is not reset) and unused:
-                // every endpoint takes its arguments from the query.
-                while buf.len() < head_len + length {
-                    let n = read(stream, &mut chunk)?;
-                    if n == 0 {
-                        return Err(ReadError::Bad);
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                }
-                return Ok(Request {
-                    method,
-                    path,
-                    query,
-                    authorization,
-                });
             }
-            Ok(httparse::Status::Partial) => {}
-            Err(_) => return Err(ReadError::Bad),
+            if length > MAX_REQUEST {
+                return Err(ReadError::TooLarge);
+            }
+            // The body is read (so the client is not reset) and unused:
+            // every endpoint takes its arguments from the query.
+            if buf.len() < head_len + length {
+                return Ok(None);
+            }
+            let target = req.path.unwrap_or("/").to_string();
+            let method = req.method.unwrap_or("GET").to_string();
+            let (path, query) = match target.split_once('?') {
+                Some((p, q)) => (p.to_string(), q.to_string()),
+                None => (target, String::new()),
+            };
+            Ok(Some(Request {
+                method,
+                path,
+                query,
+                authorization,
+            }))
         }
-        if buf.len() > MAX_REQUEST {
-            return Err(ReadError::TooLarge);
-        }
-        let n = read(stream, &mut chunk)?;
-        if n == 0 {
-            return Err(ReadError::Bad);
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        Ok(httparse::Status::Partial) if buf.len() > MAX_REQUEST => Err(ReadError::TooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(_) => Err(ReadError::Bad),
     }
 }
 
@@ -564,7 +511,7 @@ fn percent_decode(s: &str) -> String {
 
 /// Asks the admin listener at `addr` to reload (`tollgate reload`).
 pub fn request_reload(addr: SocketAddr, token: Option<&str>) -> io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    let mut s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let auth = token
         .map(|t| format!("authorization: Bearer {t}\r\n"))
