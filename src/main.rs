@@ -121,6 +121,11 @@ fn check(path: &Path, profile: Option<&Path>) -> ExitCode {
             for w in &snap.warnings {
                 println!("warning: {w}");
             }
+            if let Some(w) =
+                tollgate::tune::nofile_warning(&snap, tollgate::tune::nofile_hard_limit())
+            {
+                println!("warning: {w}");
+            }
             let routes: usize = snap.apis.iter().map(|a| a.routes.len()).sum();
             println!(
                 "{}: OK ({} API(s), {} route(s), {} listener(s), {} shard(s))",
@@ -156,6 +161,9 @@ fn run(path: &Path, profile: Option<&Path>, reset_quotas: bool) -> ExitCode {
         }
     };
     for w in &snap.warnings {
+        say!("tollgate: warning: {w}");
+    }
+    if let Some(w) = tollgate::tune::nofile_warning(&snap, tollgate::tune::nofile_hard_limit()) {
         say!("tollgate: warning: {w}");
     }
     if reset_quotas && !inherited.is_successor() {

@@ -65,12 +65,36 @@ impl Running {
 
     /// `tollgate run CONFIG EXTRA...`, waiting until it listens.
     fn start_with(config: &str, extra: &[&str]) -> Running {
+        Running::start_limited(config, extra, None)
+    }
+
+    /// The same, with soft and hard open-files limits of `nofile`.
+    fn start_limited(config: &str, extra: &[&str], nofile: Option<u64>) -> Running {
         let mut text = config.replace("LISTEN", "127.0.0.1:0");
         if !text.contains("[server.admin]") {
             text.push_str("\n[server.admin]\naddr = \"127.0.0.1:0\"\n");
         }
         let cfg = write_config(&text);
-        let mut child = bin()
+        let mut cmd = bin();
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit(2) is async-signal-safe; the closure
+            // touches nothing but its copy of `n`.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = cmd
             .arg("run")
             .arg(&cfg.0)
             .args(extra)
@@ -826,4 +850,94 @@ fn binary_upgrade_hands_the_quota_store_over() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = std::fs::remove_dir_all(&state);
+}
+
+/// Out of file descriptors (issue 18, item 6): with a limit of 128 and
+/// 250 clients holding idle keep-alive connections, every client and a
+/// new one are served (idle connections are closed, longest idle first,
+/// to make room), and the gateway says what happened once, not per
+/// failure. Before: nothing logged, new clients timed out until old
+/// connections closed.
+#[test]
+fn out_of_descriptors_new_clients_are_served_and_it_is_said() {
+    let cfg = "[server]\nshards = 1\n[[server.listen]]\naddr = \"LISTEN\"\ntls = false\n[[api]]\nname = \"a\"\n[[api.route]]\nkey = \"GET /x\"\nintegration = { type = \"mock\", body = \"ok\" }\n";
+    // This process holds two descriptors per client: its own soft limit
+    // goes up to the hard one first.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a local rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+    let gw = Running::start_limited(cfg, &[], Some(128));
+    let req = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+    let mut held = Vec::new();
+    let mut answered = 0;
+    for _ in 0..250 {
+        let mut c = Client::connect(gw.addr);
+        c.set_read_timeout(Duration::from_secs(3));
+        if c.try_send(req).is_ok() && c.read_response(false).is_some_and(|r| r.status == 200) {
+            answered += 1;
+        }
+        held.push(c);
+    }
+    assert_eq!(
+        answered, 250,
+        "clients went unanswered at the descriptor limit"
+    );
+    let started = Instant::now();
+    let mut c = Client::connect(gw.addr);
+    c.send(req);
+    assert_eq!(c.read_response(false).map(|r| r.status), Some(200));
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let said: Vec<String> = gw
+        .stderr
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|l| l.contains("accept failed"))
+        .cloned()
+        .collect();
+    assert!(
+        !said.is_empty() && said.len() <= 2,
+        "expected one rate-limited line, got {said:?}"
+    );
+    assert!(said[0].contains("Too many open files"), "{said:?}");
+}
+
+#[test]
+fn check_warns_when_the_open_files_limit_is_below_what_the_config_holds() {
+    use std::os::unix::process::CommandExt;
+    // One shard, a backlog of 4,096: about 4,400 descriptors.
+    let text = proxy_config("127.0.0.1:9".parse().expect("addr"), "backlog = 4096");
+    let cfg = write_config(&text.replace("LISTEN", "127.0.0.1:0"));
+    let run = |limit: u64| {
+        let mut cmd = bin();
+        // SAFETY: setrlimit(2) is async-signal-safe; the closure touches
+        // nothing but its copy of `limit`.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+                Ok(())
+            });
+        }
+        let out = cmd.arg("check").arg(&cfg.0).output().expect("check");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let low = run(1024);
+    assert!(
+        low.contains("warning: open-files limit 1024 is below the"),
+        "{low}"
+    );
+    assert!(!run(65_536).contains("open-files limit"));
 }

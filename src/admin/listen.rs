@@ -36,6 +36,8 @@ const WORKERS: usize = 8;
 const QUEUE: usize = 64;
 /// How often the loop looks whether it should stop.
 const POLL: Duration = Duration::from_millis(100);
+/// Pause before accepting again after an accept failed.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// What a connection sent: a request, or why it will not be one.
 pub type Parsed = Result<Request, ReadError>;
@@ -69,16 +71,27 @@ pub fn run(
         .collect();
     let mut reading: Vec<Reading> = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
+    // After an accept failed (out of descriptors): the listener stays
+    // readable, so it is left out of the poll for a moment, not spun on.
+    let mut accept_after = Instant::now();
     while !stop.load(Ordering::Acquire) && !stopping() {
         let now = Instant::now();
         reading.retain(|r| now < deadline(r));
-        let wait = reading
+        let mut wait = reading
             .iter()
             .map(|r| deadline(r).saturating_duration_since(now))
             .min()
             .unwrap_or(POLL)
             .min(POLL);
-        let mut fds: Vec<libc::pollfd> = std::iter::once(listener.as_raw_fd())
+        if accept_after > now {
+            wait = wait.min(accept_after - now);
+        }
+        let listen_fd = if now >= accept_after {
+            listener.as_raw_fd()
+        } else {
+            -1
+        };
+        let mut fds: Vec<libc::pollfd> = std::iter::once(listen_fd)
             .chain(reading.iter().map(|r| r.stream.as_raw_fd()))
             .map(|fd| libc::pollfd {
                 fd,
@@ -112,8 +125,8 @@ pub fn run(
                 dispatch(&tx, r.stream, p);
             }
         }
-        if fds[0].revents != 0 {
-            accept_all(&listener, &mut reading, &tx, &mut chunk);
+        if fds[0].revents != 0 && !accept_all(&listener, &mut reading, &tx, &mut chunk) {
+            accept_after = Instant::now() + ACCEPT_BACKOFF;
         }
     }
     drop(tx);
@@ -133,20 +146,21 @@ fn deadline(r: &Reading) -> Instant {
 }
 
 /// Takes every connection waiting in the backlog; a full table drops its
-/// oldest incomplete connection for each new one.
+/// oldest incomplete connection for each new one. False when an accept
+/// failed (out of descriptors): back off.
 fn accept_all(
     listener: &TcpListener,
     reading: &mut Vec<Reading>,
     tx: &SyncSender<(TcpStream, Parsed)>,
     chunk: &mut [u8],
-) {
+) -> bool {
     loop {
         let stream = match listener.accept() {
             Ok((s, _)) => s,
-            // Empty (a successor sharing the socket may have taken it),
-            // or out of descriptors: back to poll, which a full table of
-            // slow clients cannot starve (their deadlines run out).
-            Err(_) => return,
+            // Empty (a successor sharing the socket may have taken it).
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return false,
         };
         if stream.set_nonblocking(true).is_err() {
             continue;

@@ -143,7 +143,7 @@ pub fn render(control: &Control) -> String {
     }
 
     let shard_ids: Vec<String> = (0..counters.len()).map(|i| i.to_string()).collect();
-    let per_shard: [ShardFamily; 8] = [
+    let per_shard: [ShardFamily; 10] = [
         (
             "tollgate_connections_accepted_total",
             "counter",
@@ -191,6 +191,18 @@ pub fn render(control: &Control) -> String {
             "counter",
             "Client TLS handshakes that failed, timed out or were refused.",
             |c| Counters::get(&c.gauges.tls_failures),
+        ),
+        (
+            "tollgate_accept_fd_exhausted_total",
+            "counter",
+            "Accepts that failed because the process is out of file descriptors (EMFILE/ENFILE).",
+            |c| Counters::get(&c.gauges.accept_fd_exhausted),
+        ),
+        (
+            "tollgate_idle_connections_reclaimed_total",
+            "counter",
+            "Idle keep-alive client connections closed to free file descriptors for new clients.",
+            |c| Counters::get(&c.gauges.idle_reclaimed),
         ),
     ];
     for (name, kind, help, get) in per_shard {

@@ -269,6 +269,10 @@ pub struct ShardGauges {
     pub tls_handshakes: AtomicU64,
     pub tls_resumed: AtomicU64,
     pub tls_failures: AtomicU64,
+    /// Accepts that failed for want of file descriptors (EMFILE/ENFILE),
+    /// and idle keep-alive connections closed to free one.
+    pub accept_fd_exhausted: AtomicU64,
+    pub idle_reclaimed: AtomicU64,
 }
 
 /// One shard's counters.
@@ -368,6 +372,17 @@ impl Counters {
     /// Counts a client TLS handshake that did not complete.
     pub fn tls_failed(&self) {
         bump(&self.gauges.tls_failures);
+    }
+
+    /// Counts an accept that failed for want of file descriptors.
+    pub fn accept_fd_exhausted(&self) {
+        bump(&self.gauges.accept_fd_exhausted);
+    }
+
+    /// Counts idle connections closed to free descriptors.
+    pub fn idle_reclaimed(&self, n: u64) {
+        let c = &self.gauges.idle_reclaimed;
+        c.store(read(c) + n, Ordering::Relaxed);
     }
 
     pub fn connection_closed(&self) {

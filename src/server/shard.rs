@@ -426,6 +426,42 @@ impl Shard {
         self.pool.clear();
     }
 
+    /// Frees descriptors when accepts fail for want of them: drops the
+    /// shard's idle backend connections and closes up to `n` idle
+    /// keep-alive client connections, those idle longest first (their
+    /// pending reads end; each task then closes its socket). Connections
+    /// still waiting for their first request and busy ones are left.
+    /// Returns how many client connections it closed.
+    pub fn reclaim_idle(&self, n: usize) -> usize {
+        self.pool.clear();
+        let conns = self.conns.borrow();
+        let mut idle: Vec<(Instant, RawFd, &IdleState)> = conns
+            .iter()
+            .flatten()
+            .filter(|s| s.idle.idle.get() && !s.idle.fresh.get())
+            .map(|s| (s.idle.deadline.get(), s.fd, &*s.idle))
+            .collect();
+        // Earliest keep-alive deadline = idle longest.
+        idle.sort_unstable_by_key(|(deadline, _, _)| *deadline);
+        let mut closed = 0;
+        for (_, fd, state) in idle.into_iter().take(n) {
+            state.idle.set(false);
+            // SAFETY: shutdown(2) on an fd owned by a live connection task
+            // (slots are removed before the stream is dropped).
+            unsafe {
+                libc::shutdown(fd, libc::SHUT_RD);
+            }
+            closed += 1;
+        }
+        self.counters.idle_reclaimed(closed as u64);
+        closed
+    }
+
+    /// Connections this shard holds open.
+    pub fn open_connections(&self) -> usize {
+        self.conns.borrow().iter().flatten().count()
+    }
+
     /// Registers a connection; returns its slot for [`Shard::unregister`].
     pub fn register(&self, fd: RawFd, idle: Rc<IdleState>) -> usize {
         let slot = ConnSlot { fd, idle };

@@ -237,6 +237,54 @@ pub fn render(r: &HostReport, rec: &Recommendation) -> String {
     s
 }
 
+/// Descriptors `snap` can hold before a single request is in flight:
+/// per shard, every listener's accept queue and every backend pool at
+/// `max_idle_per_backend`, plus 256 for the process's own (io_uring
+/// rings, log files, the quota store, the admin listener's connections).
+pub fn descriptors_wanted(snap: &crate::config::Snapshot) -> u64 {
+    let mut backends = std::collections::HashSet::new();
+    for api in &snap.apis {
+        for stage in &api.stages {
+            let canary = stage.canary.iter().flat_map(|c| c.integrations.iter());
+            for i in stage.integrations.iter().chain(canary) {
+                if let crate::integration::Integration::Http(h) = i {
+                    backends.insert((h.addr, h.pool_key));
+                }
+            }
+        }
+    }
+    let s = &snap.server;
+    let backlog: u64 = s.listeners.iter().map(|l| u64::from(l.backlog)).sum();
+    let pools = backends.len() as u64 * s.max_idle_per_backend as u64;
+    s.cores.len() as u64 * (backlog + pools) + 256
+}
+
+/// A warning when the open-files hard limit `hard` (what `tollgate run`
+/// raises its soft limit to) is below [`descriptors_wanted`].
+pub fn nofile_warning(snap: &crate::config::Snapshot, hard: u64) -> Option<String> {
+    let want = descriptors_wanted(snap);
+    (hard < want).then(|| {
+        format!(
+            "open-files limit {hard} is below the {want} descriptors this configuration can hold (listen backlogs and backend pools on {} shard(s)): past it new clients wait while idle keep-alive connections are closed to make room; raise LimitNOFILE= (tuning/tollgate.service) or `ulimit -n`",
+            snap.server.cores.len()
+        )
+    })
+}
+
+/// The process's open-files hard limit.
+pub fn nofile_hard_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit struct at the pointer given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_max
+    } else {
+        u64::MAX
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
