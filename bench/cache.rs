@@ -20,6 +20,7 @@ fn benches(c: &mut Criterion) {
     let input = KeyInput {
         route: 7,
         method: None,
+        https: false,
         host: None,
         path: b"/pets/12345",
         query: Some(b"type=dog&page=2"),

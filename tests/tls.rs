@@ -1076,3 +1076,78 @@ stage = "prod"
     assert_eq!(origin.requests().len(), 2, "fetched again after the flush");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The scheme is part of the cache key (issue 18, item 7): an answer
+/// built for a plain-HTTP request (its links say `http://`) is never
+/// served to HTTPS clients of the same stage, nor the other way round.
+#[test]
+fn cached_answers_are_kept_apart_by_scheme() {
+    let dir = state_dir("tls-scheme-key");
+    let pki = Pki::new(&dir, "ca-scheme");
+    let srv = pki.leaf("srv", &["localhost", "127.0.0.1"], "localhost", false);
+    let origin = Origin::start(|req| {
+        common::ok(&format!(
+            "link {}://x/",
+            req.header("x-forwarded-proto").unwrap_or("?")
+        ))
+    });
+    // Two listeners: fixed free ports (two `:0` addresses would be one
+    // address listed twice).
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+    };
+    let (plain_addr, tls_addr) = (free(), free());
+    let gw = Gw::start(&format!(
+        r#"{}
+[server.cache]
+capacity = "16MB"
+[[server.listen]]
+addr = "{plain_addr}"
+tls = false
+[[server.listen]]
+addr = "{tls_addr}"
+certificate = "{}"
+key = "{}"
+[[api]]
+name = "a"
+[[api.stage]]
+name = "prod"
+cache = {{ ttl = "300s" }}
+[[api.route]]
+key = "GET /page"
+integration = {{ type = "http", uri = "http://{}/page" }}
+"#,
+        base(&dir),
+        srv.cert.display(),
+        srv.key.display(),
+        origin.addr
+    ));
+    let plain = || {
+        let mut c = common::Client::connect(gw.addrs[0]);
+        c.send(b"GET /prod/page HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        c.read_response(false).expect("response").text()
+    };
+    let tls = || {
+        let mut s =
+            connect(gw.addrs[1], "localhost", client(pki.roots(), BOTH, None)).expect("tls");
+        get(&mut s, "localhost", "/prod/page", "").expect("r").body
+    };
+    assert_eq!(plain(), "link http://x/");
+    assert_eq!(tls(), "link https://x/");
+    assert_eq!(plain(), "link http://x/");
+    assert_eq!(tls(), "link https://x/");
+    assert_eq!(origin.requests().len(), 2, "each scheme's answer is cached");
+    let g = gw.gw.as_ref().expect("running");
+    let flushed = tollgate::server::flush_url(
+        g.cache().expect("cache"),
+        &g.control().snapshot(),
+        Some(b"localhost"),
+        b"/prod/page",
+        &[],
+    )
+    .expect("flush");
+    assert_eq!(flushed, 2, "a URL flush takes both schemes' entries");
+    let _ = std::fs::remove_dir_all(&dir);
+}

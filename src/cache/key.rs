@@ -2,7 +2,7 @@
 //! NUL, so a stage can be flushed by prefix), then the route's metric id
 //! (stable for the process's life and the same across reloads for the
 //! same route key, so a reload that reorders routes never mixes their
-//! entries, and entries of unchanged routes stay valid). Without
+//! entries, and entries of unchanged routes stay valid), then the scheme. Without
 //! configured key parameters the Host, the full request path and the
 //! query string follow (what an NGINX or Varnish user expects: two URLs
 //! never share an entry). With `cache_key` parameters (Amazon API Gateway's
@@ -64,6 +64,10 @@ pub struct KeyInput<'a> {
     pub route: u32,
     /// The method, for methods other than GET and HEAD (which share).
     pub method: Option<&'a [u8]>,
+    /// The request came over TLS: an answer built for an `http` request
+    /// (with `http` links or redirects in it) is not served to `https`
+    /// clients, nor the other way round.
+    pub https: bool,
     /// The Host, where it is part of the key (compared case-blind).
     pub host: Option<&'a [u8]>,
     pub path: &'a [u8],
@@ -79,6 +83,7 @@ pub fn build(out: &mut Vec<u8>, prefix: &[u8], spec: &[KeyParam], input: &KeyInp
     out.clear();
     out.extend_from_slice(prefix);
     out.extend_from_slice(&input.route.to_le_bytes());
+    out.push(if input.https { b's' } else { b'p' });
     if let Some(m) = input.method {
         out.push(b'M');
         out.extend_from_slice(m);
@@ -190,6 +195,7 @@ mod tests {
         let input = KeyInput {
             route: 3,
             method: None,
+            https: false,
             host: None,
             path: path.as_bytes(),
             query: query.map(str::as_bytes),

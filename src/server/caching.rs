@@ -169,6 +169,8 @@ pub(super) struct Ask<'r, 'a, 's> {
     pub preserve_host: bool,
     /// The admin token: it may refresh entries like the invalidation token.
     pub admin_token: Option<KeyDigest>,
+    /// The request came over TLS (the scheme is part of the key).
+    pub https: bool,
 }
 
 impl Ask<'_, '_, '_> {
@@ -307,6 +309,7 @@ fn lookup(
     let input = KeyInput {
         route: r.metric,
         method: (!shared).then_some(method),
+        https: ask.https,
         // Whole-URL keys include the Host (Varnish's default); parameter
         // keys too when the backend sees the client's Host.
         host: (rc.key.is_empty() || ask.preserve_host)
@@ -658,25 +661,30 @@ pub fn flush_url(
         Some(crate::integration::Integration::Http(i)) if i.preserve_host
     );
     let param = |i: usize| r.params.get(i).map(|range| &r.path[range]);
-    let input = KeyInput {
-        route: r.metric,
-        method: None,
-        // As `lookup` builds it.
-        host: (rc.key.is_empty() || preserve_host)
-            .then_some(host)
-            .flatten(),
-        path: r.path,
-        query,
-        param: &param,
-        header: &header,
-    };
-    let mut k = Vec::new();
-    key::build(&mut k, &stage.prefix, &rc.key, &input);
-    // Variants live in any segment: every segment is scanned for them (an
-    // admin operation, not a request path).
-    let mut removed = usize::from(cache.flush_key(&k));
-    k.extend_from_slice(b"\0vary\0");
-    removed += cache.store.remove_prefix(&k);
+    let mut removed = 0;
+    // The entries for both schemes.
+    for https in [false, true] {
+        let input = KeyInput {
+            route: r.metric,
+            method: None,
+            https,
+            // As `lookup` builds it.
+            host: (rc.key.is_empty() || preserve_host)
+                .then_some(host)
+                .flatten(),
+            path: r.path,
+            query,
+            param: &param,
+            header: &header,
+        };
+        let mut k = Vec::new();
+        key::build(&mut k, &stage.prefix, &rc.key, &input);
+        // Variants live in any segment: every segment is scanned for them
+        // (an admin operation, not a request path).
+        removed += usize::from(cache.flush_key(&k));
+        k.extend_from_slice(b"\0vary\0");
+        removed += cache.store.remove_prefix(&k);
+    }
     Ok(removed)
 }
 

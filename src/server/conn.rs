@@ -551,6 +551,7 @@ impl Conn {
                             method,
                             preserve_host: integ.preserve_host,
                             admin_token: snap.server.admin.as_ref().and_then(|a| a.token),
+                            https: self.tls.is_some(),
                         };
                         caching::decide(&shard, &ask, info.upgrade, &mut self.kbuf).await
                     }
