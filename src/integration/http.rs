@@ -112,11 +112,11 @@ impl HttpIntegration {
     ) {
         out.put_slice(method);
         out.put_u8(b' ');
-        write_parts(out, &self.path, req_path, params);
+        write_parts(out, &self.path, req_path, params, false);
         let mut has_query = false;
         if let Some(q) = &self.query {
             out.put_u8(b'?');
-            write_parts(out, q, req_path, params);
+            write_parts(out, q, req_path, params, true);
             has_query = true;
         }
         if let Some(q) = client_query.filter(|q| !q.is_empty()) {
@@ -127,15 +127,37 @@ impl HttpIntegration {
     }
 }
 
-fn write_parts(out: &mut BytesMut, parts: &[Part], req_path: &[u8], params: &Params) {
+/// Writes the template, filling parameters from the (normalised) request
+/// path. A value substituted into the query string is percent-encoded
+/// for a query value (`7&role=admin` becomes `7%26role%3Dadmin`), so it
+/// can never add a parameter; in the path it is a path segment already.
+fn write_parts(out: &mut BytesMut, parts: &[Part], req_path: &[u8], params: &Params, query: bool) {
     for p in parts {
         match p {
             Part::Literal(l) => out.put_slice(l),
             Part::Param(i) => {
                 if let Some(r) = params.get(*i as usize) {
-                    out.put_slice(&req_path[r]);
+                    if query {
+                        encode_query_value(out, &req_path[r]);
+                    } else {
+                        out.put_slice(&req_path[r]);
+                    }
                 }
             }
+        }
+    }
+}
+
+/// Copies `v` (bytes of a normalised path) as a query value: unreserved
+/// characters, percent-encodings already in it, and `! $ ' ( ) * , : @ /`
+/// as they are; everything else (`&`, `=`, `+`, `;`, `#`, ...) encoded.
+fn encode_query_value(out: &mut BytesMut, v: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in v {
+        if b.is_ascii_alphanumeric() || b"-._~%!$'()*,:@/".contains(&b) {
+            out.put_u8(b);
+        } else {
+            out.put_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
         }
     }
 }
@@ -255,6 +277,31 @@ mod tests {
         assert_eq!(
             line("http://127.0.0.1:9000", "GET /u", "GET", "/u", None),
             "GET / HTTP/1.1\r\n"
+        );
+    }
+
+    #[test]
+    fn a_parameter_in_the_query_cannot_add_parameters() {
+        assert_eq!(
+            line(
+                "http://127.0.0.1:9000/pets?id={id}&role=user",
+                "GET /pets/{id}",
+                "GET",
+                "/pets/7&role=admin",
+                None
+            ),
+            "GET /pets?id=7%26role%3Dadmin&role=user HTTP/1.1\r\n"
+        );
+        assert_eq!(
+            line(
+                "http://127.0.0.1:9000/p/{id}?q={id}",
+                "GET /x/{id}",
+                "GET",
+                "/x/a;b+c=d%20e",
+                None
+            ),
+            "GET /p/a;b+c=d%20e?q=a%3Bb%2Bc%3Dd%20e HTTP/1.1\r\n",
+            "in the path as it is, in the query encoded"
         );
     }
 
