@@ -198,4 +198,24 @@ out=$(s_client -tls1_3 -servername api.example.com -sess_in sess.pem)
 grep -q "^Reused, TLSv1.3" <<<"$out" || fail "TLS 1.3 ticket resumption: $out"
 pass "openssl s_client: TLS 1.3 session ticket resumed"
 
+# A TLS 1.2 client asking to renegotiate gets rustls' no_renegotiation
+# alert at once (it used to wait for the keep-alive timer, ~60 s).
+mkfifo reneg.in
+exec 7<>reneg.in
+timeout 20 openssl s_client -connect "127.0.0.1:$PORT" -servername api.example.com \
+    -CAfile ca.pem -tls1_2 <reneg.in >reneg.out 2>&1 &
+RENEG_PID=$!
+for _ in $(seq 1 50); do
+    grep -q "Verify return code" reneg.out && break
+    sleep 0.1
+done
+t0=$(date +%s%N)
+echo R >&7
+wait "$RENEG_PID" || true
+t1=$(date +%s%N)
+exec 7>&-
+grep -q "no renegotiation" reneg.out || fail "renegotiation: no alert: $(tail -n 3 reneg.out)"
+(( (t1 - t0) < 2000000000 )) || fail "renegotiation: the alert took $(( (t1 - t0) / 1000000 )) ms"
+pass "openssl s_client: TLS 1.2 renegotiation refused at once ($(( (t1 - t0) / 1000000 )) ms)"
+
 echo "all TLS client checks passed"

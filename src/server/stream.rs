@@ -24,6 +24,9 @@ pub trait TlsIo: AsyncRead + AsyncWrite + Unpin {
     fn tcp(&self) -> &TcpStream;
     /// Queues a close_notify alert.
     fn close_notify(&mut self);
+    /// TLS records wait to be sent (an alert rustls queued while reading,
+    /// such as `no_renegotiation`).
+    fn wants_write(&self) -> bool;
     /// True when the TLS layer holds nothing unread: no plaintext, no
     /// close_notify (checked before an idle connection is reused; the
     /// socket-level check cannot see what rustls already took in).
@@ -40,6 +43,9 @@ macro_rules! tls_io {
             }
             fn close_notify(&mut self) {
                 self.get_mut().1.send_close_notify();
+            }
+            fn wants_write(&self) -> bool {
+                self.get_ref().1.wants_write()
             }
             fn idle_clean(&mut self) -> bool {
                 clean(self.get_mut().1.process_new_packets())
@@ -111,7 +117,18 @@ impl<T: TlsIo> AsyncRead for Stream<T> {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(t) => Pin::new(&mut **t).poll_read(cx, buf),
+            Stream::Tls(t) => {
+                let read = Pin::new(&mut **t).poll_read(cx, buf);
+                // What rustls answered while reading (a TLS 1.2 client's
+                // renegotiation gets a `no_renegotiation` alert) goes out
+                // now, not with the next response: the client waits for
+                // it. A write that would block is finished by the next
+                // flush.
+                if t.wants_write() {
+                    let _ = Pin::new(&mut **t).poll_flush(cx);
+                }
+                read
+            }
         }
     }
 }
