@@ -316,6 +316,19 @@ fn reload(
     admin: Option<std::net::SocketAddr>,
     token: Option<String>,
 ) -> ExitCode {
+    // The token: --token / TOLLGATE_ADMIN_TOKEN, else the config's
+    // `server.admin.token` (a `token_sha256` cannot be sent).
+    let token = match (token, config) {
+        (Some(t), _) => Some(t),
+        (None, Some(path)) => match admin_token_of(path) {
+            Ok(t) => t,
+            Err(e) => {
+                say!("tollgate: {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => None,
+    };
     let addr = match (admin, config) {
         (Some(a), _) => a,
         (None, Some(path)) => match admin_addr_of(path) {
@@ -351,6 +364,25 @@ fn reload(
             say!("tollgate: cannot reach the admin listener on {addr}: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The admin token in a config file (`server.admin.token`), read
+/// leniently like [`admin_addr_of`]; an error when only its digest is
+/// there, which cannot be sent.
+fn admin_token_of(path: &Path) -> Result<Option<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let value: toml::Value = toml::from_str(&text).map_err(|e| e.message().trim().to_string())?;
+    let admin = value.get("server").and_then(|s| s.get("admin"));
+    let token = admin
+        .and_then(|a| a.get("token"))
+        .and_then(toml::Value::as_str);
+    match token {
+        Some(t) => Ok(Some(t.to_string())),
+        None if admin.and_then(|a| a.get("token_sha256")).is_some() => Err(
+            "server.admin.token_sha256 is a digest, not the token: pass it with --token or TOLLGATE_ADMIN_TOKEN".into(),
+        ),
+        None => Ok(None),
     }
 }
 

@@ -941,3 +941,35 @@ fn check_warns_when_the_open_files_limit_is_below_what_the_config_holds() {
     );
     assert!(!run(65_536).contains("open-files limit"));
 }
+
+/// `tollgate reload CONFIG` takes the token from `server.admin.token`
+/// (issue 18, item 10: it was ignored and the reload got 401).
+#[test]
+fn reload_command_reads_the_admin_token_from_the_config() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let origin = Origin::ok("backend");
+    let text = proxy_config(origin.addr, "")
+        + &format!("\n[server.admin]\naddr = \"{free}\"\ntoken = \"s3cret-admin-token-0123\"\n");
+    let gw = Running::start(&text);
+    let reload = |extra: &[&str]| {
+        bin()
+            .arg("reload")
+            .arg(&gw._cfg.0)
+            .args(extra)
+            .env_remove("TOLLGATE_ADMIN_TOKEN")
+            .output()
+            .expect("run reload")
+    };
+    let out = reload(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A token given on the command line wins (and here is wrong).
+    let out = reload(&["--token", "wrong"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+}
