@@ -277,6 +277,44 @@ fn slowloris_head_gets_408_and_idle_keepalive_is_closed() {
     assert!(t.elapsed() < Duration::from_secs(3));
 }
 
+/// A connection that never sends a byte gets `client_header` (after the
+/// kernel's TCP_DEFER_ACCEPT second), not the keep-alive timeout (issue
+/// 18, item 11: it was held for `keepalive`, 61 s by default).
+#[test]
+fn a_silent_new_connection_gets_client_header_not_keepalive() {
+    let origin = Origin::ok("x");
+    for defer in ["true", "false"] {
+        let config = proxy_config(
+            origin.addr,
+            "[server.timeouts]\nclient_header = \"300ms\"\nkeepalive = \"20s\"",
+        )
+        .replace(
+            "tls = false",
+            &format!("tls = false\ndefer_accept = {defer}"),
+        );
+        let gw = TestGateway::start(&config);
+        let mut c = gw.connect();
+        c.set_read_timeout(Duration::from_secs(10));
+        let t = Instant::now();
+        assert!(c.is_closed());
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "defer_accept = {defer}: closed after {:?}",
+            t.elapsed()
+        );
+        // A keep-alive connection after its first request gets `keepalive`.
+        let mut c = gw.connect();
+        assert_eq!(c.get("/mock").status, 200);
+        c.set_read_timeout(Duration::from_secs(1));
+        let mut b = [0u8; 1];
+        let r = c.read_raw(&mut b);
+        assert!(
+            matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
+            "keep-alive connection closed early: {r:?}"
+        );
+    }
+}
+
 #[test]
 fn slow_request_body_gets_408() {
     let origin = Origin::ok("x");

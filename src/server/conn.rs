@@ -329,6 +329,11 @@ impl Conn {
             }
             let wait = if idle && self.shard.draining() {
                 server.timeouts.keepalive.min(super::shard::FRESH_GRACE)
+            } else if idle && self.idle.fresh.get() {
+                // A new connection that has sent nothing yet: it has
+                // `client_header` for its first request, not a keep-alive
+                // timeout (it has had no request to keep alive).
+                server.timeouts.client_header
             } else if idle {
                 server.timeouts.keepalive
             } else {

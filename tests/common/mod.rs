@@ -375,6 +375,11 @@ impl Client {
         b
     }
 
+    /// One read of whatever the server sends (an error on a timeout).
+    pub fn read_raw(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.reader.read(buf)
+    }
+
     /// True when the server has closed the connection.
     pub fn is_closed(&mut self) -> bool {
         let mut b = [0u8; 1];
