@@ -556,6 +556,36 @@ mod tests {
     }
 
     #[test]
+    fn host_values_must_name_a_host() {
+        for good in [
+            "api.example.com",
+            "api.example.com:8443",
+            "api.example.com.",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:443",
+            "[2001:db8::7]:8080",
+            "localhost:",
+            "a_b-c",
+        ] {
+            ok(&format!("GET / HTTP/1.1\r\nHost: {good}\r\n\r\n"));
+        }
+        // An empty Host is legal (RFC 9112 §3.2).
+        ok("GET / HTTP/1.1\r\nHost: \r\n\r\n");
+        for bad in [
+            "::1", "a..b", ".a", "a.b..", "[::1", "[::1]x", "[nope]", "a:b", "a:99999", "a:1:2",
+            ":80", "a/b", "a@b",
+        ] {
+            assert_eq!(
+                err(&format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n")),
+                400,
+                "{bad}"
+            );
+        }
+        assert_eq!(err("GET http://a..b/ HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+    }
+
+    #[test]
     fn standard_methods_in_another_case_are_refused() {
         for m in ["get", "Get", "pOST", "delete", "patch", "Options"] {
             assert_eq!(

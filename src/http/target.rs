@@ -244,9 +244,57 @@ fn has_dot_segment(path: &[u8]) -> bool {
     !in_params && is_dots(dots, other)
 }
 
-/// Host per RFC 3986 reg-name / IP-literal with optional port, without
-/// userinfo. Empty is allowed (RFC 9112 §3.2: a target without authority).
+/// Host per RFC 3986 §3.2.2–3: an IP-literal (`[v6]`, which must parse as
+/// an IPv6 address) or a reg-name / IPv4 address, then an optional
+/// `:port` of digits, without userinfo. A reg-name's labels are not empty
+/// (`a..b` and `.a` are refused; one final dot is the same name), its
+/// characters RFC 3986's. Empty is allowed (RFC 9112 §3.2: a target
+/// without authority). NGINX refuses the same hosts with 400.
 pub(super) fn valid_host(v: &[u8]) -> bool {
-    v.iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b"-._~:[]!$&'()*+,;=%".contains(&b))
+    if v.is_empty() {
+        return true;
+    }
+    let (host, port) = if v[0] == b'[' {
+        let Some(end) = memchr::memchr(b']', v) else {
+            return false;
+        };
+        let literal = &v[1..end];
+        let ok = std::str::from_utf8(literal)
+            .ok()
+            .and_then(|s| s.parse::<std::net::Ipv6Addr>().ok())
+            .is_some();
+        if !ok {
+            return false;
+        }
+        match &v[end + 1..] {
+            [] => return true,
+            [b':', port @ ..] => (&[][..], Some(port)),
+            _ => return false,
+        }
+    } else {
+        match memchr::memchr(b':', v) {
+            Some(i) => (&v[..i], Some(&v[i + 1..])),
+            None => (v, None),
+        }
+    };
+    if let Some(p) = port {
+        let digits = p.len() <= 5 && p.iter().all(u8::is_ascii_digit);
+        if !digits
+            || (!p.is_empty() && p.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) > 65_535)
+        {
+            return false;
+        }
+    }
+    if host.is_empty() {
+        // `[v6]:port` was handled above; `:80` names no host.
+        return v[0] == b'[';
+    }
+    let name = host.strip_suffix(b".").unwrap_or(host);
+    !name.is_empty()
+        && name.split(|&b| b == b'.').all(|label| {
+            !label.is_empty()
+                && label
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b"-_~!$&'()*+,;=%".contains(&b))
+        })
 }
