@@ -531,3 +531,16 @@ integration = {{ type = "mock", body = "free" }}
     assert_eq!(c.get("/free").text(), "free");
     assert!(origin.requests().is_empty());
 }
+
+/// An empty line (bare LF or CRLF) before a pipelined request is ignored
+/// (RFC 9112 §2.2), as NGINX does; it was a 400 for a bare LF.
+#[test]
+fn an_empty_line_before_a_pipelined_request_is_ignored() {
+    let origin = Origin::ok("x");
+    let gw = TestGateway::start(&proxy_config(origin.addr, ""));
+    let mut c = gw.connect();
+    c.send(b"GET /mock HTTP/1.1\r\nHost: t\r\n\r\n\nGET /mock HTTP/1.1\r\nHost: t\r\n\r\n\r\nGET /mock HTTP/1.1\r\nHost: t\r\n\r\n");
+    for _ in 0..3 {
+        assert_eq!(c.read_response(false).map(|r| r.status), Some(200));
+    }
+}

@@ -205,7 +205,14 @@ fn parse_head(
     if req.headers.len() > limits.max_headers {
         return Err(HeadError::HeaderTooLarge);
     }
-    if has_bare_lf(&buf[..head_len]) {
+    // Empty lines before the request line are ignored (RFC 9112 §2.2),
+    // CRLF or bare LF alike, as httparse and NGINX do; bare LF anywhere
+    // in the head itself is refused.
+    let skip = buf[..head_len]
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(head_len);
+    if has_bare_lf(&buf[skip..head_len]) {
         return Err(HeadError::BadRequest("bare LF in request head"));
     }
 
@@ -722,6 +729,20 @@ mod tests {
             )
             .websocket_upgrade
         );
+    }
+
+    #[test]
+    fn empty_lines_before_a_request_are_ignored() {
+        for raw in [
+            "\r\nGET /a HTTP/1.1\r\nHost: a\r\n\r\n",
+            "\nGET /a HTTP/1.1\r\nHost: a\r\n\r\n",
+            "\r\n\nGET /a HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            let h = ok(raw);
+            assert_eq!(h.path(raw.as_bytes()), b"/a");
+            assert_eq!(h.head_len, raw.len());
+        }
+        assert_eq!(err("\nGET /a HTTP/1.1\nHost: a\r\n\r\n"), 400);
     }
 
     #[test]
