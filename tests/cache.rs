@@ -1001,3 +1001,24 @@ fn large_not_modified_hits_send_no_body_and_backend_age_counts() {
     let age: u64 = r.header("age").and_then(|a| a.parse().ok()).expect("age");
     assert!((5..=6).contains(&age), "age {age}");
 }
+
+/// Invalid freshness information from a backend (`max-age=-1`) means
+/// stale (RFC 9111 §4.2.1): nothing is served from the cache for it
+/// (issue 18, item 14: it was stored for the stage TTL).
+#[test]
+fn an_invalid_max_age_is_stale() {
+    for cc in ["max-age=-1", "max-age", "s-maxage=x"] {
+        let origin = Origin::start(move |_| {
+            Reply::Raw(
+                format!("HTTP/1.1 200 OK\r\nCache-Control: {cc}\r\nContent-Length: 2\r\n\r\nhi")
+                    .into_bytes(),
+            )
+        });
+        let gw = TestGateway::start(&one_route(origin.addr, ""));
+        let mut c = gw.connect();
+        for _ in 0..3 {
+            assert_eq!(get(&mut c, "/prod/x", "").status, 200);
+        }
+        assert_eq!(origin.requests().len(), 3, "{cc}: served from the cache");
+    }
+}

@@ -30,11 +30,12 @@ impl Storable {
             } else if is("must-revalidate") || is("proxy-revalidate") {
                 self.no_stale = true;
             } else if is("max-age") {
-                if let Some(v) = arg.and_then(seconds) {
-                    self.max_age = Some(self.max_age.map_or(v, |m: u64| m.min(v)));
-                }
+                // Invalid freshness information (`max-age=-1`, `max-age`
+                // without a value) means stale (RFC 9111 §4.2.1): 0.
+                let v = arg.and_then(seconds).unwrap_or(0);
+                self.max_age = Some(self.max_age.map_or(v, |m: u64| m.min(v)));
             } else if is("s-maxage") {
-                s_maxage = arg.and_then(seconds);
+                s_maxage = Some(arg.and_then(seconds).unwrap_or(0));
             }
         }
         if s_maxage.is_some() {
@@ -108,7 +109,12 @@ mod tests {
         );
         assert_eq!(read("max-age=60, s-maxage=10").max_age, Some(10));
         assert_eq!(read("max-age=\"30\"").max_age, Some(30));
-        assert_eq!(read("max-age=abc").max_age, None);
+        // Invalid freshness information: stale (RFC 9111 §4.2.1).
+        assert_eq!(read("max-age=abc").max_age, Some(0));
+        assert_eq!(read("max-age=-1").max_age, Some(0));
+        assert_eq!(read("max-age").max_age, Some(0));
+        assert_eq!(read("max-age=60, s-maxage=-5").max_age, Some(0));
+        assert_eq!(read("public").max_age, None);
         assert_eq!(
             read("max-age=99999999999999999999999").max_age,
             Some(u64::MAX)
