@@ -418,6 +418,43 @@ fn upgrade_other_than_websocket_is_not_forwarded() {
     assert!(origin.requests()[0].header("upgrade").is_none());
 }
 
+/// Of a client's Upgrade list only `websocket` reaches the backend, and a
+/// backend's 101 to anything but WebSocket is a 502, never a tunnel
+/// (issue 18, item 15: `h2c` was tunnelled).
+#[test]
+fn only_a_switch_to_websocket_is_tunnelled() {
+    let origin = Origin::start(|req| {
+        let proto = if req.target.ends_with("h2c") {
+            "h2c"
+        } else {
+            "websocket, h2c"
+        };
+        Reply::Raw(
+            format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: {proto}\r\nConnection: Upgrade\r\n\r\n")
+                .into_bytes(),
+        )
+    });
+    let gw = TestGateway::start(&proxy_config(origin.addr, ""));
+    for path in ["/api/h2c", "/api/both"] {
+        let mut c = gw.connect();
+        c.send(
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: h2c, websocket\r\nSec-WebSocket-Version: 13\r\n\r\n")
+                .as_bytes(),
+        );
+        let r = c.read_response(false).expect("response");
+        assert_eq!(r.status, 502, "{path}");
+    }
+    for req in origin.requests() {
+        assert_eq!(
+            req.header("upgrade"),
+            Some("websocket"),
+            "{:?}",
+            req.headers
+        );
+        assert_eq!(req.header_count("upgrade"), 1);
+    }
+}
+
 #[test]
 fn deferred_accept_listeners_serve_and_take_clients_that_wait() {
     let gw = TestGateway::start(

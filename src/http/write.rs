@@ -87,9 +87,10 @@ pub fn forward_request_headers(
                     header(out, name, h.value.of(buf));
                 }
             }
-            HeaderKind::Upgrade if head.websocket_upgrade => {
-                header(out, h.name.of(buf), h.value.of(buf));
-            }
+            // Of the client's Upgrade list only `websocket` goes on
+            // (written once, below): a backend is never asked to switch
+            // to a protocol the gateway cannot carry (h2c).
+            HeaderKind::Upgrade => {}
             HeaderKind::XForwardedFor if !xff_written => {
                 // Merge every X-Forwarded-For line, then append the client.
                 out.put_slice(b"x-forwarded-for: ");
@@ -122,7 +123,7 @@ pub fn forward_request_headers(
     header(out, fwd.request_id_header, fwd.request_id);
     out.put_slice(fwd.extra);
     if head.websocket_upgrade {
-        out.put_slice(b"connection: upgrade\r\n");
+        out.put_slice(b"upgrade: websocket\r\nconnection: upgrade\r\n");
     }
     match framing {
         Framing::Length(n) => content_length(out, n),

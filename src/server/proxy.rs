@@ -869,6 +869,18 @@ async fn read_backend(
     }
 }
 
+/// Whether a backend's 101 names `websocket` as the protocol it switches
+/// to, and nothing else.
+fn switches_to_websocket(buf: &[u8], rhead: &ResponseHead) -> bool {
+    let mut protocols = rhead
+        .headers
+        .iter()
+        .filter(|h| h.kind == crate::http::HeaderKind::Upgrade)
+        .flat_map(|h| crate::http::tokens(h.value.of(buf)));
+    let first = protocols.next();
+    first.is_some_and(|p| p.eq_ignore_ascii_case(b"websocket")) && protocols.next().is_none()
+}
+
 /// Reads until a final (non-1xx) response head is buffered in `up.rbuf`.
 async fn read_response_head(
     shard: &Shard,
@@ -897,9 +909,12 @@ async fn read_response_head(
                         up.rbuf.consume(n);
                         continue;
                     }
-                    if rhead.status == 101 && !info.upgrade {
-                        // Only a WebSocket upgrade forwards Upgrade; a 101
-                        // to anything else is a backend error.
+                    if rhead.status == 101
+                        && !(info.upgrade && switches_to_websocket(up.rbuf.filled(), rhead))
+                    {
+                        // Only a WebSocket upgrade forwards Upgrade, and
+                        // only a switch to WebSocket is tunnelled; a 101
+                        // to anything else (h2c) is a backend error.
                         return Err(HeadError::Bad);
                     }
                     return Ok(());
