@@ -1022,3 +1022,32 @@ fn an_invalid_max_age_is_stale() {
         assert_eq!(origin.requests().len(), 3, "{cc}: served from the cache");
     }
 }
+
+/// A GET with a body is neither answered from the cache nor stored
+/// (issue 18, item 16: a backend reflecting the body poisoned the entry).
+#[test]
+fn a_get_with_a_body_bypasses_the_cache() {
+    let origin = Origin::start(|req| {
+        let body = format!("saw {}", String::from_utf8_lossy(&req.body));
+        Reply::Raw(
+            format!(
+                "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    });
+    let gw = TestGateway::start(&one_route(origin.addr, ""));
+    let mut c = gw.connect();
+    c.send(b"GET /prod/x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nEVIL");
+    assert_eq!(c.read_response(false).expect("r").text(), "saw EVIL");
+    c.send(b"GET /prod/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nEVIL\r\n0\r\n\r\n");
+    assert_eq!(c.read_response(false).expect("r").text(), "saw EVIL");
+    // A plain GET gets its own answer, then it from the cache.
+    assert_eq!(get(&mut c, "/prod/x", "").text(), "saw ");
+    assert_eq!(get(&mut c, "/prod/x", "").text(), "saw ");
+    assert_eq!(origin.requests().len(), 3);
+    // And a body-carrying GET does not get the cached answer either.
+    c.send(b"GET /prod/x HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nZ");
+    assert_eq!(c.read_response(false).expect("r").text(), "saw Z");
+}

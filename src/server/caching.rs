@@ -210,6 +210,13 @@ pub(super) async fn decide(
     if !rc.methods.iter().any(|m| **m == *wanted) {
         return None;
     }
+    // A GET or HEAD with a body ("fat GET"): the key does not cover the
+    // body, and a backend that reflects it would poison the entry. It is
+    // passed through, neither answered from the cache nor stored (NGINX
+    // caches it; Varnish drops the body).
+    if wanted == b"GET" && ask.head.body != crate::http::BodyKind::None {
+        return None;
+    }
     let look = |kbuf: &mut Vec<u8>, waited: Option<u64>| {
         lookup(
             cache,
