@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
-use super::schema::{AccessLogConfig, Config, IntegrationConfig, RouteConfig, TimeoutsConfig};
+use super::schema::{
+    AccessLogConfig, Config, IntegrationConfig, LimitsConfig, RouteConfig, TimeoutsConfig,
+};
 use super::snapshot::StageLog;
 use super::snapshot::{Api, Canary, Limit, Stage};
 use crate::integration::{
@@ -122,6 +124,50 @@ fn compile_log(
     }))
 }
 
+/// Amazon API Gateway's stage variable limits: at most 100 per stage, names
+/// of letters, digits and `_` up to 64 characters, values up to 512
+/// characters. (A longer value could only build a request line no
+/// backend takes.)
+pub const MAX_STAGE_VARIABLES: usize = 100;
+pub const MAX_STAGE_VARIABLE_NAME: usize = 64;
+pub const MAX_STAGE_VARIABLE_VALUE: usize = 512;
+
+fn check_variables(
+    vars: &BTreeMap<String, String>,
+    path: &str,
+    issue: &mut impl FnMut(String, String),
+) {
+    if vars.len() > MAX_STAGE_VARIABLES {
+        issue(
+            path.to_string(),
+            format!(
+                "{} variables: at most {MAX_STAGE_VARIABLES} per stage (Amazon API Gateway's limit)",
+                vars.len()
+            ),
+        );
+    }
+    for (name, value) in vars {
+        let name_ok = !name.is_empty()
+            && name.len() <= MAX_STAGE_VARIABLE_NAME
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !name_ok {
+            issue(
+                format!("{path}.{name}"),
+                format!("a name is 1 to {MAX_STAGE_VARIABLE_NAME} letters, digits or `_`"),
+            );
+        }
+        let chars = value.chars().count();
+        if chars > MAX_STAGE_VARIABLE_VALUE {
+            issue(
+                format!("{path}.{name}"),
+                format!(
+                    "the value is {chars} characters: at most {MAX_STAGE_VARIABLE_VALUE} (Amazon API Gateway's limit)"
+                ),
+            );
+        }
+    }
+}
+
 /// Compiles route `r`'s integration with stage variables `vars`; an error
 /// comes with its key path (under `ipath`, the route's `integration`).
 fn compile_integration(
@@ -130,6 +176,7 @@ fn compile_integration(
     ipath: &str,
     vars: &BTreeMap<String, String>,
     t: &TimeoutsConfig,
+    limits: &LimitsConfig,
 ) -> Result<Integration, (String, IntegrationError)> {
     match &r.integration {
         IntegrationConfig::Http {
@@ -149,6 +196,17 @@ fn compile_integration(
                     )
                 })
                 .map_err(|e| (format!("{ipath}.uri"), e))?;
+            if h.literal_len() > limits.max_uri_bytes {
+                return Err((
+                    format!("{ipath}.uri"),
+                    IntegrationError::TooLarge {
+                        what: "the backend request target (stage variables substituted)",
+                        len: h.literal_len(),
+                        limit: limits.max_uri_bytes,
+                        why: "server.limits.max_uri_bytes: backends refuse longer request lines",
+                    },
+                ));
+            }
             // Decided on the substituted URI: a stage variable may hold
             // the scheme.
             if h.https {
@@ -170,9 +228,33 @@ fn compile_integration(
             status,
             headers,
             body,
-        } => MockIntegration::compile(*status, headers, body)
-            .map(Integration::Mock)
-            .map_err(|e| (ipath.to_string(), e)),
+        } => {
+            let m = MockIntegration::compile(*status, headers, body)
+                .map_err(|e| (ipath.to_string(), e))?;
+            if m.headers.len() > limits.max_response_header_bytes {
+                return Err((
+                    format!("{ipath}.headers"),
+                    IntegrationError::TooLarge {
+                        what: "the header block",
+                        len: m.headers.len(),
+                        limit: limits.max_response_header_bytes,
+                        why: "server.limits.max_response_header_bytes, the limit a backend's head is held to",
+                    },
+                ));
+            }
+            if m.body.len() as u64 > limits.max_body_bytes {
+                return Err((
+                    format!("{ipath}.body"),
+                    IntegrationError::TooLarge {
+                        what: "the body",
+                        len: m.body.len(),
+                        limit: limits.max_body_bytes as usize,
+                        why: "server.limits.max_body_bytes",
+                    },
+                ));
+            }
+            Ok(Integration::Mock(m))
+        }
     }
 }
 
@@ -231,6 +313,25 @@ pub(super) fn compile(
         let mut keys = Vec::new();
         for (ri, r) in a.routes.iter().enumerate() {
             let rpath = format!("{apath}.route[{ri}].key");
+            // A route whose path is longer than any request target the
+            // gateway takes can never match.
+            let path_len = r
+                .key
+                .trim()
+                .split_once(' ')
+                .map_or(0, |(_, p)| p.trim().len());
+            if path_len + base.len() > config.server.limits.max_uri_bytes {
+                issue(
+                    rpath,
+                    format!(
+                        "the path is {} bytes (with the base path): longer than server.limits.max_uri_bytes ({}), so no request can match it",
+                        path_len + base.len(),
+                        config.server.limits.max_uri_bytes
+                    ),
+                );
+                keys.push(None);
+                continue;
+            }
             match r.key.parse::<RouteKey>() {
                 Ok(k) => {
                     if let Err(e) = routes.insert(&k) {
@@ -283,6 +384,10 @@ pub(super) fn compile(
                     ),
                 );
             }
+            check_variables(&st.variables, &format!("{spath}.variables"), issue);
+            if let Some(c) = &st.canary {
+                check_variables(&c.variables, &format!("{spath}.canary.variables"), issue);
+            }
             if stage_cfgs[..si].iter().any(|o| o.name == st.name) {
                 issue(
                     format!("{spath}.name"),
@@ -307,7 +412,14 @@ pub(super) fn compile(
                         );
                     }
                 }
-                match compile_integration(r, keys[ri].as_ref(), &ipath, &st.variables, t) {
+                match compile_integration(
+                    r,
+                    keys[ri].as_ref(),
+                    &ipath,
+                    &st.variables,
+                    t,
+                    &config.server.limits,
+                ) {
                     Ok(i) => {
                         integrations.push(i);
                         stage_ok.push(true);
@@ -408,7 +520,14 @@ pub(super) fn compile(
                 let mut canary_integrations = Vec::with_capacity(a.routes.len());
                 for (ri, r) in a.routes.iter().enumerate() {
                     let ipath = format!("{apath}.route[{ri}].integration");
-                    match compile_integration(r, keys[ri].as_ref(), &ipath, &vars, t) {
+                    match compile_integration(
+                        r,
+                        keys[ri].as_ref(),
+                        &ipath,
+                        &vars,
+                        t,
+                        &config.server.limits,
+                    ) {
                         Ok(i) => canary_integrations.push(i),
                         // The stage's own error, already reported.
                         Err(_) if !stage_ok[ri] => {}

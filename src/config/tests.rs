@@ -978,3 +978,58 @@ fn canary_pick_bounds_stickiness_and_distribution() {
 fn picked_reference() -> Vec<u32> {
     vec![0, 3, 4, 5, 9, 12, 13, 15, 16, 17, 19]
 }
+
+/// `tollgate check` bounds what can never work (issue 18, item 17), with
+/// the key path and the reason.
+#[test]
+fn what_can_never_work_is_refused_with_the_reason() {
+    let reasons = |text: &str| -> Vec<(String, String)> {
+        match build(text) {
+            Ok(_) => panic!("config should be rejected"),
+            Err(issues) => issues.into_iter().map(|i| (i.path, i.reason)).collect(),
+        }
+    };
+    // A route key longer than any request target.
+    let long = format!("/{}", "a".repeat(1 << 20));
+    let r = reasons(&MINIMAL.replace("GET /hello", &format!("GET {long}")));
+    assert_eq!(r[0].0, "api[0].route[0].key");
+    assert!(r[0].1.contains("max_uri_bytes"), "{r:?}");
+    // A mock header block larger than any head a client takes.
+    let r = reasons(&MINIMAL.replace(
+        r#"body = "hi" }"#,
+        &format!(
+            r#"body = "hi", headers = {{ x-big = "{}" }} }}"#,
+            "b".repeat(1 << 20)
+        ),
+    ));
+    assert_eq!(r[0].0, "api[0].route[0].integration.headers");
+    assert!(r[0].1.contains("max_response_header_bytes"), "{r:?}");
+    // A stage variable that would build a 1 MB request line.
+    let stage = |value: &str| {
+        MINIMAL.replace(
+            "[[api.route]]",
+            &format!("[[api.stage]]\nname = \"prod\"\nvariables = {{ v = \"{value}\" }}\n[[api.route]]"),
+        )
+        .replace(
+            r#"integration = { type = "mock", body = "hi" }"#,
+            r#"integration = { type = "http", uri = "http://127.0.0.1:9/${stageVariables.v}" }"#,
+        )
+    };
+    let r = reasons(&stage(&"v".repeat(1 << 20)));
+    assert!(
+        r.iter()
+            .any(|(p, why)| p == "api[0].stage[0].variables.v" && why.contains("512")),
+        "{r:?}"
+    );
+    assert!(
+        r.iter().any(|(p, why)| p == "api[0].route[0].integration.uri" && why.contains("max_uri_bytes")),
+        "{r:?}"
+    );
+    assert!(build(&stage(&"v".repeat(500))).is_ok());
+    // Userinfo in a backend URI says so.
+    let r = reasons(&MINIMAL.replace(
+        r#"integration = { type = "mock", body = "hi" }"#,
+        r#"integration = { type = "http", uri = "http://user:pw@127.0.0.1:9/x" }"#,
+    ));
+    assert!(r[0].1.contains("userinfo"), "{r:?}");
+}

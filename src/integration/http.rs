@@ -69,7 +69,10 @@ impl HttpIntegration {
         if authority.contains(['{', '}']) {
             return Err(IntegrationError::PlaceholderInAuthority);
         }
-        if authority.is_empty() || authority.contains('@') {
+        if authority.contains('@') {
+            return Err(IntegrationError::Userinfo);
+        }
+        if authority.is_empty() {
             return Err(IntegrationError::NoHost);
         }
         let (host, port) = split_host_port(authority, default_port)?;
@@ -91,6 +94,21 @@ impl HttpIntegration {
             tls: None,
             pool_key: 0,
         })
+    }
+
+    /// Bytes of the request target the template writes before any
+    /// parameter or client query is added.
+    pub fn literal_len(&self) -> usize {
+        let len = |parts: &[Part]| -> usize {
+            parts
+                .iter()
+                .map(|p| match p {
+                    Part::Literal(l) => l.len(),
+                    Part::Param(_) => 0,
+                })
+                .sum()
+        };
+        len(&self.path) + self.query.as_deref().map_or(0, |q| 1 + len(q))
     }
 
     /// The backend's host name (or IP literal) from `host_header`, for
@@ -321,6 +339,10 @@ mod tests {
                 .expect("v6");
         assert_eq!((v6.addr.port(), v6.host_name()), (8443, "::1"));
         assert_eq!(c("http:///x"), Err(IntegrationError::NoHost));
+        assert_eq!(
+            c("http://user:pw@127.0.0.1/x"),
+            Err(IntegrationError::Userinfo)
+        );
         assert_eq!(
             c("http://a:99999/"),
             Err(IntegrationError::Port("99999".into()))

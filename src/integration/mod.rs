@@ -32,6 +32,17 @@ pub enum IntegrationError {
     Scheme,
     #[error("uri has no host")]
     NoHost,
+    #[error(
+        "uri must not carry userinfo (`user:password@`): send credentials in a header instead"
+    )]
+    Userinfo,
+    #[error("{what} is {len} bytes, over {limit} ({why})")]
+    TooLarge {
+        what: &'static str,
+        len: usize,
+        limit: usize,
+        why: &'static str,
+    },
     #[error("{0}")]
     Tls(String),
     #[error("tls settings need an https:// uri")]
