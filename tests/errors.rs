@@ -544,3 +544,18 @@ fn an_empty_line_before_a_pipelined_request_is_ignored() {
         assert_eq!(c.read_response(false).map(|r| r.status), Some(200));
     }
 }
+
+/// A chunked trailer line without a colon is malformed like a header
+/// line without one: 400 (issue 18, item 18: it was accepted and dropped).
+#[test]
+fn a_trailer_line_without_a_colon_is_400() {
+    let origin = Origin::ok("x");
+    let gw = TestGateway::start(&proxy_config(origin.addr, ""));
+    let mut c = gw.connect();
+    c.send(b"POST /mock HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nno colon\r\n\r\n");
+    assert_eq!(c.read_response(false).map(|r| r.status), Some(400));
+    let mut c = gw.connect();
+    c.send(b"POST /api/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nno colon\r\n\r\n");
+    assert_eq!(c.read_response(false).map(|r| r.status), Some(400));
+    assert!(origin.requests().is_empty(), "{:?}", origin.requests());
+}

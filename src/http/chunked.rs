@@ -51,8 +51,10 @@ enum State {
     DataLf,
     /// At the start of a trailer line (or the final empty line).
     TrailerStart,
-    /// Inside a trailer field line.
+    /// Inside a trailer field's name (token characters up to `:`).
     TrailerLine,
+    /// Inside a trailer field's value, up to CR.
+    TrailerValue,
     /// Expecting LF after a trailer line's CR.
     TrailerLf,
     /// Expecting LF of the final empty line.
@@ -184,17 +186,32 @@ impl ChunkedDecoder {
                     } else if b == b'\n' || b == b' ' || b == b'\t' {
                         // Bare LF, or obs-fold continuation.
                         return Err(ChunkedError::Trailers);
-                    } else {
+                    } else if is_tchar(b) {
                         self.bump_trailer()?;
                         self.state = State::TrailerLine;
+                    } else {
+                        return Err(ChunkedError::Trailers);
                     }
                 }
                 State::TrailerLine => {
+                    // A field name, then `:`: a line without one (or with
+                    // anything else in the name, whitespace before the
+                    // colon included) is malformed, as in a head.
+                    self.bump_trailer()?;
+                    if b == b':' {
+                        self.state = State::TrailerValue;
+                    } else if !is_tchar(b) {
+                        return Err(ChunkedError::Trailers);
+                    }
+                }
+                State::TrailerValue => {
                     self.bump_trailer()?;
                     if b == b'\r' {
                         self.state = State::TrailerLf;
                     } else if b == b'\n' {
                         return Err(ChunkedError::LineEnding);
+                    } else if b < 0x20 && b != b'\t' || b == 0x7f {
+                        return Err(ChunkedError::Trailers);
                     }
                 }
                 State::TrailerLf => {
@@ -227,6 +244,11 @@ impl ChunkedDecoder {
         }
         Ok(())
     }
+}
+
+/// RFC 9110 token characters.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -337,6 +359,13 @@ mod tests {
             b"0\r\n folded\r\n\r\n",
             b"11111111111111111\r\n",
             b"0x5\r\n",
+            // Trailer lines are header fields: name, colon, value.
+            b"0\r\nno colon here\r\n\r\n",
+            b"0\r\nX-Trailer\r\n\r\n",
+            b"0\r\nX Trailer: v\r\n\r\n",
+            b"0\r\nX-Trailer : v\r\n\r\n",
+            b"0\r\n:v\r\n\r\n",
+            b"0\r\nX: a\x01b\r\n\r\n",
         ];
         for b in bad {
             assert!(
