@@ -97,6 +97,10 @@ pub struct Stored {
 pub struct QuotaStore {
     db: Database,
     file: PathBuf,
+    /// Held by a writer from planning its marks to applying them, so two
+    /// writers (the old and new coordinator across a reload) can never
+    /// store an older, lower mark after a newer one was applied.
+    writing: std::sync::Mutex<()>,
 }
 
 impl QuotaStore {
@@ -135,7 +139,11 @@ impl QuotaStore {
             }
             Err(e) => return Err(corrupt(e.to_string())),
         };
-        let store = QuotaStore { db, file };
+        let store = QuotaStore {
+            db,
+            file,
+            writing: std::sync::Mutex::new(()),
+        };
         // Read it all once: damage past the header shows up here, at
         // start, not at the first flush.
         store.load().map_err(|e| match e {
@@ -160,6 +168,12 @@ impl QuotaStore {
             source,
         })?;
         Ok(Some(aside))
+    }
+
+    /// Serialises writers (see the field): hold it from reading the
+    /// counters to applying what was written.
+    pub fn writer(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writing.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The store's file.

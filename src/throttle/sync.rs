@@ -209,6 +209,7 @@ impl Quotas {
         let Some(store) = lock(&self.persistence).as_ref().map(|p| p.store.clone()) else {
             return Ok(());
         };
+        let _writer = store.writer();
         let now = mono_ns();
         // Read under the locks, write (fsync) without them.
         let mut marks = Vec::new();
