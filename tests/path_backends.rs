@@ -49,6 +49,7 @@ const ATTACKS: &[(&str, &str)] = &[
     ("GET", "/./account"),
     ("GET", "/account%20"),
     ("GET", "/account%09"),
+    ("GET", "/account%0a"),
     ("get", "/account"),
     ("Get", "/account"),
     ("HEAD", "/account"),

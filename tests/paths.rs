@@ -110,3 +110,78 @@ fn literal_readings_compare_bytes_as_amazon_api_gateway_does() {
     assert_eq!(send(&gw, "GET", "/ACCOUNT", false).status, 200);
     assert_eq!(send(&gw, "GET", "/account;x=1", false).status, 400);
 }
+
+/// Lenient spellings of a mount's prefix (a base path, here) that fall
+/// through to a broader mount are refused too; so are spellings of a
+/// mock route (often a block) that reach a proxied one; and a route
+/// whose guards the exact match has as well is not refused.
+#[test]
+fn lenient_spellings_across_mounts_mocks_and_shared_guards() {
+    let origin = Origin::start(|req| ok(&format!("origin saw {}", req.target)));
+    let o = origin.addr;
+    let gw = TestGateway::start(&format!(
+        r#"
+[server]
+shards = 1
+[[server.listen]]
+addr = "LISTEN"
+tls = false
+[[api_key]]
+name = "alice"
+value = "{QUOTA_KEY}"
+[[api]]
+name = "admin"
+base_path = "/admin"
+[[api.stage]]
+name = "$default"
+api_key_required = true
+[[api.route]]
+key = "ANY /{{proxy+}}"
+integration = {{ type = "http", uri = "http://{o}/admin/{{proxy}}" }}
+[[api]]
+name = "public"
+[[api.stage]]
+name = "$default"
+[[api.route]]
+key = "ANY /internal/{{proxy+}}"
+integration = {{ type = "mock", status = 404, body = "no" }}
+[[api.route]]
+key = "ANY /{{proxy+}}"
+integration = {{ type = "http", uri = "http://{o}/{{proxy}}" }}
+[[api]]
+name = "shop"
+hosts = ["shop"]
+[[api.stage]]
+name = "$default"
+api_key_required = true
+[[api.route]]
+key = "GET /account"
+integration = {{ type = "http", uri = "http://{o}/account" }}
+[[api.route]]
+key = "ANY /{{proxy+}}"
+integration = {{ type = "http", uri = "http://{o}/{{proxy}}" }}
+[[usage_plan]]
+name = "p"
+stages = ["admin/$default", "shop/$default"]
+keys = ["alice"]
+"#
+    ));
+    for p in ["/ADMIN/users", "/admin;x/users", "/admin./users", "/Admin"] {
+        assert_eq!(send(&gw, "GET", p, false).status, 400, "{p}");
+    }
+    for p in ["/Internal/x", "/internal;x/x", "/internal./x"] {
+        assert_eq!(send(&gw, "GET", p, false).status, 400, "{p}");
+    }
+    assert_eq!(send(&gw, "GET", "/internal/x", false).status, 404);
+    assert_eq!(send(&gw, "GET", "/admin/users", false).status, 403);
+    assert!(origin.requests().is_empty(), "{:?}", origin.requests());
+    let r = send(&gw, "GET", "/Public/x", false);
+    assert_eq!(r.text(), "origin saw /Public/x");
+    // Both routes need the same key: the spelling skips nothing.
+    let mut c = gw.connect();
+    c.send(
+        format!("GET /ACCOUNT HTTP/1.1\r\nHost: shop\r\nx-api-key: {QUOTA_KEY}\r\n\r\n").as_bytes(),
+    );
+    let r = c.read_response(false).expect("response");
+    assert_eq!(r.text(), "origin saw /ACCOUNT");
+}

@@ -11,7 +11,7 @@ use super::schema::{
     AccessLogConfig, Config, IntegrationConfig, LimitsConfig, RouteConfig, TimeoutsConfig,
 };
 use super::snapshot::StageLog;
-use super::snapshot::{Api, Canary, Limit, Stage};
+use super::snapshot::{Api, Canary, Guard, Limit, Stage};
 use crate::integration::{
     substitute_stage_variables, HttpIntegration, Integration, IntegrationError, MockIntegration,
 };
@@ -295,6 +295,23 @@ pub(super) fn compile(
                 format!("{apath}.base_path"),
                 format!("`{}` must be a literal path starting with `/`", a.base_path),
             );
+        } else {
+            // Request paths are normalised before they meet it: a base
+            // path in another form could never match.
+            match crate::http::normal_form(base) {
+                Ok(normal) if normal != base => issue(
+                    format!("{apath}.base_path"),
+                    format!(
+                        "`{}` is not in the form request paths are normalised to: write `{normal}`",
+                        a.base_path
+                    ),
+                ),
+                Ok(_) => {}
+                Err(why) => issue(
+                    format!("{apath}.base_path"),
+                    format!("`{}`: {why} (such a request is refused)", a.base_path),
+                ),
+            }
         }
         // `hosts = []`: reachable only through custom domain mappings
         // (Amazon API Gateway's disabled default endpoint).
@@ -471,18 +488,25 @@ pub(super) fn compile(
                 })
             };
             let limit = add_limit(&st.throttle);
-            let route_limits = a.routes.iter().map(|r| add_limit(&r.throttle)).collect();
+            let route_limits: Vec<Option<u32>> =
+                a.routes.iter().map(|r| add_limit(&r.throttle)).collect();
             let key_required: Vec<bool> = a
                 .routes
                 .iter()
                 .map(|r| r.api_key_required.unwrap_or(st.api_key_required))
                 .collect();
-            let guarded = a
+            let guards: Vec<Guard> = a
                 .routes
                 .iter()
                 .zip(&key_required)
-                .map(|(r, &key)| key || r.throttle.is_some())
+                .zip(&route_limits)
+                .map(|((r, &key), &limit)| Guard {
+                    key,
+                    limit,
+                    mock: matches!(r.integration, IntegrationConfig::Mock { .. }),
+                })
                 .collect();
+            let any_guarded = guards.iter().any(|g| g.guards());
             let param_names: Vec<Vec<String>> = keys
                 .iter()
                 .map(|k| {
@@ -563,7 +587,8 @@ pub(super) fn compile(
                 limit,
                 route_limits,
                 key_required,
-                guarded,
+                guards,
+                any_guarded,
                 key_plans: HashMap::new(),
                 counter_base,
                 cache,
@@ -572,7 +597,7 @@ pub(super) fn compile(
             });
         }
         let leniency = config.server.ambiguous_paths.leniency();
-        let any_guarded = stages.iter().any(|s| s.guarded.contains(&true));
+        let any_guarded = stages.iter().any(|s| s.any_guarded);
         let lenient = (any_guarded && !leniency.is_off())
             .then(|| crate::router::lenient::LenientTable::build(&keys, leniency));
         apis.push(Api {

@@ -90,10 +90,11 @@ pub struct Stage {
     pub route_limits: Vec<Option<u32>>,
     /// Per route id: whether the route requires an API key.
     pub key_required: Vec<bool>,
-    /// Per route id: whether the route is guarded on its own (an API key
-    /// requirement or a throttle of its own): a lenient spelling of its
-    /// path that the exact match sends elsewhere is refused.
-    pub guarded: Vec<bool>,
+    /// Per route id: what guards it on its own, for the lenient-spelling
+    /// check (see [`Guard`]).
+    pub guards: Vec<Guard>,
+    /// Some route has a guard another route lacks.
+    pub any_guarded: bool,
     /// The keys a usage plan admits on this stage, with their limits. A
     /// key not in this map is refused where a key is required.
     pub key_plans: HashMap<KeyId, KeyLimits>,
@@ -207,6 +208,34 @@ pub struct Api {
     pub lenient: Option<crate::router::lenient::LenientTable>,
 }
 
+/// What a route does that a broader route reached by another spelling
+/// of its path would not: a lenient spelling (`router::lenient`) that
+/// the exact match sends to a route lacking one of these is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Guard {
+    /// An API key is required (the route's or the stage's setting).
+    pub key: bool,
+    /// The route's own throttle (index into [`Snapshot::limits`]).
+    pub limit: Option<u32>,
+    /// The gateway answers itself (a `mock`, often a block: 403/404).
+    pub mock: bool,
+}
+
+impl Guard {
+    /// Whether reaching `other` instead of `self` would skip something
+    /// `self` does.
+    pub fn skipped_by(&self, other: &Guard) -> bool {
+        (self.key && !other.key)
+            || (self.limit.is_some() && self.limit != other.limit)
+            || (self.mock && !other.mock)
+    }
+
+    /// Whether a broader route could skip it.
+    pub fn guards(&self) -> bool {
+        self.key || self.limit.is_some() || self.mock
+    }
+}
+
 /// The outcome of resolving a request to a route.
 #[derive(Debug)]
 pub struct Resolved<'s, 'p> {
@@ -225,29 +254,30 @@ pub struct Resolved<'s, 'p> {
     pub params: Params,
     /// The path after the API and stage prefixes; parameters index into it.
     pub path: &'p [u8],
+    /// Index of the mount (host and path prefix) that was chosen.
+    pub mount: u32,
 }
 
 impl<'s> Resolved<'s, '_> {
-    /// Whether a lenient reading of the request path (see
-    /// `router::lenient`) reaches a guarded route of this stage that the
-    /// exact match did not pick: such a request is refused, since its
-    /// backend might serve that route unguarded. `scratch` holds the
-    /// reading. Costs a branch for an API without guarded routes and a
-    /// scan for a path that reads the same either way.
-    #[inline]
-    pub fn ambiguous(&self, method: &[u8], scratch: &mut Vec<u8>) -> bool {
-        let Some(lenient) = &self.api.lenient else {
-            return false;
-        };
-        match lenient.find(method, self.path, scratch) {
-            Some(routes) => {
-                !routes.contains(&self.route)
-                    && routes
-                        .iter()
-                        .any(|&r| self.stage.guarded.get(r as usize) == Some(&true))
-            }
-            None => false,
-        }
+    /// This request's route's guards.
+    fn guard(&self) -> Guard {
+        self.stage
+            .guards
+            .get(self.route as usize)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Whether one of `routes` of `stage` has a guard this request's
+    /// route lacks.
+    fn skips_one_of(&self, stage: &Stage, routes: &[RouteId]) -> bool {
+        let mine = self.guard();
+        routes.iter().any(|&r| {
+            stage
+                .guards
+                .get(r as usize)
+                .is_some_and(|g| g.skipped_by(&mine))
+        })
     }
 
     /// The integration the request goes to: the canary's when chosen.
@@ -295,6 +325,14 @@ pub struct Snapshot {
     pub server: ServerSettings,
     pub apis: Vec<Api>,
     mounts: Vec<Mount>,
+    /// Per mount: its path prefix read leniently (see
+    /// [`Snapshot::ambiguous`]).
+    mount_readings: Vec<Box<[u8]>>,
+    /// The readings `server.ambiguous_paths` checks.
+    leniency: crate::router::lenient::Leniency,
+    /// Some API has a route with a guard another may lack, and some
+    /// reading is checked: [`Snapshot::ambiguous`] has work to do.
+    lenient_mounts: bool,
     /// Names of custom domains with mutual TLS: never served on plain
     /// connections, whatever mounts their name matches.
     mtls_hosts: Vec<super::apis::HostPattern>,
@@ -381,7 +419,7 @@ impl Snapshot {
             .filter_map(|m| m.host.score(host))
             .max()?;
         let mut best: Option<(&Mount, usize)> = None;
-        for m in &self.mounts {
+        for (i, m) in self.mounts.iter().enumerate() {
             if (m.tls_only && !tls)
                 || m.host.score(host) != Some(top)
                 || !prefix_matches(&m.prefix, path)
@@ -389,10 +427,10 @@ impl Snapshot {
                 continue;
             }
             if best.is_none_or(|(b, _)| m.prefix.len() > b.prefix.len()) {
-                best = Some((m, top));
+                best = Some((m, i));
             }
         }
-        let (mount, _) = best?;
+        let (mount, mount_index) = best?;
         let rest = &path[mount.prefix.len()..];
         let rest: &'p [u8] = if rest.is_empty() { b"/" } else { rest };
         let api = &self.apis[mount.api as usize];
@@ -408,7 +446,78 @@ impl Snapshot {
             route: m.route,
             params: m.params,
             path: rest,
+            mount: mount_index as u32,
         })
+    }
+
+    /// Whether a lenient reading of the request path (`router::lenient`,
+    /// per `server.ambiguous_paths`) reaches a route that has a guard `r`'s
+    /// route lacks (an API key, a throttle of its own, a mock answer): in
+    /// `r`'s API, or through another mount of the host (a base path, stage
+    /// or custom-domain mapping spelled `/ADMIN` or `/admin;x` that the
+    /// exact match missed). Such a request is refused, since its backend
+    /// might serve the guarded resource unguarded. `full_path` is the
+    /// normalised request path, `scratch` holds the readings. Costs a
+    /// branch when nothing is guarded and a scan for a path that reads
+    /// the same either way.
+    pub fn ambiguous(
+        &self,
+        r: &Resolved<'_, '_>,
+        host: Option<&[u8]>,
+        method: &[u8],
+        full_path: &[u8],
+        tls: bool,
+        scratch: &mut Vec<u8>,
+    ) -> bool {
+        if !self.lenient_mounts || !self.leniency.may_differ(full_path) {
+            return false;
+        }
+        // Within the API the exact match chose.
+        if let Some(lenient) = &r.api.lenient {
+            if let Some(routes) = lenient.find(method, r.path, scratch) {
+                if !routes.contains(&r.route) && r.skips_one_of(r.stage, routes) {
+                    return true;
+                }
+            }
+        }
+        // Across mounts: the prefix the whole path reads as.
+        self.leniency.reading(full_path, scratch);
+        let host = host.map(crate::http::host_name).unwrap_or_default();
+        let Some(top) = self
+            .mounts
+            .iter()
+            .filter(|m| tls || !m.tls_only)
+            .filter_map(|m| m.host.score(host))
+            .max()
+        else {
+            return false;
+        };
+        let mut best: Option<(usize, &[u8])> = None;
+        for (i, m) in self.mounts.iter().enumerate() {
+            let reading = &self.mount_readings[i];
+            if (m.tls_only && !tls)
+                || m.host.score(host) != Some(top)
+                || !prefix_matches(reading, scratch)
+            {
+                continue;
+            }
+            if best.is_none_or(|(_, b)| reading.len() > b.len()) {
+                best = Some((i, reading));
+            }
+        }
+        let Some((i, prefix)) = best else {
+            return false;
+        };
+        if i as u32 == r.mount || *self.mount_readings[r.mount as usize] == *prefix {
+            return false;
+        }
+        // Another mount: refused if any of its routes has a guard this
+        // request's route lacks (what that mount would have answered for
+        // the reading matters less than that its prefix was missed).
+        let m = &self.mounts[i];
+        let stage = &self.apis[m.api as usize].stages[m.stage as usize];
+        let mine = r.guard();
+        stage.guards.iter().any(|g| g.skipped_by(&mine))
     }
 
     /// Builds a snapshot, collecting every problem found.
@@ -666,6 +775,7 @@ impl Snapshot {
         });
         super::plans::check_limits(config, &mut issue);
         let cache = super::caching::compile_server(config, &mut issue);
+        let leniency = config.server.ambiguous_paths.leniency();
         let tls = super::tls::compile(config, &apis, &mut mounts, &mut issue, &mut warnings);
 
         if !issues.is_empty() {
@@ -704,6 +814,18 @@ impl Snapshot {
                     preempt_timer: rt.preempt_timer,
                 },
             },
+            mount_readings: mounts
+                .iter()
+                .map(|m| {
+                    let mut out = Vec::new();
+                    if !m.prefix.is_empty() {
+                        leniency.reading(&m.prefix, &mut out);
+                    }
+                    out.into_boxed_slice()
+                })
+                .collect(),
+            leniency,
+            lenient_mounts: !leniency.is_off() && apis.iter().any(|a| a.lenient.is_some()),
             apis,
             mounts,
             mtls_hosts: config

@@ -1033,3 +1033,29 @@ fn what_can_never_work_is_refused_with_the_reason() {
     ));
     assert!(r[0].1.contains("userinfo"), "{r:?}");
 }
+
+#[test]
+fn a_base_path_must_be_in_normal_form() {
+    for (base, want) in [
+        ("/v%31", "write `/v1`"),
+        ("/a//b", "write `/a/b`"),
+        ("/a%2fb", "refused"),
+    ] {
+        let text = MINIMAL.replace(
+            "name = \"demo\"",
+            &format!("name = \"demo\"\nbase_path = \"{base}\""),
+        );
+        let issues = build(&text).expect_err(base);
+        assert_eq!(issues[0].path, "api[0].base_path");
+        assert!(
+            issues[0].reason.contains(want),
+            "{base}: {}",
+            issues[0].reason
+        );
+    }
+    let text = MINIMAL.replace(
+        "name = \"demo\"",
+        "name = \"demo\"\nbase_path = \"/v1/caf%C3%A9\"",
+    );
+    assert!(build(&text).is_ok());
+}

@@ -8,9 +8,10 @@
 //!   (`%c3%a9` is `%C3%A9`), the forms RFC 3986 §6.2.2.1–2 call equivalent;
 //! * empty segments are merged (`//account` is `/account`), as NGINX's
 //!   `merge_slashes` and Java servlet containers do;
-//! * what some backend would decode into a separator or a terminator is
-//!   refused with 400: `%2F`, `%5C`, `%00`, a `%` not followed by two hex
-//!   digits, a literal backslash, a fragment;
+//! * what some backend would decode into a separator, a terminator or a
+//!   control character is refused with 400: `%2F`, `%5C`, `%00`–`%1F`,
+//!   `%7F`, a `%` not followed by two hex digits, a literal backslash, a
+//!   fragment;
 //! * dot-segments in any spelling (`.`, `..`, `%2e`, `..;x`) are refused,
 //!   not resolved.
 //!
@@ -74,8 +75,11 @@ pub(super) fn parse_target(buf: &[u8], out: &mut RequestHead) -> Result<(), Head
 }
 
 /// Refuses percent-encodings that are malformed or that a backend would
-/// decode into a path separator (`%2F`, `%5C`) or a string terminator
-/// (`%00`): no route can be matched against what such a path means.
+/// decode into a path separator (`%2F`, `%5C`), a string terminator
+/// (`%00`) or another control character (`%0A` ends a line for a regex
+/// router's `$`): no route can be matched against what such a path means.
+/// (`%3F` and `%23` stay: they are data in a path, as in Amazon API
+/// Gateway, until something decodes the path and splits it again.)
 fn check_percent_encoding(path: &[u8]) -> Result<(), HeadError> {
     for i in memchr::memchr_iter(b'%', path) {
         let (Some(&h), Some(&l)) = (path.get(i + 1), path.get(i + 2)) else {
@@ -85,9 +89,10 @@ fn check_percent_encoding(path: &[u8]) -> Result<(), HeadError> {
         };
         match (hex(h), hex(l)) {
             (Some(h), Some(l)) => {
-                if matches!(h << 4 | l, b'/' | b'\\' | 0) {
+                let v = h << 4 | l;
+                if matches!(v, b'/' | b'\\' | 0x7f) || v < 0x20 {
                     return Err(HeadError::BadRequest(
-                        "encoded slash, backslash or NUL in request path",
+                        "encoded slash, backslash or control character in request path",
                     ));
                 }
             }

@@ -514,9 +514,16 @@ impl Conn {
         // A spelling a lenient backend could read as a guarded route the
         // exact match did not pick: a 400, guarded like a request that
         // matched no route (client IP and account limits only).
-        let ambiguous = resolved
-            .as_ref()
-            .is_some_and(|r| r.ambiguous(method, &mut self.kbuf));
+        let ambiguous = resolved.as_ref().is_some_and(|r| {
+            snap.ambiguous(
+                r,
+                head.host.map(|h| h.of(buf)),
+                method,
+                head.path(buf),
+                self.tls.is_some(),
+                &mut self.kbuf,
+            )
+        });
         let api_key = head.header(HeaderKind::ApiKey).map(|h| h.value.of(buf));
         let guarded = resolved.as_ref().filter(|_| !ambiguous);
         let mut verdict = self
