@@ -218,8 +218,9 @@ fn read_more(r: &mut Reading, chunk: &mut [u8]) -> Step {
 fn dispatch(tx: &SyncSender<(TcpStream, Parsed)>, stream: TcpStream, p: Parsed) {
     match tx.try_send((stream, p)) {
         Ok(()) => {}
-        Err(TrySendError::Full((mut stream, _))) => {
-            let _ = stream.write_all(&super::busy());
+        Err(TrySendError::Full((mut stream, p))) => {
+            let head_only = matches!(&p, Ok(r) if r.method == "HEAD");
+            let _ = stream.write_all(&super::busy(head_only));
         }
         Err(TrySendError::Disconnected(_)) => {}
     }
@@ -231,11 +232,29 @@ fn work(rx: &Mutex<Receiver<(TcpStream, Parsed)>>, answer: &dyn Fn(Parsed) -> Ve
         let Ok((mut stream, parsed)) = next else {
             return;
         };
-        let bytes = answer(parsed);
-        if stream.set_nonblocking(false).is_ok()
-            && stream.set_write_timeout(Some(REQUEST_DEADLINE)).is_ok()
-        {
-            let _ = stream.write_all(&bytes).and_then(|()| stream.flush());
+        // A panic answering one request must not take the worker away.
+        let bytes = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| answer(parsed)))
+            .unwrap_or_else(|_| super::internal_error());
+        if stream.set_nonblocking(false).is_ok() {
+            write_within(&mut stream, &bytes, REQUEST_DEADLINE);
+        }
+    }
+}
+
+/// Writes `bytes` unless the client takes longer than `limit` in all to
+/// read them (a per-write timeout alone lets a slow reader hold the
+/// worker for as long as it keeps taking a byte now and then).
+fn write_within(stream: &mut TcpStream, bytes: &[u8], limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_write_timeout(Some(left)).is_err() {
+            return;
+        }
+        match stream.write(&rest[..rest.len().min(64 * 1024)]) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => rest = &rest[n..],
         }
     }
 }

@@ -256,6 +256,16 @@ pub fn render(control: &Control) -> String {
         for q in &quotas {
             e.sample("tollgate_quota_limit", &[("quota", &q.name)], q.limit);
         }
+        e.family(
+            "tollgate_quota_store_write_failures_total",
+            "counter",
+            "Writes of the quota store (state_dir/quotas.redb) that failed; while they fail, counting goes on in memory only.",
+        );
+        e.sample(
+            "tollgate_quota_store_write_failures_total",
+            &[],
+            control.quota_store_write_failures(),
+        );
     }
 
     let (written, dropped) = control.access_log_counts();

@@ -154,12 +154,17 @@ fn respond(control: &Control, token: Option<&KeyDigest>, parsed: listen::Parsed)
 }
 
 /// The answer when every worker is busy and their queue is full.
-fn busy() -> Vec<u8> {
+fn busy(head_only: bool) -> Vec<u8> {
     let resp = Response {
         extra: "retry-after: 1\r\n",
         ..Response::error(503, "Service Unavailable")
     };
-    render(&resp, false)
+    render(&resp, head_only)
+}
+
+/// The answer when answering a request panicked.
+fn internal_error() -> Vec<u8> {
+    render(&Response::error(500, "Internal Server Error"), false)
 }
 
 fn render(resp: &Response, head_only: bool) -> Vec<u8> {
@@ -206,8 +211,11 @@ fn authorized(token: Option<&KeyDigest>, header: Option<&[u8]>) -> bool {
 }
 
 /// Why bytes received are not an admin request.
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum ReadError {
+    #[error("admin request larger than 64 KiB")]
     TooLarge,
+    #[error("malformed admin request")]
     Bad,
 }
 

@@ -174,11 +174,8 @@ pub(crate) fn normalize(path: &mut [u8]) -> usize {
 /// A path written in configuration (a route key's literal segments) in
 /// the form request paths are normalised to, so the two compare byte for
 /// byte; the reason when a request path spelled so would be refused.
-pub fn normal_form(path: &str) -> Result<String, &'static str> {
-    check_percent_encoding(path.as_bytes()).map_err(|e| match e {
-        HeadError::BadRequest(why) => why,
-        _ => "invalid path",
-    })?;
+pub fn normal_form(path: &str) -> Result<String, HeadError> {
+    check_percent_encoding(path.as_bytes())?;
     let mut bytes = path.as_bytes().to_vec();
     let len = normalize(&mut bytes);
     bytes.truncate(len);

@@ -48,7 +48,7 @@ pub enum RouteKeyError {
     #[error(
         "literal segment `{0}`: {1} (such a request is refused, so the route could never match)"
     )]
-    Encoding(String, &'static str),
+    Encoding(String, String),
 }
 
 impl RouteKey {
@@ -136,7 +136,7 @@ impl FromStr for RouteKey {
                 // The form request paths are normalised to (`%7e` is `~`,
                 // `%c3` is `%C3`), so the literal matches every spelling.
                 let normal = crate::http::normal_form(part)
-                    .map_err(|why| RouteKeyError::Encoding(part.to_string(), why))?;
+                    .map_err(|why| RouteKeyError::Encoding(part.to_string(), why.to_string()))?;
                 if normal == "." || normal == ".." {
                     return Err(RouteKeyError::BadLiteral(part.to_string()));
                 }

@@ -455,6 +455,14 @@ impl Control {
             .map(Coordinator::quota_usage)
             .unwrap_or_default()
     }
+
+    /// Failed writes of the quota store (the running coordinator's).
+    pub fn quota_store_write_failures(&self) -> u64 {
+        self.state()
+            .throttle
+            .as_ref()
+            .map_or(0, Coordinator::store_write_failures)
+    }
 }
 
 /// Opens the listening sockets and starts one shard per configured core.

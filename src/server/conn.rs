@@ -46,7 +46,7 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 /// ...and at most this many bytes.
 const LINGER_BYTES: usize = 1 << 20;
 /// How many times (1 ms apart) a request asks again for quota held back
-/// by a durable mark being written before it is refused.
+/// by a durable mark being written before it gets a 503.
 const MARK_WAITS: u32 = 200;
 /// Longest wait to deliver a TLS close_notify when a connection closes.
 const CLOSE_NOTIFY_WAIT: Duration = Duration::from_secs(1);
@@ -538,7 +538,8 @@ impl Conn {
                 break;
             }
             if waited == MARK_WAITS {
-                r.awaiting_mark = false;
+                // The store is too slow: a 503 (the quota is not used
+                // up), counted as a quota refusal.
                 self.shard.count_refusal(r.level, guarded.map(|g| g.metric));
                 break;
             }
@@ -547,6 +548,7 @@ impl Conn {
             verdict = self.shard.guard(snap, guarded, api_key, self.peer.ip, true);
         }
         let local = match (verdict, resolved.as_ref().and_then(|r| r.integration())) {
+            (Err(refusal), _) if refusal.awaiting_mark => Local::Error(503),
             (Err(refusal), _) => Local::Refused(refusal),
             (Ok(()), _) if ambiguous => Local::Error(400),
             (Ok(()), None) => Local::Error(404),

@@ -182,33 +182,8 @@ pub async fn run_shard(
 
 /// Pause after a failed accept.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
-/// How often a shard says it is out of descriptors.
-const FD_LOG_EVERY: Duration = Duration::from_secs(10);
-/// Idle keep-alive connections closed per failed accept: enough to let a
-/// burst of new clients in, few enough to keep most warm connections.
-const RECLAIM_PER_FAILURE: usize = 16;
-
-/// An accept failed for want of descriptors: count it, say so (at most
-/// every [`FD_LOG_EVERY`]), and close idle keep-alive connections (the
-/// longest idle first) so new clients get one. NGINX logs the error and
-/// waits for connections to close; an idle keep-alive connection can
-/// hold its descriptor for the whole keep-alive timeout.
-fn fd_exhausted(shard: &Shard, said: &mut Option<std::time::Instant>, e: &std::io::Error) {
-    shard.counters.accept_fd_exhausted();
-    let closed = shard.reclaim_idle(RECLAIM_PER_FAILURE);
-    let now = shard.coarse_now();
-    if said.is_none_or(|t| now.saturating_duration_since(t) >= FD_LOG_EVERY) {
-        *said = Some(now);
-        crate::observe::stderr_line(format_args!(
-            "tollgate: shard {}: accept failed: {e}; {} connections open, closing {closed} idle keep-alive ones for new clients (raise LimitNOFILE= / ulimit -n; tollgate_accept_fd_exhausted_total counts these)",
-            shard.id,
-            shard.open_connections()
-        ));
-    }
-}
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, gate: Rc<Gate>, addr: SocketAddr) {
-    let mut said = None;
     loop {
         // The peer's address comes with the accept (vendor patch 5: no
         // getpeername per connection).
@@ -233,7 +208,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, gate: Rc<Gate>, ad
             Err(e) => {
                 let e = std::io::Error::from(e);
                 if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
-                    fd_exhausted(&shard, &mut said, &e);
+                    shard.out_of_descriptors("accept", &e);
                 }
                 // Back off briefly rather than spin on a listening socket
                 // that stays readable; a descriptor freed meanwhile (a

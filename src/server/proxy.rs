@@ -165,6 +165,13 @@ impl Conn {
                     Err(ConnectError::Timeout(_)) => {
                         return Ok(self.fail(snap, 504, info, complete, rid))
                     }
+                    Err(ConnectError::Io(_, e))
+                        if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) =>
+                    {
+                        // Freed for the next requests; this one gets 502.
+                        self.shard.out_of_descriptors("backend connect", &e);
+                        return Ok(self.fail(snap, 502, info, complete, rid));
+                    }
                     Err(ConnectError::Io(..) | ConnectError::Tls(..)) => {
                         return Ok(self.fail(snap, 502, info, complete, rid))
                     }

@@ -193,7 +193,20 @@ pub struct Shard {
     /// snapshot's `log_destinations` (a request that started on an older
     /// snapshot finds its destination by name).
     pub logs: RefCell<Vec<(Destination, ShardLog)>>,
+    /// When the shard last said it is out of descriptors, and last
+    /// dropped its idle backend connections for them.
+    fd_said: Cell<Option<Instant>>,
+    fd_pool_cleared: Cell<Option<Instant>>,
 }
+
+/// How often a shard says it is out of descriptors.
+const FD_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often it drops its idle backend connections for them (not at
+/// every failed accept: backend keep-alive would be gone for good).
+const FD_POOL_CLEAR_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Idle keep-alive connections closed per failure: enough to let a burst
+/// of new clients in, few enough to keep most warm connections.
+const RECLAIM_PER_FAILURE: usize = 16;
 
 impl Shard {
     pub fn new(id: usize, snapshot: Arc<Snapshot>, guards: Guards) -> Shard {
@@ -225,6 +238,8 @@ impl Shard {
             generation: Cell::new(0),
             wall_at_tick: Cell::new((0, 0)),
             logs: RefCell::new(guards.logs),
+            fd_said: Cell::new(None),
+            fd_pool_cleared: Cell::new(None),
         };
         shard.refresh_date();
         shard
@@ -312,7 +327,7 @@ impl Shard {
         match refused {
             Some(pos) if kinds[pos] == Level::Quota && awaiting_mark => Err(Refusal {
                 level: Level::Quota,
-                retry_after: period.map_or(1, seconds_until_next),
+                retry_after: 1,
                 awaiting_mark: true,
             }),
             Some(pos) if kinds[pos] == Level::Quota => refuse(Level::Quota).map_err(|r| Refusal {
@@ -426,14 +441,43 @@ impl Shard {
         self.pool.clear();
     }
 
+    /// An accept or a backend connect (`what`) failed for want of
+    /// descriptors: count it, say so (at most every 10 s), and free some
+    /// ([`Shard::reclaim_idle`]) so the next client or backend gets one.
+    /// NGINX logs the error and waits for connections to close; an idle
+    /// keep-alive connection can hold its descriptor for the whole
+    /// keep-alive timeout.
+    pub fn out_of_descriptors(&self, what: &str, e: &std::io::Error) {
+        self.counters.accept_fd_exhausted();
+        let closed = self.reclaim_idle(RECLAIM_PER_FAILURE);
+        let now = self.coarse_now();
+        let said = self.fd_said.get();
+        if said.is_none_or(|t| now.saturating_duration_since(t) >= FD_LOG_EVERY) {
+            self.fd_said.set(Some(now));
+            crate::observe::stderr_line(format_args!(
+                "tollgate: shard {}: {what} failed: {e}; {} connections open, closing {closed} idle keep-alive ones (raise LimitNOFILE= / ulimit -n; tollgate_accept_fd_exhausted_total counts these)",
+                self.id,
+                self.open_connections()
+            ));
+        }
+    }
+
     /// Frees descriptors when accepts fail for want of them: drops the
-    /// shard's idle backend connections and closes up to `n` idle
-    /// keep-alive client connections, those idle longest first (their
-    /// pending reads end; each task then closes its socket). Connections
-    /// still waiting for their first request and busy ones are left.
-    /// Returns how many client connections it closed.
+    /// shard's idle backend connections (at most once a second) and
+    /// closes up to `n` idle keep-alive client connections, those idle
+    /// longest first (their pending reads end; each task then closes its
+    /// socket). Connections still waiting for their first request and
+    /// busy ones are left. Returns how many client connections it closed.
     pub fn reclaim_idle(&self, n: usize) -> usize {
-        self.pool.clear();
+        let now = self.coarse_now();
+        if self
+            .fd_pool_cleared
+            .get()
+            .is_none_or(|t| now.saturating_duration_since(t) >= FD_POOL_CLEAR_EVERY)
+        {
+            self.fd_pool_cleared.set(Some(now));
+            self.pool.clear();
+        }
         let conns = self.conns.borrow();
         let mut idle: Vec<(Instant, RawFd, &IdleState)> = conns
             .iter()

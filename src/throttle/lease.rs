@@ -144,6 +144,13 @@ pub struct Reconciler {
     /// Counts [`Reconciler::reset`]s: a mark planned in an earlier period
     /// is not applied in a later one.
     generation: u64,
+    /// The quota period (its start, Unix seconds) the count belongs to:
+    /// a second coordinator rolling the same reconciler (one kept alive
+    /// across a reload) does not reset it twice.
+    period_start: u64,
+    /// The store was handed to another process (binary upgrade): no mark
+    /// will come, so nothing waits for one.
+    frozen: bool,
 }
 
 /// A durable mark for a persisted quota, planned by
@@ -189,6 +196,8 @@ impl Reconciler {
             last_window: 0,
             window_start: (now_ns, 0),
             generation: 0,
+            period_start: 0,
+            frozen: false,
         }
     }
 
@@ -206,7 +215,32 @@ impl Reconciler {
             last_window: 0,
             window_start: (now_ns, used),
             generation: 0,
+            period_start: 0,
+            frozen: false,
         }
+    }
+
+    /// Sets the quota period the count belongs to (at start).
+    pub fn set_period(&mut self, start: u64) {
+        self.period_start = start;
+    }
+
+    /// Starts the period beginning at `start` unless it already has:
+    /// true if it reset.
+    pub fn roll_to(&mut self, start: u64) -> bool {
+        if start <= self.period_start {
+            return false;
+        }
+        self.period_start = start;
+        self.reset();
+        true
+    }
+
+    /// The store is gone (handed to a successor) or back: while frozen,
+    /// the applied mark is all shards may be handed, and nobody waits for
+    /// another.
+    pub fn freeze(&mut self, frozen: bool) {
+        self.frozen = frozen;
     }
 
     /// Requests handed out to shards this period: spent, or still in a
@@ -268,6 +302,7 @@ impl Reconciler {
     /// out (or none has been applied this period): time to write the next.
     pub fn needs_mark(&self) -> bool {
         match self.durable {
+            Some(_) if self.frozen => false,
             Some(d) => {
                 let limit = self.bucket.capacity() / MILLI;
                 d < limit && d.saturating_sub(self.handed_out()) < self.reserve.div_ceil(2).max(1)
@@ -528,6 +563,26 @@ mod tests {
         q.apply_mark(m2);
         assert_eq!(q.durable(), Some(0));
         assert_eq!(q.top_up(0, MILLI), 0);
+        // A period rolls once, whoever asks (two coordinators share one
+        // reconciler across a reload).
+        let mut p = Reconciler::quota(100, 40, 2, 0);
+        p.persist();
+        p.set_period(1_000);
+        assert!(p.roll_to(2_000));
+        let m = p.plan_mark(0);
+        p.apply_mark(m);
+        let got = p.top_up(0, 5 * MILLI);
+        p.settle(got, 0);
+        assert!(got >= MILLI);
+        assert!(!p.roll_to(2_000), "the second roll of one period");
+        assert_eq!(p.spent(), got / MILLI);
+        // Store handed over: nothing waits for a mark that will not come.
+        let mut f = Reconciler::quota(100, 0, 2, 0);
+        f.persist();
+        f.freeze(true);
+        assert!(!f.needs_mark());
+        f.freeze(false);
+        assert!(f.needs_mark());
         // Unpersisted quotas have no mark at all.
         let mut free = Reconciler::quota(100, 0, 2, 0);
         assert_eq!(free.top_up(0, 10 * MILLI), 10 * MILLI);

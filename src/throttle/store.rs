@@ -42,11 +42,10 @@ pub enum StoreError {
     Db { file: PathBuf, reason: String },
     #[error("quota store {file} is unreadable ({reason}); start with `tollgate run --reset-quotas` to keep it aside and begin with fresh counters, or move it away")]
     Corrupt { file: PathBuf, reason: String },
-    #[error("cannot set aside quota store {file}: {source}")]
-    Reset {
-        file: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot open quota store {file}: {reason}")]
+    Open { file: PathBuf, reason: String },
+    #[error("cannot set aside quota store {file}: {reason}")]
+    Reset { file: PathBuf, reason: String },
 }
 
 thread_local! {
@@ -93,6 +92,34 @@ pub struct Stored {
     pub used: u64,
 }
 
+/// What a failure to open an existing store file means.
+fn open_error(file: &Path, e: redb::DatabaseError) -> StoreError {
+    let file = file.to_path_buf();
+    match e {
+        // Another process holds it (a binary upgrade's predecessor): not
+        // damage, the caller may retry.
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Db {
+            file,
+            reason: e.to_string(),
+        },
+        // Permissions, a full disk, ...: not damage, and resetting would
+        // give every key its quota back. (redb reports a file that is not
+        // a store as InvalidData.)
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if io.kind() != std::io::ErrorKind::InvalidData =>
+        {
+            StoreError::Open {
+                file,
+                reason: io.to_string(),
+            }
+        }
+        e => StoreError::Corrupt {
+            file,
+            reason: e.to_string(),
+        },
+    }
+}
+
 /// The open quota store.
 pub struct QuotaStore {
     db: Database,
@@ -116,19 +143,15 @@ impl QuotaStore {
             file: file.clone(),
             reason,
         };
+        let unopenable = |reason: String| StoreError::Open {
+            file: file.clone(),
+            reason,
+        };
         let db = match std::fs::metadata(&file) {
             Ok(m) if m.len() == 0 => return Err(corrupt("the file is empty".into())),
             Ok(_) => guarded(|| Database::open(&file))
                 .map_err(corrupt)?
-                .map_err(|e| match e {
-                    // Another process holds it (a binary upgrade's
-                    // predecessor): not damage, the caller may retry.
-                    redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Db {
-                        file: file.clone(),
-                        reason: e.to_string(),
-                    },
-                    e => corrupt(e.to_string()),
-                })?,
+                .map_err(|e| open_error(&file, e))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 guarded(|| Database::create(&file))
                     .map_err(corrupt)?
@@ -137,7 +160,7 @@ impl QuotaStore {
                         reason: e.to_string(),
                     })?
             }
-            Err(e) => return Err(corrupt(e.to_string())),
+            Err(e) => return Err(unopenable(e.to_string())),
         };
         let store = QuotaStore {
             db,
@@ -162,11 +185,22 @@ impl QuotaStore {
         if !file.exists() {
             return Ok(None);
         }
-        let aside = dir.join(format!("{FILE_NAME}.reset-{unix_now}"));
-        std::fs::rename(&file, &aside).map_err(|source| StoreError::Reset {
+        let fail = |reason: String| StoreError::Reset {
             file: file.clone(),
-            source,
-        })?;
+            reason,
+        };
+        // A running gateway holds redb's lock on it: never pull the store
+        // from under it. (A damaged file fails to open for other reasons,
+        // which is why it is being reset.)
+        if let Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) =
+            guarded(|| Database::open(&file).map(drop))
+        {
+            return Err(fail(
+                "another process (a running tollgate?) has it open".into(),
+            ));
+        }
+        let aside = dir.join(format!("{FILE_NAME}.reset-{unix_now}"));
+        std::fs::rename(&file, &aside).map_err(|e| fail(e.to_string()))?;
         Ok(Some(aside))
     }
 
@@ -343,5 +377,43 @@ mod tests {
                 .is_empty());
             let _ = std::fs::remove_dir_all(&d);
         }
+    }
+
+    #[test]
+    fn a_store_in_use_is_not_reset_and_an_unreadable_file_is_not_called_corrupt() {
+        let d = dir("in-use");
+        let open = QuotaStore::open(&d).expect("open");
+        let e = QuotaStore::reset(&d, 1).expect_err("in use");
+        assert!(e.to_string().contains("another process"), "{e}");
+        drop(open);
+        assert!(QuotaStore::reset(&d, 1).expect("reset").is_some());
+        // A file this process may not read: an open error, no advice to
+        // reset (which would give every key its quota back).
+        {
+            let s = QuotaStore::open(&d).expect("fresh");
+            s.save([(
+                "p/k",
+                Stored {
+                    period_start: 1,
+                    used: 2,
+                },
+            )])
+            .expect("save");
+        }
+        let f = Path::new("quotas.redb");
+        let io = |kind: std::io::ErrorKind| {
+            redb::DatabaseError::Storage(redb::StorageError::Io(kind.into()))
+        };
+        let e = open_error(f, io(std::io::ErrorKind::PermissionDenied));
+        assert!(matches!(e, StoreError::Open { .. }), "{e}");
+        assert!(!e.to_string().contains("--reset-quotas"), "{e}");
+        let e = open_error(f, io(std::io::ErrorKind::InvalidData));
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+        let e = open_error(
+            f,
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted("x".into())),
+        );
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -119,6 +119,9 @@ struct QuotaTrack {
     allowance: u64,
     period: Period,
     clock: PeriodClock,
+    /// What the store holds for it, as last written by this coordinator:
+    /// an unchanged row is not written again.
+    written: Option<Stored>,
 }
 
 /// Quota limits, their store, and their period clocks.
@@ -127,6 +130,8 @@ struct Quotas {
     /// `None` also while the store is released to a successor process
     /// (binary upgrade).
     persistence: Mutex<Option<Persistence>>,
+    /// Writes of the store that failed (a metric).
+    write_failures: std::sync::atomic::AtomicU64,
 }
 
 /// What a write of the quota counters records per quota.
@@ -180,8 +185,9 @@ impl Quotas {
     fn roll(&self, recs: &[SharedReconciler], unix: u64) -> bool {
         let mut rolled = false;
         for t in lock(&self.tracks).iter_mut() {
-            if t.clock.roll(unix) {
-                lock(&recs[t.limit]).reset();
+            // The reconciler resets once per period, whichever of the
+            // coordinators sharing it (across a reload) rolls first.
+            if t.clock.roll(unix) && lock(&recs[t.limit]).roll_to(t.clock.start()) {
                 rolled = true;
             }
         }
@@ -211,11 +217,13 @@ impl Quotas {
         };
         let _writer = store.writer();
         let now = mono_ns();
-        // Read under the locks, write (fsync) without them.
+        // Read under the locks, write (fsync) without them; only rows
+        // that changed since this coordinator last wrote them.
         let mut marks = Vec::new();
-        let rows: Vec<(String, Stored)> = lock(&self.tracks)
+        let rows: Vec<(usize, String, Stored)> = lock(&self.tracks)
             .iter()
-            .map(|t| {
+            .enumerate()
+            .filter_map(|(i, t)| {
                 let mut rec = lock(&recs[t.limit]);
                 let used = match what {
                     Write::Reserve => {
@@ -226,20 +234,38 @@ impl Quotas {
                     Write::Applied => rec.durable().unwrap_or(0).max(rec.handed_out()),
                     Write::HandedOut => rec.handed_out(),
                 };
-                (
-                    t.name.clone(),
-                    Stored {
-                        period_start: t.clock.start(),
-                        used,
-                    },
-                )
+                let row = Stored {
+                    period_start: t.clock.start(),
+                    used,
+                };
+                (t.written != Some(row)).then(|| (i, t.name.clone(), row))
             })
             .collect();
-        let saved = store.save(rows.iter().map(|(n, s)| (n.as_str(), *s)));
+        let saved = if rows.is_empty() {
+            Ok(())
+        } else {
+            store.save(rows.iter().map(|(_, n, s)| (n.as_str(), *s)))
+        };
+        match &saved {
+            Ok(()) => {
+                let mut tracks = lock(&self.tracks);
+                for (i, _, row) in &rows {
+                    if let Some(t) = tracks.get_mut(*i) {
+                        t.written = Some(*row);
+                    }
+                }
+            }
+            Err(_) => {
+                self.write_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         // Durable now: shards may be handed quota up to the new marks. A
         // store that cannot be written does not stop admission: counting
-        // goes on in memory (the flusher says so), and a crash then may
-        // lose what was admitted since the last successful write.
+        // goes on in memory (the flusher says so once a minute, and
+        // `tollgate_quota_store_write_failures_total` counts it); a crash
+        // during such an outage can admit again what was handed out since
+        // the last successful write.
         for (l, m) in marks {
             lock(&recs[l]).apply_mark(m);
         }
@@ -321,8 +347,10 @@ impl Coordinator {
         // before the hand-over began.
         std::thread::sleep(2 * self.interval);
         // The marks as applied: the successor starts from them while this
-        // process, its store gone, hands out nothing beyond them.
+        // process, its store gone, hands out nothing beyond them (and no
+        // request waits for a mark that will not come).
         self.quotas.flush(&self.recs, Write::Applied)?;
+        self.freeze_quotas(true);
         Ok(lock(&self.quotas.persistence)
             .take()
             .map(|p| p.flush_interval))
@@ -350,7 +378,25 @@ impl Coordinator {
             store,
             flush_interval,
         });
+        self.freeze_quotas(false);
+        // Another process wrote it meanwhile: write every row again.
+        for t in lock(&self.quotas.tracks).iter_mut() {
+            t.written = None;
+        }
         self.quotas.flush(&self.recs, Write::Reserve)
+    }
+
+    fn freeze_quotas(&self, frozen: bool) {
+        for t in lock(&self.quotas.tracks).iter() {
+            lock(&self.recs[t.limit]).freeze(frozen);
+        }
+    }
+
+    /// Writes of the quota store that failed since start.
+    pub fn store_write_failures(&self) -> u64 {
+        self.quotas
+            .write_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Every quota's usage (what shards hold in leases is counted at
@@ -426,6 +472,7 @@ pub fn start_with(
                             allowance: l.burst,
                             period: q.period,
                             clock,
+                            written: None,
                         });
                         return rec;
                     }
@@ -436,6 +483,7 @@ pub fn start_with(
                         allowance: l.burst,
                         period: q.period,
                         clock,
+                        written: None,
                     });
                     Reconciler::quota(l.burst, used, shards, mono_ns())
                 }
@@ -445,6 +493,9 @@ pub fn start_with(
                 // Nothing is handed out before the first mark is written.
                 rec.persist();
             }
+            if let Some(t) = tracks.iter().find(|t| t.limit == i) {
+                rec.set_period(t.clock.start());
+            }
             Arc::new(Mutex::new(rec))
         })
         .collect();
@@ -452,6 +503,7 @@ pub fn start_with(
     let quotas = Arc::new(Quotas {
         tracks: Mutex::new(tracks),
         persistence: Mutex::new(persistence),
+        write_failures: std::sync::atomic::AtomicU64::new(0),
     });
     // Record where every quota stands (a first period, an offset) and its
     // first mark at once.

@@ -12,18 +12,23 @@
 //! surplus response) are never taken as the next request's answer: such a
 //! connection is closed, as is one whose response was followed by more
 //! bytes in the same read (it is never checked in). The check runs right
-//! before the request is written, so no byte that had arrived before the
-//! request was sent is read as its answer. (Until issue 18 the check was
-//! skipped for retryable requests on connections idle under a second, and
-//! one surplus response shifted a pooled connection by one answer for as
-//! long as it was reused.) One syscall per pooled request; its cost is in
-//! the issue 18 note (`bench/compare.sh` A/B).
+//! before the request is written, and connections are reused oldest idle
+//! first, so a surplus has had as long as possible to arrive and be seen.
+//! (Until issue 18 the check was skipped for retryable requests on
+//! connections idle under a second, and one surplus response shifted a
+//! pooled connection by one answer for as long as it was reused.) One
+//! syscall per pooled request; its cost is in the issue 18 note
+//! (`bench/compare.sh` A/B).
 //!
-//! What no check at this end can see: a backend without `TCP_NODELAY`
-//! whose surplus its own kernel holds back (Nagle) until the gateway's
-//! next request acknowledges the answer before it. That surplus arrives
-//! after the next request was written and is indistinguishable from its
-//! answer; NGINX's idle-connection read handler has the same limit.
+//! What no check at this end can see: surplus bytes that arrive after the
+//! check — sent just after the answer, while the next request is being
+//! written on a busy connection, or held back by a backend's Nagle until
+//! that request acknowledges the answer before them. They are
+//! indistinguishable from the answer; the real answer then follows and
+//! the connection is dropped at its next check, so each surplus costs
+//! about one wrong answer and connections heal (`tests/desync.rs`). NGINX,
+//! which watches idle connections for bytes the same way, has the same
+//! limit.
 //!
 //! Per-shard pools give up some reuse compared with one shared pool; the
 //! reuse ratio is counted in [`PoolStats`] so it can be watched.
