@@ -111,7 +111,7 @@ impl ChunkedDecoder {
             let b = input[i];
             match self.state {
                 State::Size { digits } => {
-                    if let Some(d) = hex(b) {
+                    if let Some(d) = super::hex_digit(b) {
                         if digits >= 16 {
                             return Err(ChunkedError::SizeOverflow);
                         }
@@ -186,7 +186,7 @@ impl ChunkedDecoder {
                     } else if b == b'\n' || b == b' ' || b == b'\t' {
                         // Bare LF, or obs-fold continuation.
                         return Err(ChunkedError::Trailers);
-                    } else if is_tchar(b) {
+                    } else if super::is_tchar(b) {
                         self.bump_trailer()?;
                         self.state = State::TrailerLine;
                     } else {
@@ -200,7 +200,7 @@ impl ChunkedDecoder {
                     self.bump_trailer()?;
                     if b == b':' {
                         self.state = State::TrailerValue;
-                    } else if !is_tchar(b) {
+                    } else if !super::is_tchar(b) {
                         return Err(ChunkedError::Trailers);
                     }
                 }
@@ -243,20 +243,6 @@ impl ChunkedDecoder {
             return Err(ChunkedError::Trailers);
         }
         Ok(())
-    }
-}
-
-/// RFC 9110 token characters.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
     }
 }
 

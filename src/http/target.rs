@@ -22,7 +22,7 @@
 //! or letter case, is decided against the routes in `router::lenient`.
 
 use super::request::{HeadError, RequestHead};
-use super::Span;
+use super::{hex_digit, Span};
 
 /// Splits the target into path and query; accepts origin-form and
 /// absolute-form (RFC 9112 §3.2), rejects the rest and dot-segments.
@@ -87,7 +87,7 @@ fn check_percent_encoding(path: &[u8]) -> Result<(), HeadError> {
                 "invalid percent-encoding in request path",
             ));
         };
-        match (hex(h), hex(l)) {
+        match (hex_digit(h), hex_digit(l)) {
             (Some(h), Some(l)) => {
                 let v = h << 4 | l;
                 if matches!(v, b'/' | b'\\' | 0x7f) || v < 0x20 {
@@ -104,15 +104,6 @@ fn check_percent_encoding(path: &[u8]) -> Result<(), HeadError> {
         }
     }
     Ok(())
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// RFC 3986 §2.3 unreserved characters: their percent-encoded forms mean
@@ -140,7 +131,7 @@ pub(crate) fn normalize(path: &mut [u8]) -> usize {
     while r < path.len() {
         let c = path[r];
         if c == b'%' && r + 2 < path.len() {
-            let v = match (hex(path[r + 1]), hex(path[r + 2])) {
+            let v = match (hex_digit(path[r + 1]), hex_digit(path[r + 2])) {
                 (Some(h), Some(l)) => h << 4 | l,
                 // Refused by parse_target; kept as it is if ever reached.
                 _ => {

@@ -55,9 +55,7 @@ impl MockIntegration {
 
 /// RFC 9110 token characters.
 pub(crate) fn valid_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !s.is_empty() && s.bytes().all(crate::http::is_tchar)
 }
 
 fn valid_value(s: &str) -> bool {
