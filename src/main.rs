@@ -167,7 +167,7 @@ fn run(path: &Path, profile: Option<&Path>, reset_quotas: bool) -> ExitCode {
         say!("tollgate: warning: {w}");
     }
     if reset_quotas && !inherited.is_successor() {
-        let unix = std::time::SystemTime::now()
+        let unix = tollgate::clock::wall()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         match tollgate::throttle::store::QuotaStore::reset(&snap.state_dir, unix) {

@@ -73,9 +73,9 @@ pub fn run(
     let mut chunk = vec![0u8; 16 * 1024];
     // After an accept failed (out of descriptors): the listener stays
     // readable, so it is left out of the poll for a moment, not spun on.
-    let mut accept_after = Instant::now();
+    let mut accept_after = crate::clock::now();
     while !stop.load(Ordering::Acquire) && !stopping() {
-        let now = Instant::now();
+        let now = crate::clock::now();
         reading.retain(|r| now < deadline(r));
         let mut wait = reading
             .iter()
@@ -126,7 +126,7 @@ pub fn run(
             }
         }
         if fds[0].revents != 0 && !accept_all(&listener, &mut reading, &tx, &mut chunk) {
-            accept_after = Instant::now() + ACCEPT_BACKOFF;
+            accept_after = crate::clock::now() + ACCEPT_BACKOFF;
         }
     }
     drop(tx);
@@ -168,7 +168,7 @@ fn accept_all(
         let mut r = Reading {
             stream,
             buf: Vec::new(),
-            since: Instant::now(),
+            since: crate::clock::now(),
         };
         // Most requests are in with the connection: answer at once.
         match read_more(&mut r, chunk) {
@@ -245,10 +245,10 @@ fn work(rx: &Mutex<Receiver<(TcpStream, Parsed)>>, answer: &dyn Fn(Parsed) -> Ve
 /// read them (a per-write timeout alone lets a slow reader hold the
 /// worker for as long as it keeps taking a byte now and then).
 fn write_within(stream: &mut TcpStream, bytes: &[u8], limit: Duration) {
-    let deadline = Instant::now() + limit;
+    let deadline = crate::clock::now() + limit;
     let mut rest = bytes;
     while !rest.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(crate::clock::now());
         if left.is_zero() || stream.set_write_timeout(Some(left)).is_err() {
             return;
         }

@@ -393,7 +393,7 @@ impl Control {
         Status {
             version: env!("CARGO_PKG_VERSION"),
             started: self.started,
-            uptime: self.started.elapsed().unwrap_or_default(),
+            uptime: crate::clock::wall_since(self.started),
             cores: self.cores.clone(),
             generation: st.generation,
             loaded_at: st.loaded_at,
@@ -505,7 +505,7 @@ pub fn start_with(
     let client_ip = snapshot.client_ip.map(|c| {
         (
             Arc::new(ClientIpTable::new(c.rate, c.burst, c.max_clients)),
-            Instant::now(),
+            crate::clock::now(),
         )
     });
     let cache = snapshot
@@ -533,11 +533,11 @@ pub fn start_with(
         mailboxes: mailboxes.clone(),
         cache: cache.clone(),
         cores: cores.clone(),
-        started: SystemTime::now(),
+        started: crate::clock::wall(),
         state: Mutex::new(State {
             snapshot: snapshot.clone(),
             generation: 0,
-            loaded_at: SystemTime::now(),
+            loaded_at: crate::clock::wall(),
             listeners,
             throttle: coordinator,
             limit_specs: (limit_specs(&snapshot), snapshot.sync_interval),
@@ -614,11 +614,13 @@ fn open_store(dir: &std::path::Path, retry: bool) -> Result<QuotaStore, StartErr
     if !retry {
         return QuotaStore::open(dir).map_err(|e| StartError::Throttle(e.into()));
     }
-    let deadline = Instant::now() + std::time::Duration::from_secs(3);
+    let deadline = crate::clock::now() + std::time::Duration::from_secs(3);
     loop {
         match QuotaStore::open(dir) {
             Ok(s) => return Ok(s),
-            Err(e) if Instant::now() >= deadline => return Err(StartError::Throttle(e.into())),
+            Err(e) if crate::clock::now() >= deadline => {
+                return Err(StartError::Throttle(e.into()))
+            }
             Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
         }
     }

@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
 
 use super::{
     bind_shards, limit_specs, open_logs, shard_logs, start_reconciler, Bound, Control, StartError,
@@ -225,7 +224,7 @@ impl Control {
             st.client_ip = new.client_ip.map(|c| {
                 (
                     Arc::new(ClientIpTable::new(c.rate, c.burst, c.max_clients)),
-                    Instant::now(),
+                    crate::clock::now(),
                 )
             });
             Some(st.client_ip.clone())
@@ -256,8 +255,8 @@ impl Control {
         }
         // Shards switch at their next tick (25 ms); the old reconciler
         // stops once none uses it.
-        let deadline = Instant::now() + SWITCH_WAIT;
-        while Instant::now() < deadline
+        let deadline = crate::clock::now() + SWITCH_WAIT;
+        while crate::clock::now() < deadline
             && !self.stopping()
             && self
                 .mailboxes
@@ -286,7 +285,7 @@ impl Control {
         }
         st.snapshot = new;
         st.listeners = listeners;
-        st.loaded_at = SystemTime::now();
+        st.loaded_at = crate::clock::wall();
         report.generation = generation;
         Ok(report)
     }

@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const LISTEN_FDS: &str = "TOLLGATE_LISTEN_FDS";
 const ADMIN_FD: &str = "TOLLGATE_ADMIN_FD";
@@ -251,7 +251,7 @@ impl Successor {
     /// so connections it accepted are answered; SIGKILL after 5 s).
     pub fn wait_ready(mut self, wait: Duration) -> Result<u32, UpgradeError> {
         let pid = self.child.id();
-        let deadline = Instant::now() + wait;
+        let deadline = crate::clock::now() + wait;
         let mut got = Vec::new();
         loop {
             if got.starts_with(b"ok") {
@@ -260,7 +260,7 @@ impl Successor {
                 std::mem::forget(self.child);
                 return Ok(pid);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(crate::clock::now());
             if left.is_zero() {
                 self.stop();
                 return Err(UpgradeError::Timeout {
@@ -296,8 +296,8 @@ impl Successor {
         unsafe {
             libc::kill(pid, libc::SIGTERM);
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
+        let deadline = crate::clock::now() + Duration::from_secs(5);
+        while crate::clock::now() < deadline {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
                 return;
             }

@@ -233,9 +233,9 @@ pub(super) async fn decide(
     if let CacheStep::Wait(stale) = &mut step {
         let mut fallback = stale.take();
         let since = cache.now_ns();
-        let deadline = Instant::now() + cache.lock_timeout;
+        let deadline = shard.coarse_now() + cache.lock_timeout;
         loop {
-            if Instant::now() >= deadline {
+            if shard.coarse_now() >= deadline {
                 shard.counters.cache_lookup(r.metric, fallback.is_some());
                 step = match fallback {
                     Some(entry) => CacheStep::Hit(Hit::new(entry, wants_warning(ask, stage))),

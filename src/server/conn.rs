@@ -162,7 +162,7 @@ pub async fn serve(
         let _ = write!(cur, "{}", peer.ip());
         cur.position() as usize
     };
-    let idle = Rc::new(IdleState::new(Instant::now()));
+    let idle = Rc::new(IdleState::new(shard.coarse_now()));
     let slot = shard.register(stream.tcp().as_raw_fd(), idle.clone());
     let mut conn = Conn {
         shard: shard.clone(),
@@ -224,7 +224,7 @@ impl Conn {
     /// Half-closes, then reads and drops what the client still sends,
     /// bounded by [`LINGER_TIME`] and [`LINGER_BYTES`].
     async fn linger_close(&mut self) {
-        let deadline = Instant::now() + LINGER_TIME;
+        let deadline = self.shard.coarse_now() + LINGER_TIME;
         // TLS sends close_notify first, which may wait for the client to
         // read: within the linger time too.
         let stream = &mut self.stream;
@@ -236,7 +236,7 @@ impl Conn {
         while discarded < LINGER_BYTES {
             let n = self.rbuf.len();
             self.rbuf.consume(n);
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            let Some(left) = deadline.checked_duration_since(self.shard.coarse_now()) else {
                 return;
             };
             match read_into(&mut self.stream, &mut self.rbuf, 4096, BODY_CHUNK, left).await {
@@ -338,7 +338,9 @@ impl Conn {
                 server.timeouts.keepalive
             } else {
                 let start = *started.get_or_insert_with(|| self.shard.coarse_now());
-                match server.timeouts.client_header.checked_sub(start.elapsed()) {
+                match (server.timeouts.client_header)
+                    .checked_sub(self.shard.coarse_now().saturating_duration_since(start))
+                {
                     Some(d) if !d.is_zero() => d,
                     _ => return Ok(HeadOutcome::Timeout),
                 }

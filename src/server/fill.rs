@@ -233,7 +233,7 @@ fn capture_of(fill: &Fill, buf: &[u8], resp: &ResponseHead, max: usize) -> Optio
                     .find(|h| h.name.of(buf).eq_ignore_ascii_case(n))
                     .map(|h| h.value.of(buf))
             };
-            let now = std::time::SystemTime::now()
+            let now = crate::clock::wall()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             find(b"expires").map(|e| expires_in(e, find(b"date"), now))

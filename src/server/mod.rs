@@ -117,7 +117,7 @@ pub async fn run_shard(
     for (addr, l) in listeners {
         acceptors.start(addr, l);
     }
-    let mut last_sweep = Instant::now();
+    let mut last_sweep = crate::clock::now();
     // The tick also carries the throttle's lease exchange.
     let tick = TICK.min(shard.snapshot().sync_interval);
     while !stop.load(Ordering::Acquire) {
@@ -141,11 +141,11 @@ pub async fn run_shard(
             }
         }
         shard.throttle_tick();
-        shard.expire_idle(Instant::now());
+        shard.expire_idle(crate::clock::now());
         shard.publish_gauges();
         shard.flush_logs();
-        if last_sweep.elapsed() >= SWEEP_EVERY {
-            last_sweep = Instant::now();
+        if crate::clock::since(last_sweep) >= SWEEP_EVERY {
+            last_sweep = crate::clock::now();
             shard.sweep(last_sweep);
         }
     }
@@ -159,7 +159,7 @@ pub async fn run_shard(
         loop {
             glommio::timer::sleep(tick).await;
             shard.throttle_tick();
-            shard.expire_idle(Instant::now());
+            shard.expire_idle(crate::clock::now());
             shard.flush_logs();
         }
     };

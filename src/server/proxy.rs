@@ -212,7 +212,7 @@ impl Conn {
             self.flush().await?;
             // The integration timeout covers the backend's work, which
             // starts once the whole request has been sent.
-            let deadline = Instant::now() + integ.timeout;
+            let deadline = self.shard.coarse_now() + integ.timeout;
             match read_response_head(&shard, &mut up, &mut self.rhead, snap, info, deadline).await {
                 Ok(()) => {
                     let took = clock.delta(integration_start, clock.raw());
@@ -414,7 +414,7 @@ impl Conn {
                 }
                 return;
             }
-            let deadline = Instant::now() + r.timeout;
+            let deadline = shard.coarse_now() + r.timeout;
             match read_response_head(&shard, &mut up, &mut self.rhead, snap, info, deadline).await {
                 Ok(()) => break up,
                 Err(HeadError::NothingReceived) if retry => retried = true,
@@ -631,7 +631,7 @@ impl Conn {
                 up.rbuf.consume(n);
             }
             self.flush().await.map_err(RelayError::Client)?;
-            let deadline = Instant::now() + wait;
+            let deadline = self.shard.coarse_now() + wait;
             match read_backend(&self.shard, up, 16 * 1024, BODY_CHUNK, deadline).await {
                 Ok(0) => {
                     self.complete_capture();
@@ -814,7 +814,7 @@ async fn capture_body(
                 return None;
             }
             up.rbuf.consume(n);
-            let deadline = Instant::now() + wait;
+            let deadline = shard.coarse_now() + wait;
             match read_backend(shard, up, 16 * 1024, BODY_CHUNK, deadline).await {
                 Ok(0) => return Some(capture),
                 Ok(_) => {}
@@ -825,7 +825,7 @@ async fn capture_body(
 }
 
 async fn read_upstream(shard: &Shard, up: &mut UpConn, wait: Duration) -> Result<(), RelayError> {
-    let deadline = Instant::now() + wait;
+    let deadline = shard.coarse_now() + wait;
     match read_backend(shard, up, 16 * 1024, BODY_CHUNK, deadline).await {
         Ok(0) | Err(_) => Err(RelayError::Upstream),
         Ok(_) => Ok(()),
@@ -854,7 +854,7 @@ async fn read_backend(
     let result = match ready {
         Some(r) => r,
         None => {
-            if Instant::now() >= deadline {
+            if shard.coarse_now() >= deadline {
                 return Err(ConnError::Timeout);
             }
             let watch = shard.watch_backend(fd, deadline);

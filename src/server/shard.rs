@@ -51,11 +51,9 @@ pub struct Refusal {
     pub awaiting_mark: bool,
 }
 
-/// Seconds from now until `period`'s next start (at least 1).
-fn seconds_until_next(period: Period) -> u64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+/// Seconds from `now` (Unix seconds) until `period`'s next start (at
+/// least 1).
+fn seconds_until_next(period: Period, now: u64) -> u64 {
     period.next_start(now).saturating_sub(now).max(1)
 }
 
@@ -212,7 +210,7 @@ impl Shard {
     pub fn new(id: usize, snapshot: Arc<Snapshot>, guards: Guards) -> Shard {
         let s = &snapshot.server;
         let pool = Pool::new(s.max_idle_per_backend, s.upstream_idle_timeout);
-        let seed = SystemTime::now()
+        let seed = crate::clock::wall()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
             ^ ((id as u64 + 1) << 56)
@@ -224,7 +222,7 @@ impl Shard {
             draining: Cell::new(false),
             rng: Cell::new(seed | 1),
             date_secs: Cell::new(0),
-            coarse_now: Cell::new(Instant::now()),
+            coarse_now: Cell::new(crate::clock::now()),
             date: RefCell::new([b' '; 29]),
             conns: RefCell::new(Vec::new()),
             free_slots: RefCell::new(Vec::new()),
@@ -275,7 +273,9 @@ impl Shard {
             })
         };
         if let (Some((table, epoch)), false) = (&*self.client_ip.borrow(), again) {
-            let now = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            // The coarse clock: no clock read per request.
+            let since = self.coarse_now().saturating_duration_since(*epoch);
+            let now = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX);
             if !table.check(client, now) {
                 return refuse(Level::ClientIp);
             }
@@ -331,7 +331,8 @@ impl Shard {
                 awaiting_mark: true,
             }),
             Some(pos) if kinds[pos] == Level::Quota => refuse(Level::Quota).map_err(|r| Refusal {
-                retry_after: period.map_or(r.retry_after, seconds_until_next),
+                retry_after: period
+                    .map_or(r.retry_after, |p| seconds_until_next(p, self.unix_secs())),
                 ..r
             }),
             Some(pos) => refuse(kinds[pos]),
@@ -581,7 +582,7 @@ impl Shard {
     /// and no request pays a clock read for it (NGINX likewise caches its
     /// time per event-loop turn).
     pub fn refresh_date(&self) {
-        let now = SystemTime::now();
+        let now = crate::clock::wall();
         let unix_ns = now
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
@@ -631,6 +632,12 @@ impl Shard {
                 .saturating_sub(u64::try_from(clock.delta(raw, tick_raw).as_nanos()).unwrap_or(0))
         };
         UNIX_EPOCH + std::time::Duration::from_nanos(wall)
+    }
+
+    /// Unix seconds at the last tick (the wall clock without a read).
+    #[inline]
+    pub fn unix_secs(&self) -> u64 {
+        self.wall_at_tick.get().0 / 1_000_000_000
     }
 
     /// The shard's coarse clock (see `coarse_now`).

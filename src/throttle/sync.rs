@@ -65,18 +65,13 @@ pub struct Persistence {
 /// reconcilers outlive a coordinator (a reload carries them over), so their
 /// reserve windows use one clock for the whole process.
 fn mono_ns() -> u64 {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let start = START.get_or_init(Instant::now);
-    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    crate::clock::process_ns()
 }
 
 /// Wall-clock seconds since the Unix epoch (quota periods are calendar
 /// periods).
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    crate::clock::unix_secs()
 }
 
 #[derive(Debug, Default)]
@@ -448,7 +443,7 @@ pub fn start_with(
     let mailboxes: Vec<Arc<Mailbox>> = (0..shards)
         .map(|_| Arc::new(Mailbox::new(limits.len())))
         .collect();
-    let epoch = Instant::now();
+    let epoch = crate::clock::now();
     let stored = match &persistence {
         Some(p) => p.store.load()?,
         None => Default::default(),
@@ -555,11 +550,11 @@ pub fn start_with(
                 while !wake2.wait(every) {
                     match quotas2.flush(&recs2, Write::Reserve) {
                         Err(e) => {
-                            if failing.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                            if failing.is_none_or(|t| crate::clock::since(t) >= Duration::from_secs(60)) {
                                 crate::observe::stderr_line(format_args!(
                                     "tollgate: {e} (counting goes on in memory; retried every {every:?})"
                                 ));
-                                failing = Some(Instant::now());
+                                failing = Some(crate::clock::now());
                             }
                         }
                         Ok(()) if failing.take().is_some() => {
@@ -620,7 +615,7 @@ pub enum StartError {
 }
 
 fn ns_since(epoch: Instant) -> u64 {
-    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    u64::try_from(crate::clock::since(epoch).as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// One reconciler tick: reports in, grants out. Each mailbox is locked
@@ -806,10 +801,10 @@ mod tests {
             quota: None,
         }];
         let (coord, mut shards) = start(&limits, 2, Duration::from_millis(5), None).expect("start");
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let mut admitted = 0u64;
         // Offer far more than the limit from both shards for 300 ms.
-        while t0.elapsed() < Duration::from_millis(300) {
+        while crate::clock::since(t0) < Duration::from_millis(300) {
             for s in shards.iter_mut() {
                 s.tick();
                 for _ in 0..20 {
@@ -818,7 +813,7 @@ mod tests {
             }
             std::thread::yield_now();
         }
-        let elapsed = t0.elapsed().as_secs_f64();
+        let elapsed = crate::clock::since(t0).as_secs_f64();
         let ceiling = 50.0 + 100.0 * elapsed;
         assert!(
             (admitted as f64) <= ceiling,

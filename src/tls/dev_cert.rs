@@ -40,10 +40,10 @@ pub fn load_or_create(dir: &Path) -> Result<(DevCert, CertKey), TlsError> {
     }
     // A process that lost a creation race may read the old certificate
     // beside the new key for a moment: retry a mismatch briefly.
-    let deadline = std::time::Instant::now() + CREATE_WAIT;
+    let deadline = crate::clock::now() + CREATE_WAIT;
     let ck = loop {
         match CertKey::load(&cert_path, &key_path) {
-            Err(TlsError::Mismatch(_)) if std::time::Instant::now() < deadline => {
+            Err(TlsError::Mismatch(_)) if crate::clock::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             r => break r?,
@@ -116,9 +116,9 @@ fn create(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), String> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             cleanup();
-            let deadline = std::time::Instant::now() + CREATE_WAIT;
+            let deadline = crate::clock::now() + CREATE_WAIT;
             while !cert_path.exists() {
-                if std::time::Instant::now() >= deadline {
+                if crate::clock::now() >= deadline {
                     return Err(format!(
                         "`{}` exists without `{}`; remove it to have a new pair made",
                         key_path.display(),

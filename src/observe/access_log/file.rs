@@ -400,9 +400,9 @@ impl FileSink {
         let bulk = &self.stage.region()[lead_end..bulk_end];
         let mut written = 0;
         if !bulk.is_empty() {
-            let started = Instant::now();
+            let started = crate::clock::now();
             let res = (&*direct).write(bulk);
-            let took = started.elapsed();
+            let took = crate::clock::since(started);
             match res {
                 Ok(n) => {
                     written = n;
@@ -454,11 +454,11 @@ impl FileSink {
         if !self.regular {
             return false;
         }
-        let deadline = Instant::now() + LOCK_WAIT;
+        let deadline = crate::clock::now() + LOCK_WAIT;
         loop {
             match self.file.try_lock() {
                 Ok(()) => return true,
-                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                Err(std::fs::TryLockError::WouldBlock) if crate::clock::now() < deadline => {
                     std::thread::sleep(Duration::from_micros(500));
                 }
                 Err(_) => return false,
@@ -536,7 +536,7 @@ mod tests {
             // A slow disk (a busy test machine) must not pause direct
             // writes here: the test counts them.
             sink.slow = Duration::MAX;
-            let mut now = Instant::now();
+            let mut now = crate::clock::now();
             let mut total = Tally::default();
             let mut want = feed(&mut sink, 0, 20_000, &mut now, &mut total);
             // Idle: everything staged is written.
@@ -566,7 +566,7 @@ mod tests {
     fn little_staged_waits_at_most_max_hold() {
         let path = temp_path("hold");
         let mut sink = FileSink::open(path.clone(), true).expect("open");
-        let now = Instant::now();
+        let now = crate::clock::now();
         let t = sink.write(b"one\n", 1, now);
         if sink.has_direct() {
             assert_eq!(t.written, 0, "staged");
@@ -585,7 +585,7 @@ mod tests {
         let path = temp_path("others");
         let mut sink = FileSink::open(path.clone(), true).expect("open");
         let mut other = open_append(&path).expect("other");
-        let mut now = Instant::now();
+        let mut now = crate::clock::now();
         let mut total = Tally::default();
         let mut ours = Vec::new();
         for round in 0..20u64 {
@@ -640,7 +640,7 @@ mod tests {
         let path = temp_path("reopen");
         let moved = path.with_extension("log.1");
         let mut sink = FileSink::open(path.clone(), true).expect("open");
-        let mut now = Instant::now();
+        let mut now = crate::clock::now();
         let mut total = Tally::default();
         let before = feed(&mut sink, 0, 3000, &mut now, &mut total);
         total.add(sink.settle(now, true));
@@ -658,7 +658,7 @@ mod tests {
 
     #[test]
     fn a_slow_direct_write_pauses_direct_writes() {
-        let now = Instant::now();
+        let now = crate::clock::now();
         assert_eq!(
             pause_after(Duration::from_millis(5), SLOW_DIRECT, now),
             None
@@ -698,10 +698,10 @@ mod tests {
         other.try_lock().expect("released");
         // A holder that does not let go is given up on after LOCK_WAIT:
         // the line is written anyway.
-        let started = Instant::now();
+        let started = crate::clock::now();
         let t = sink.write(b"late\n", 1, started);
         assert_eq!(t.written, 1);
-        assert!(started.elapsed() >= LOCK_WAIT);
+        assert!(crate::clock::since(started) >= LOCK_WAIT);
         assert_eq!(fs::read(&path).expect("read"), b"late\n");
         other.unlock().expect("unlock");
         let _ = fs::remove_file(&path);
@@ -720,7 +720,7 @@ mod tests {
         // Read-only from here: every buffered write fails (EBADF); direct
         // writes (their own descriptor) still work.
         sink.file = File::open(&path).expect("open read-only");
-        let mut now = Instant::now();
+        let mut now = crate::clock::now();
         let mut total = Tally::default();
         let mut all = Vec::new();
         let mut lines = 0;
@@ -757,7 +757,7 @@ mod tests {
         // /dev/full: no direct writes (not a regular file), and every
         // write fails with ENOSPC.
         let mut sink = FileSink::open(PathBuf::from("/dev/full"), true).expect("open");
-        let now = Instant::now();
+        let now = crate::clock::now();
         let mut total = Tally::default();
         let batch = [line(1), line(2), line(3)].concat();
         assert!(!sink.has_direct());
@@ -779,7 +779,7 @@ mod tests {
     fn stage_keeps_file_phase() {
         let mut s = Stage::new();
         assert_eq!(s.region().as_ptr() as usize % BLOCK, 0);
-        let now = Instant::now();
+        let now = crate::clock::now();
         s.push(&[b'x'; 10_000], 0, now);
         s.align_to(100);
         assert_eq!((s.start, s.end), (100, 10_100));

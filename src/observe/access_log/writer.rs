@@ -309,7 +309,7 @@ impl Writer<'_> {
     }
 
     fn settle(&mut self, all: bool) {
-        let tally = self.sink.settle(Instant::now(), all);
+        let tally = self.sink.settle(crate::clock::now(), all);
         self.account(tally);
     }
 
@@ -349,7 +349,7 @@ fn run_writer(rx: Receiver<Msg>, sink: Box<dyn Sink>, label: &str, shared: &Shar
         // channel, so a shard handing a batch over wakes nobody.
         loop {
             w.reopen_if_asked();
-            let now = Instant::now();
+            let now = crate::clock::now();
             let mut wrote = false;
             for msg in first.take().into_iter().chain(rx.try_iter()) {
                 // Per message: a pass lasts as long as batches keep coming.
@@ -509,12 +509,12 @@ mod tests {
     // -- writer ----------------------------------------------------------------
 
     fn wait_until(mut done: impl FnMut() -> bool) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = crate::clock::now() + Duration::from_secs(5);
         loop {
             if done() {
                 return true;
             }
-            if Instant::now() > deadline {
+            if crate::clock::now() > deadline {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(2));
@@ -796,7 +796,7 @@ mod tests {
         };
         let log = AccessLog::start_sink(Box::new(sink), "gated".into(), 1).expect("thread");
         let mut shard = log.shard_buffer_with_limits(64, 256);
-        let started = Instant::now();
+        let started = crate::clock::now();
         for i in 0..200 {
             shard.line(|out| {
                 let _ = writeln!(out, "line {i:04}");
@@ -804,7 +804,7 @@ mod tests {
         }
         shard.flush();
         assert!(
-            started.elapsed() < Duration::from_secs(1),
+            crate::clock::since(started) < Duration::from_secs(1),
             "shard did not block"
         );
         assert!(log.dropped() > 0, "lines past the cap are dropped");
