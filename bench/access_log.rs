@@ -5,6 +5,7 @@
 //! to escape, and the shard's whole per-request cost (render into its
 //! `ShardLog`, batches handed to a writer thread appending to
 //! `/dev/null`).
+#![allow(clippy::disallowed_methods, clippy::unwrap_used)] // tests time and unwrap
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! Cost of the cache's hot functions: building a key for a request, and a
 //! lookup hit (hash + segment lock + map probe + key check) in a store
 //! holding 100,000 small entries, 64 segments.
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
 
 use std::time::Duration;
 

@@ -3,6 +3,7 @@
 //! small objects, then with large ones, and prints the process RSS at each
 //! step (with mimalloc, the gateway's allocator). Under `cargo test` it
 //! does the same with 16 MB.
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
 
 use std::time::Duration;
 

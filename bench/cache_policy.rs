@@ -3,6 +3,7 @@
 //! trace with scans of one-time objects mixed in (a crawler walking a
 //! catalogue). `cargo bench --bench cache_policy` prints the table; under
 //! `cargo test` it replays a short trace only.
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
 
 use tollgate::cache::sim::{hit_ratio, scan_trace, zipf_trace, Lru, S3Fifo};
 

@@ -20,6 +20,7 @@
 //!
 //! Run: `cargo run --release --example floor -- 127.0.0.1:18086`
 //! (pin it with `taskset` as the benchmark does).
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};

@@ -1,6 +1,7 @@
 //! What metrics cost a request: recording one finished exchange into the
 //! shard's counters (status class, bytes, two histograms), the clock
 //! reads a request makes for its latency, and rendering a scrape.
+#![allow(clippy::disallowed_methods, clippy::unwrap_used)] // tests time and unwrap
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

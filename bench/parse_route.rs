@@ -1,5 +1,6 @@
 //! Hot-path micro benchmarks: request-head parsing, route matching, and
 //! both together as the pipeline runs them, for a typical 400-byte GET.
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 

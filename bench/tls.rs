@@ -3,6 +3,7 @@
 //! and whole handshakes in memory (client and server sides together,
 //! ECDSA P-256, TLS 1.3, full and resumed) to compare with the load
 //! benchmark's per-connection CPU.
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
 
 use std::hint::black_box;
 use std::sync::Arc;

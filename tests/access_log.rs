@@ -2,6 +2,7 @@
 //! configured format; hostile header bytes never break a JSON line;
 //! reopening after a rename starts a new file; a writer that cannot keep
 //! up drops and counts lines and never holds a request back.
+#![allow(clippy::disallowed_methods, clippy::unwrap_used)] // tests time and unwrap
 
 mod common;
 

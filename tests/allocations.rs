@@ -11,6 +11,7 @@
 //! around it: glommio's spin loop allocates on every turn.) tollgate's own share is one boxed request
 //! future and one readiness poll per wait, plus a timer per backend wait
 //! (docs/performance.md has the breakdown).
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
 
 mod common;
 

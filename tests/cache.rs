@@ -1,4 +1,5 @@
 //! End to end: the response cache in front of an HTTP integration.
+#![allow(clippy::disallowed_methods, clippy::unwrap_used)] // tests time and unwrap
 
 mod common;
 

@@ -5,6 +5,7 @@
 //! bookkeeping overhead (`ENTRY_OVERHEAD`) that covers what the store
 //! allocates for it. `cargo bench --bench cache_memory` does the same
 //! with a 0.5 GB cache and reports RSS.
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
 
 use std::time::Duration;
 

@@ -4,6 +4,7 @@
 //! requests are counted in series of their own (`canary="true"`) and
 //! logged to the stage's access log; bad settings are rejected with their
 //! key path.
+#![allow(clippy::disallowed_methods, clippy::unwrap_used)] // tests time and unwrap
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! allocator that tracks live heap bytes: a flood of distinct addresses
 //! must not grow the table beyond the bound stated in
 //! `src/throttle/client_ip.rs` (about 75 bytes per `max_clients`).
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

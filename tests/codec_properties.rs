@@ -2,6 +2,7 @@
 //! project's style guide asks for, run on stable Rust with proptest):
 //! nothing a client or backend sends may panic the codec, and what the
 //! chunked decoder and the request parser accept round-trips exactly.
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
 
 use proptest::prelude::*;
 

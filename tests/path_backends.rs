@@ -8,6 +8,7 @@
 //! by its own throttle, `ANY /{proxy+}` is open), no spelling of a guarded
 //! path sent without a key may reach a guarded handler. Parts are
 //! installed by `tests/support/deps.sh` (pinned) when missing.
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! separator, and refused where a lenient backend could read a guarded
 //! route the exact match did not pick. The same matrix against real
 //! decoding backends (WSGI, Node, Go, Tomcat) is in `path_backends.rs`.
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! End-to-end proxying through real sockets: routing, header handling,
 //! keep-alive reuse, pipelining, bodies in both directions.
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
 
 mod common;
 

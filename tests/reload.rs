@@ -2,6 +2,7 @@
 //! configurations and one invalid one fail no request; routes switch;
 //! listeners open and close; quotas keep counting across a reload that
 //! rebuilds the throttles.
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
 
 mod common;
 

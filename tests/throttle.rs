@@ -2,6 +2,7 @@
 //! connections offer far more than the limit for 5 s; the count of
 //! admitted requests must match the limit (an assertion on counts, not on
 //! speed).
+#![allow(clippy::disallowed_methods, clippy::unwrap_used)] // tests time and unwrap
 
 mod common;
 

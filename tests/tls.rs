@@ -5,6 +5,7 @@
 //! certificates; the certificate's facts forwarded and not forgeable),
 //! session resumption, HTTPS backends, and certificate reload while a
 //! connection stays open.
+#![allow(clippy::disallowed_methods, clippy::unwrap_used)] // tests time and unwrap
 
 mod common;
 

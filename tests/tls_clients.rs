@@ -2,6 +2,7 @@
 //! openssl s_client against the tollgate binary (handshakes, SNI, base
 //! path mappings, 421, mutual TLS, session resumption). Installs curl and
 //! openssl from the distribution when they are missing.
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
 
 use std::process::Command;
 

@@ -1,6 +1,7 @@
 //! End to end: API keys, usage plans (per-key throttle and quota), the
 //! per-client-IP level, the refusal counters, and quotas that survive a
 //! restart of the gateway.
+#![allow(clippy::unwrap_used)] // a test's unwrap is its assertion
 
 mod common;
 

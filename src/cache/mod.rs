@@ -1,6 +1,7 @@
 //! The response cache, sans-I/O: the shared segmented store (`store`),
 //! keys (`key`), Cache-Control rules (`control`), the policy simulation
 //! (`sim`), and the handle shards share ([`Cache`]).
+#![forbid(unsafe_code)]
 
 pub mod control;
 pub mod key;
@@ -51,7 +52,7 @@ impl Cache {
         Arc::new(Cache {
             store,
             hasher: key::KeyHasher::default(),
-            epoch: Instant::now(),
+            epoch: crate::clock::now(),
             max_entry,
             token,
             lock_timeout,
@@ -60,7 +61,7 @@ impl Cache {
 
     /// The cache clock: nanoseconds since it was made.
     pub fn now_ns(&self) -> u64 {
-        self.ns_at(Instant::now())
+        self.ns_at(crate::clock::now())
     }
 
     /// `at` on the cache clock (shards pass their coarse clock, so a hit

@@ -14,6 +14,7 @@
 //!
 //! Everything here is written by hand because it is the core of the hot path
 //! (see DESIGN.md); `httparse` does the tokenising.
+#![forbid(unsafe_code)]
 
 pub mod chunked;
 pub mod range;

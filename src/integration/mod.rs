@@ -5,6 +5,7 @@
 //! captured path parameters into the backend URI). The pipeline calls
 //! [`Integration`] through a plain enum; Lambda and WebSocket integrations
 //! are future variants of it.
+#![forbid(unsafe_code)]
 
 mod http;
 mod mock;

@@ -23,6 +23,7 @@
 //! /pets`), as Amazon API Gateway does. Spellings a lenient backend reads
 //! differently (`;params`, trailing dots, letter case) are checked against
 //! guarded routes in [`lenient`].
+#![forbid(unsafe_code)]
 
 use std::ops::Range;
 

@@ -18,6 +18,7 @@
 //! IP, API key (403), usage-plan key throttle, route (per stage), stage,
 //! the server-wide "account" limit, usage-plan quota; a refusal is a 429
 //! (`Limit Exceeded` for a quota).
+#![forbid(unsafe_code)]
 
 pub mod bucket;
 pub mod client_ip;
