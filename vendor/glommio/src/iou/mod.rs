@@ -92,8 +92,9 @@ bitflags::bitflags! {
         const CQSIZE    = 1 << 3;
         const CLAMP     = 1 << 4;
         const ATTACH_WQ = 1 << 5;
-        /// Run task_work cooperatively on the next kernel entry instead of
-        /// interrupting the task with an IPI (Linux 5.19+).
+        /// tollgate patch (change 1): run task_work cooperatively on the
+        /// next kernel entry instead of interrupting the task with an IPI
+        /// (Linux 5.19+).
         const COOP_TASKRUN = 1 << 8;
     }
 }

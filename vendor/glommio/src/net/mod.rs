@@ -8,8 +8,9 @@ use crate::sys;
 use nix::sys::socket::{MsgFlags, SockaddrLike};
 use std::{io, os::unix::io::RawFd};
 
-/// tollgate patch: a listener that is already non-blocking is accepted from
-/// directly; only a blocking one gets O_NONBLOCK toggled around the call.
+/// tollgate patch (change 3): a listener that is already non-blocking is
+/// accepted from directly; only a blocking one gets O_NONBLOCK toggled around
+/// the call.
 fn yolo_accept(fd: RawFd, nonblocking: bool) -> Option<io::Result<RawFd>> {
     let r = if nonblocking {
         sys::accept_syscall(fd)

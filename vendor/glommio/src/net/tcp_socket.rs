@@ -75,8 +75,8 @@ type Result<T> = crate::Result<T, ()>;
 pub struct TcpListener {
     reactor: Weak<Reactor>,
     listener: net::TcpListener,
-    /// tollgate patch: whether the listening socket is O_NONBLOCK, read
-    /// once, so the speculative accept needs no fcntl calls.
+    /// tollgate patch (change 3): whether the listening socket is
+    /// O_NONBLOCK, read once, so the speculative accept needs no fcntl calls.
     nonblocking: bool,
 }
 

@@ -908,6 +908,10 @@ impl SleepableRing {
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
         Ok(SleepableRing {
+            // tollgate patch (change 1): with COOP_TASKRUN a completion
+            // is posted at the shard's next kernel entry, not pushed with
+            // an inter-processor interrupt. Kernels before 5.19 reject the
+            // flag and get a ring without it.
             ring: iou::IoUring::new_with_flags(
                 size as _,
                 iou::SetupFlags::COOP_TASKRUN,
